@@ -1,0 +1,56 @@
+"""The `peft-ir` command: a thin layer that parses flags and calls the packages.
+
+Each command group lives in its own module here and exposes `register(subparsers)`; heavy libraries are
+imported inside the command functions so that `peft-ir --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from peft_ir.errors import PeftIRError
+
+# One entry per command module; adding a command group touches this list only.
+COMMAND_MODULES = ["eval", "dense", "tuning", "bm25", "quickstart"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="peft-ir", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"peft_ir.cli.{name}")
+        except ModuleNotFoundError as exc:  # a command group not built yet in this checkout
+            if exc.name == f"peft_ir.cli.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except PeftIRError as exc:
+        print(f"peft-ir {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"peft-ir {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
