@@ -1,0 +1,92 @@
+"""Line-oriented reading with exact error locations: BOM and CRLF tolerated, bad UTF-8 named by line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from peft_ir.errors import InputError
+
+
+def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, line without its end) for every non-blank line of a UTF-8 text file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, None, None, "file not found")
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(path, lineno, None, f"not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})") from None
+            line = line.rstrip("\r\n")
+            if line.strip():
+                yield lineno, line
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each line of a JSON-lines file; each line must be a JSON object."""
+    for lineno, line in iter_lines(path):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(path, lineno, None, f"malformed JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(obj, dict):
+            raise InputError(path, lineno, None, f"expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
+
+
+def iter_tsv(path: str | Path, columns: tuple[str, ...], *, min_columns: int | None = None,
+             sep: str | None = "\t") -> Iterator[tuple[int, list[str]]]:
+    """Yield (line number, fields) of a separated file; a line with too few fields names the first missing one."""
+    need = len(columns) if min_columns is None else min_columns
+    for lineno, line in iter_lines(path):
+        fields = line.split(sep) if sep else line.split()
+        if len(fields) < need:
+            raise InputError(path, lineno, columns[len(fields)],
+                             f"missing (expected {len(columns)} {'tab-' if sep == chr(9) else 'whitespace-'}separated fields: "
+                             f"{', '.join(columns)}; got {len(fields)})")
+        yield lineno, fields
+
+
+def get_field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], path: str | Path, lineno: int,
+              *, required: bool = True, default: Any = None) -> Any:
+    """Fetch a typed field of a JSON object, naming file, line and field when it is missing or mistyped."""
+    if key not in obj or obj[key] is None:
+        if required:
+            raise InputError(path, lineno, key, "missing")
+        return default
+    value = obj[key]
+    if kind is str and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # numeric ids are common (BEIR, MS MARCO) and unambiguous
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise InputError(path, lineno, key, f"expected {names}, got {type(value).__name__}")
+    return value
+
+
+def parse_int(value: str, path: str | Path, lineno: int, field: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            as_float = float(value)
+        except ValueError:
+            raise InputError(path, lineno, field, f"expected an integer, got {value!r}") from None
+        if as_float != int(as_float):
+            raise InputError(path, lineno, field, f"expected an integer, got {value!r}") from None
+        return int(as_float)
+
+
+def parse_float(value: str, path: str | Path, lineno: int, field: str) -> float:
+    try:
+        out = float(value)
+    except ValueError:
+        raise InputError(path, lineno, field, f"expected a number, got {value!r}") from None
+    if out != out:
+        raise InputError(path, lineno, field, "is NaN")
+    return out
