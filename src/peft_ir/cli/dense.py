@@ -1,0 +1,93 @@
+"""`peft-ir encode`, `peft-ir index`, `peft-ir search`: the dense first stage."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_encoder_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="model path or hub name (default: embedded all-MiniLM-L6-v2)")
+    p.add_argument("--adapter", default=None, help="adapter folder written by peft-ir training")
+    p.add_argument("--pooling", choices=("mean", "cls"), default=None, help="default: as the model folder says")
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
+                   help="L2-normalise embeddings (default: as the model folder says)")
+    p.add_argument("--query-prefix", default="")
+    p.add_argument("--passage-prefix", default="")
+    p.add_argument("--query-max-length", type=int, default=64)
+    p.add_argument("--passage-max-length", type=int, default=256)
+
+
+def spec_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from peft_ir.retriever import EncoderSpec
+
+    return EncoderSpec(model=args.model, adapter=args.adapter, pooling=args.pooling, normalize=args.normalize,
+                       query_prefix=args.query_prefix, passage_prefix=args.passage_prefix,
+                       query_max_length=args.query_max_length, passage_max_length=args.passage_max_length)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    e = sub.add_parser("encode", help="encode a corpus into resumable embedding chunks")
+    e.add_argument("--corpus", required=True, help="BEIR folder or corpus.jsonl, MS MARCO collection.tsv, irds:ID")
+    e.add_argument("--output", required=True, help="embeddings folder (re-running resumes)")
+    add_encoder_flags(e)
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--chunk-size", type=int, default=4096, help="documents per resumable chunk")
+    e.add_argument("--shard-id", type=int, default=0)
+    e.add_argument("--num-shards", type=int, default=1)
+    e.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                   help="model precision on GPU (embeddings are stored as float32)")
+    e.set_defaults(func=run_encode)
+
+    i = sub.add_parser("index", help="build a FAISS index from embeddings")
+    i.add_argument("--embeddings", required=True, help="folder written by `peft-ir encode`")
+    i.add_argument("--index", required=True, help="index folder to write")
+    i.add_argument("--factory", default="Flat", help="FAISS factory string: Flat, HNSW32, IVF4096,PQ64, ...")
+    i.add_argument("--train-sample", type=int, default=200_000, help="vectors used to train IVF/PQ")
+    i.set_defaults(func=run_index)
+
+    s = sub.add_parser("search", help="search a dense index with topics and write a TREC run")
+    s.add_argument("--index", required=True, nargs="+", help="index folder(s); several shards are merged exactly")
+    s.add_argument("--topics", required=True, help="topics tsv, queries.jsonl, BEIR folder (with --split) or irds:ID")
+    s.add_argument("--split", default="test")
+    s.add_argument("--output", required=True, help="TREC run to write")
+    s.add_argument("--hits", type=int, default=1000)
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--model", default=None, help="query encoder (default: the one recorded in the index)")
+    s.add_argument("--adapter", default=None, help="query-side adapter (default: the one recorded in the index)")
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    s.add_argument("--tag", default="peft-ir-dense", help="run tag (6th column)")
+    s.set_defaults(func=run_search)
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    import torch
+
+    from peft_ir.data import iter_documents
+    from peft_ir.retriever import BiEncoder, encode_corpus
+
+    dtype = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
+    encoder = BiEncoder(spec_from_args(args), dtype=dtype)
+    manifest = encode_corpus(encoder, iter_documents(args.corpus), args.output, shard_id=args.shard_id,
+                             num_shards=args.num_shards, chunk_size=args.chunk_size, batch_size=args.batch_size)
+    print(f"encoded shard {args.shard_id}/{args.num_shards} of {manifest['num_docs']} documents into {args.output}")
+    return 0
+
+
+def run_index(args: argparse.Namespace) -> int:
+    from peft_ir.indexing.dense import build_index
+
+    m = build_index(args.embeddings, args.index, args.factory, train_sample=args.train_sample)
+    print(f"indexed {m['ntotal']} vectors ({m['factory']}, dim {m['dim']}) into {args.index}")
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from peft_ir.data import load_topics, write_run
+    from peft_ir.indexing.search import dense_search, encoder_for, load_shards
+
+    shards = load_shards(args.index, args.device)
+    encoder = encoder_for(shards, args.model, args.adapter)
+    run = dense_search(encoder, shards, load_topics(args.topics, args.split), args.hits, args.batch_size)
+    write_run(run, args.output, tag=args.tag, hits=args.hits)
+    print(f"wrote {sum(len(h) for h in run.values())} hits for {len(run)} queries to {args.output} ({shards[0].backend})")
+    return 0

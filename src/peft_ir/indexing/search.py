@@ -1,0 +1,47 @@
+"""Dense search: encode topics with the index's (checked) encoder, search the shards, return a run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from peft_ir.data.trec import Run
+from peft_ir.indexing.dense import DenseIndex, search_shards
+from peft_ir.retriever.encoder import BiEncoder, spec_from_manifest
+
+
+def load_shards(paths: Sequence[str | Path], device: str = "auto") -> list[DenseIndex]:
+    shards = [DenseIndex(p, device=device) for p in paths]
+    first = shards[0]
+    for other in shards[1:]:
+        if other.manifest.get("fingerprint") != first.manifest.get("fingerprint"):
+            from peft_ir.errors import MismatchError  # noqa: PLC0415
+
+            raise MismatchError(f"index shards built by different encoders: {first.path} "
+                                f"({first.manifest.get('fingerprint')}) vs {other.path} ({other.manifest.get('fingerprint')})")
+    return shards
+
+
+def encoder_for(shards: Sequence[DenseIndex], model: str | None = None, adapter: str | None = None) -> BiEncoder:
+    """The query encoder recorded in the index manifest, unless the user names another (then it is checked)."""
+    spec = spec_from_manifest(shards[0].manifest, model)
+    if adapter is not None:
+        spec.adapter = adapter
+    encoder = BiEncoder(spec)
+    shards[0].check_encoder(encoder.manifest())
+    return encoder
+
+
+def dense_search(encoder: BiEncoder, shards: Sequence[DenseIndex], topics: dict[str, str], hits: int = 1000,
+                 batch_size: int = 64, progress: bool = True) -> Run:
+    qids = list(topics)
+    run: Run = {}
+    for start in tqdm(range(0, len(qids), batch_size), desc="search", unit="batch", disable=not progress):
+        batch = qids[start:start + batch_size]
+        vecs = encoder.encode_queries([topics[q] for q in batch], batch_size=batch_size)
+        scores, ids = search_shards(shards, vecs, hits)
+        for qid, row_scores, row_ids in zip(batch, scores, ids):
+            run[qid] = {d: float(s) for d, s in zip(row_ids, row_scores)}
+    return run

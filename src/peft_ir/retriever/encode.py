@@ -1,0 +1,113 @@
+"""Corpus encoding in chunks that survive interruption, shardable across independent processes.
+
+Chunk k holds documents [k*chunk_size, (k+1)*chunk_size) of the corpus order; shard i of n encodes the chunks
+with k % n == i. Each chunk is one `.npz` (embeddings + ids) written under a temporary name and renamed, so a
+re-run skips finished chunks and never trusts a partial one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from peft_ir.atomic import atomic_open, atomic_path
+from peft_ir.data.beir import Document
+from peft_ir.errors import MismatchError, PeftIRError
+from peft_ir.retriever.encoder import BiEncoder, fingerprint
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+def chunk_path(out_dir: Path, k: int) -> Path:
+    return out_dir / "chunks" / f"chunk-{k:06d}.npz"
+
+
+def _chunks(docs: Iterable[Document], size: int) -> Iterator[list[Document]]:
+    it = iter(docs)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def _check_encoder(out_dir: Path, manifest: dict) -> None:
+    """Refuse to mix chunks from two encoders in one folder."""
+    path = out_dir / "encoder.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("fingerprint") != manifest["fingerprint"]:
+            raise MismatchError(f"{out_dir} holds embeddings from encoder {old.get('model')} "
+                                f"(fingerprint {old.get('fingerprint')}), not from {manifest['model']} "
+                                f"(fingerprint {manifest['fingerprint']}); use another --output")
+    else:
+        with atomic_open(path) as fh:
+            json.dump(manifest, fh, indent=2)
+
+
+def encode_corpus(encoder: BiEncoder, docs: Iterable[Document], out_dir: str | Path, *, shard_id: int = 0,
+                  num_shards: int = 1, chunk_size: int = 4096, batch_size: int = 64, total: int | None = None,
+                  progress: bool = True) -> dict:
+    """Encode this shard's chunks (skipping finished ones) and return the manifest once the whole corpus is seen."""
+    if not 0 <= shard_id < num_shards:
+        raise PeftIRError(f"--shard-id must be in [0, {num_shards}), got {shard_id}")
+    out_dir = Path(out_dir)
+    (out_dir / "chunks").mkdir(parents=True, exist_ok=True)
+    manifest = encoder.manifest()
+    manifest["fingerprint"] = fingerprint(manifest)
+    _check_encoder(out_dir, manifest)
+
+    n_docs = 0
+    n_chunks = 0
+    done = skipped = 0
+    bar = tqdm(total=total, unit="doc", desc=f"encode shard {shard_id}/{num_shards}", disable=not progress)
+    for k, chunk in enumerate(_chunks(docs, chunk_size)):
+        n_docs += len(chunk)
+        n_chunks = k + 1
+        if k % num_shards != shard_id:
+            bar.update(len(chunk))
+            continue
+        path = chunk_path(out_dir, k)
+        if path.is_file():
+            skipped += 1
+            bar.update(len(chunk))
+            continue
+        vectors = encoder.encode_passages([d.joined() for d in chunk], batch_size=batch_size)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, embeddings=vectors, ids=np.array([d.id for d in chunk]))
+        done += 1
+        bar.update(len(chunk))
+    bar.close()
+    if n_docs == 0:
+        raise PeftIRError("the corpus is empty")
+    log.info("shard %d/%d: encoded %d chunk(s), %d already done", shard_id, num_shards, done, skipped)
+    manifest.update({"num_docs": n_docs, "num_chunks": n_chunks, "chunk_size": chunk_size, "dtype": "float32"})
+    with atomic_open(out_dir / MANIFEST) as fh:
+        json.dump(manifest, fh, indent=2)
+    return manifest
+
+
+def read_manifest(emb_dir: str | Path) -> dict:
+    path = Path(emb_dir) / MANIFEST
+    if not path.is_file():
+        raise PeftIRError(f"{emb_dir}: no {MANIFEST}; encoding has not finished (run `peft-ir encode` to completion)")
+    return json.loads(path.read_text())
+
+
+def iter_embeddings(emb_dir: str | Path) -> Iterator[tuple[np.ndarray, list[str]]]:
+    """Yield (embeddings, ids) chunk by chunk in corpus order; fails if any chunk is missing."""
+    emb_dir = Path(emb_dir)
+    manifest = read_manifest(emb_dir)
+    missing = [k for k in range(manifest["num_chunks"]) if not chunk_path(emb_dir, k).is_file()]
+    if missing:
+        raise PeftIRError(f"{emb_dir}: {len(missing)} of {manifest['num_chunks']} chunks missing (e.g. {missing[0]}); "
+                          "run the remaining `peft-ir encode --shard-id` processes first")
+    for k in range(manifest["num_chunks"]):
+        with np.load(chunk_path(emb_dir, k), allow_pickle=False) as z:
+            yield z["embeddings"], [str(x) for x in z["ids"]]
