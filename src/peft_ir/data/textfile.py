@@ -61,7 +61,7 @@ def get_field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], path
             raise InputError(path, lineno, key, "missing")
         return default
     value = obj[key]
-    if kind is str and isinstance(value, int) and not isinstance(value, bool):
+    if kind is str and key.endswith("id") and isinstance(value, int) and not isinstance(value, bool):
         return str(value)  # numeric ids are common (BEIR, MS MARCO) and unambiguous
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)

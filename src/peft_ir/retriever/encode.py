@@ -77,12 +77,17 @@ def encode_corpus(encoder: BiEncoder, docs: Iterable[Document], out_dir: str | P
             skipped += 1
             bar.update(len(chunk))
             continue
-        vectors = encoder.encode_passages([d.joined() for d in chunk], batch_size=batch_size)
+        texts = [d.joined() for d in chunk]
+        step = batch_size * 16  # length-sorted within each slice; slices keep the progress bar moving
+        parts = []
+        for start in range(0, len(texts), step):
+            parts.append(encoder.encode_passages(texts[start:start + step], batch_size=batch_size))
+            bar.update(len(parts[-1]))
+        vectors = np.concatenate(parts)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, embeddings=vectors, ids=np.array([d.id for d in chunk]))
         done += 1
-        bar.update(len(chunk))
     bar.close()
     if n_docs == 0:
         raise PeftIRError("the corpus is empty")

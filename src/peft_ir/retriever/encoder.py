@@ -94,7 +94,7 @@ class BiEncoder:
 
     @property
     def dim(self) -> int:
-        return int(self.model.get_sentence_embedding_dimension())
+        return int(self.model.get_embedding_dimension())
 
     # -- encoding ----------------------------------------------------------------------------------------
     def _encode(self, texts: list[str], prefix: str, max_length: int, batch_size: int, progress: bool) -> np.ndarray:

@@ -1,0 +1,88 @@
+"""Evaluation against the published figures, and the pieces of `compare`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from peft_ir.cli import main
+from peft_ir.data import load_qrels, read_run
+from peft_ir.eval import compare, default_measures, evaluate, guess_preset, holm, parse_measures, per_query
+from peft_ir.errors import PeftIRError
+
+RUNS = ["bm25_top100", "bm25rm3_top100", "tasb_top100", "spladepp_top100", "ada2_top100", "repllama_top200"]
+
+
+def test_dl19_bm25_matches_published_figures(shared_data: Path) -> None:
+    dl = shared_data / "trec-dl-2019"
+    qrels = load_qrels(dl / "qrels.dl19-passage.txt")
+    assert guess_preset(qrels) == "trec-dl"
+    m = evaluate(qrels, read_run(dl / "runs" / "bm25_top100.dl19.trec"), default_measures(qrels))
+    assert round(m["nDCG@10"], 4) == 0.5058
+    assert round(m["RR(rel=2)@10"], 4) == 0.7024
+
+
+def test_cli_eval_prints_reference_numbers(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dl = shared_data / "trec-dl-2019"
+    assert main(["eval", "--qrels", str(dl / "qrels.dl19-passage.txt"), "--run", str(dl / "runs" / "bm25_top100.dl19.trec")]) == 0
+    out = capsys.readouterr().out
+    assert "| nDCG@10 | RR(rel=2)@10 |" in out and "0.5058 | 0.7024" in out
+
+
+def test_cli_compare_six_runs(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dl = shared_data / "trec-dl-2019"
+    runs = [str(dl / "runs" / f"{r}.dl19.trec") for r in RUNS]
+    assert main(["compare", *runs, "--qrels", str(dl / "qrels.dl19-passage.txt")]) == 0
+    out = capsys.readouterr().out
+    rows = [ln for ln in out.splitlines() if ln.startswith("| ") and ".trec" in ln]
+    assert len(rows) == 6 and "(baseline)" in rows[0] and "†" not in rows[0]
+    # SPLADE++ is far above BM25 on nDCG@10 over 43 queries: that difference must be marked significant
+    splade = next(r for r in rows if "spladepp" in r)
+    assert "†" in splade.split("|")[2]
+
+
+def test_missing_queries_count_as_zero() -> None:
+    qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}}
+    run = {"q1": {"d1": 1.0}}
+    assert evaluate(qrels, run, parse_measures(["RR@10"])) == {"RR@10": 0.5}
+
+
+def test_ignore_self_drops_self_hits() -> None:
+    qrels = {"q1": {"d1": 1}}
+    run = {"q1": {"q1": 9.0, "d1": 1.0}}
+    measures = parse_measures(["RR@10"])
+    assert evaluate(qrels, run, measures)["RR@10"] == 0.5
+    assert evaluate(qrels, run, measures, ignore_self=True)["RR@10"] == 1.0
+
+
+def test_holm_adjustment() -> None:
+    # classic example: p = (0.01, 0.04, 0.03) -> (0.03, 0.06, 0.06)
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_compare_detects_a_consistent_improvement() -> None:
+    qrels = {f"q{i}": {"good": 1} for i in range(20)}
+    bad = {q: {"x": 2.0, "y": 1.5, "good": 1.0} for q in qrels}
+    good = {q: {"good": 2.0} for q in qrels}
+    measures = parse_measures(["RR@10"])
+    c = compare({"bad": per_query(qrels, bad, measures), "same": per_query(qrels, bad, measures),
+                 "good": per_query(qrels, good, measures)})
+    assert c.means["good"]["RR@10"] == 1.0 and c.significant("good", "RR@10")
+    assert not c.significant("same", "RR@10")
+
+
+def test_bad_measure_name() -> None:
+    with pytest.raises(PeftIRError, match="unknown measure"):
+        parse_measures(["nDCG@@10"])
+
+
+def test_cli_exit_code_2_on_malformed_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_text("1 0 d1 1\n")
+    run = tmp_path / "run.trec"
+    run.write_text("1 Q0 d1 1 1.0 t\n1 Q0 d2 2 oops t\n")
+    assert main(["eval", "--qrels", str(qrels), "--run", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"{run}:2: field 'score'" in err

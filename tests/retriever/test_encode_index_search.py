@@ -1,0 +1,110 @@
+"""Encoding resumes chunk by chunk, indexes refuse mismatched encoders, shards merge exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from peft_ir.data import Document
+from peft_ir.errors import MismatchError, PeftIRError
+from peft_ir.indexing.dense import DenseIndex, build_index, search_shards
+from peft_ir.indexing.search import dense_search, encoder_for, load_shards
+from peft_ir.retriever import BiEncoder, EncoderSpec, encode_corpus, iter_embeddings
+
+DOCS = [Document(f"d{i}", f"title {i}", " ".join(["word"] * (i % 7 + 1)) + f" number {i}") for i in range(40)]
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_bert_dir: Path) -> BiEncoder:
+    return BiEncoder(EncoderSpec(model=str(tiny_bert_dir), normalize=True), device="cpu")
+
+
+def _all(emb_dir: Path) -> tuple[np.ndarray, list[str]]:
+    vecs, ids = zip(*iter_embeddings(emb_dir))
+    return np.concatenate(vecs), [i for chunk in ids for i in chunk]
+
+
+def test_interrupted_encoding_resumes_without_redoing_chunks(encoder: BiEncoder, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    encode_corpus(encoder, DOCS, tmp_path / "full", chunk_size=8, progress=False)
+    full_vecs, full_ids = _all(tmp_path / "full")
+
+    real = encoder.encode_passages
+    calls: list[int] = []
+
+    def dies_on_third(texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        calls.append(len(texts))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the process is killed mid-chunk
+        return real(texts, batch_size=batch_size)
+
+    monkeypatch.setattr(encoder, "encode_passages", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        encode_corpus(encoder, DOCS, tmp_path / "resumed", chunk_size=8, progress=False)
+    assert sorted(p.name for p in (tmp_path / "resumed" / "chunks").iterdir()) == ["chunk-000000.npz", "chunk-000001.npz"]
+    assert not (tmp_path / "resumed" / "manifest.json").exists()  # nothing looks finished
+    with pytest.raises(PeftIRError, match="encoding has not finished"):
+        list(iter_embeddings(tmp_path / "resumed"))
+
+    calls.clear()
+    monkeypatch.setattr(encoder, "encode_passages", lambda texts, batch_size=64, progress=False: (calls.append(len(texts)), real(texts, batch_size=batch_size))[1])
+    encode_corpus(encoder, DOCS, tmp_path / "resumed", chunk_size=8, progress=False)
+    assert len(calls) == 3  # chunks 2, 3, 4 only
+    vecs, ids = _all(tmp_path / "resumed")
+    assert ids == full_ids and np.array_equal(vecs, full_vecs)
+
+
+def test_shards_cover_the_corpus_and_merge_exactly(encoder: BiEncoder, tmp_path: Path) -> None:
+    for shard in range(3):
+        encode_corpus(encoder, DOCS, tmp_path / "emb", chunk_size=8, shard_id=shard, num_shards=3, progress=False)
+    vecs, ids = _all(tmp_path / "emb")
+    assert ids == [d.id for d in DOCS]
+    build_index(tmp_path / "emb", tmp_path / "flat", "Flat", progress=False)
+    index = DenseIndex(tmp_path / "flat")
+    queries = encoder.encode_queries(["word number 3", "title 17"])
+    scores, hits = index.search(queries, 10)
+    np.testing.assert_allclose(scores[0], np.sort(vecs @ queries[0])[::-1][:10], rtol=1e-5)
+    assert np.allclose(index.vectors(["d5"])[0], vecs[5])
+
+    # two index shards over halves of the corpus give the same top 10 as one index
+    half = tmp_path / "half"
+    for name, part in (("a", DOCS[:20]), ("b", DOCS[20:])):
+        encode_corpus(encoder, part, half / f"emb-{name}", chunk_size=8, progress=False)
+        build_index(half / f"emb-{name}", half / f"idx-{name}", "Flat", progress=False)
+    shards = load_shards([half / "idx-a", half / "idx-b"])
+    merged_scores, merged_hits = search_shards(shards, queries, 10)
+    assert merged_hits == hits
+    np.testing.assert_allclose(merged_scores, scores, rtol=1e-5)
+
+
+def test_search_refuses_a_mismatched_encoder(encoder: BiEncoder, tmp_path: Path, minilm_path: str) -> None:
+    encode_corpus(encoder, DOCS[:10], tmp_path / "emb", chunk_size=8, progress=False)
+    build_index(tmp_path / "emb", tmp_path / "idx", "Flat", progress=False)
+    shards = load_shards([tmp_path / "idx"])
+    run = dense_search(encoder_for(shards), shards, {"q1": "word number 3"}, hits=5, progress=False)
+    assert len(run["q1"]) == 5
+    with pytest.raises(MismatchError, match="dimension 384"):
+        encoder_for(shards, model=minilm_path)
+    other = BiEncoder(EncoderSpec(model=encoder.spec.model, normalize=True, query_prefix="query: "), device="cpu")
+    with pytest.raises(MismatchError, match="query_prefix") as info:
+        shards[0].check_encoder(other.manifest())
+    assert shards[0].manifest["fingerprint"] in str(info.value)
+
+
+def test_encoding_folder_refuses_another_encoder(encoder: BiEncoder, tmp_path: Path) -> None:
+    encode_corpus(encoder, DOCS[:10], tmp_path / "emb", chunk_size=8, progress=False)
+    other = BiEncoder(EncoderSpec(model=encoder.spec.model, normalize=False), device="cpu")
+    with pytest.raises(MismatchError, match="fingerprint"):
+        encode_corpus(other, DOCS[:10], tmp_path / "emb", chunk_size=8, progress=False)
+
+
+def test_hnsw_and_ivfpq_factories(encoder: BiEncoder, tmp_path: Path) -> None:
+    encode_corpus(encoder, DOCS, tmp_path / "emb", chunk_size=16, progress=False)
+    for factory in ("HNSW32", "IVF4,Flat"):
+        m = build_index(tmp_path / "emb", tmp_path / factory.replace(",", "_"), factory, progress=False)
+        assert m["ntotal"] == 40 and m["factory"] == factory
+    with pytest.raises(PeftIRError, match="factory"):
+        build_index(tmp_path / "emb", tmp_path / "bad", "NotAFactory", progress=False)
+    assert not (tmp_path / "bad").exists()
