@@ -1,0 +1,39 @@
+"""Parameter-efficient tuning methods for BERT-family encoders and cross-encoders (DESIGN §2).
+
+Public API:
+    METHODS                                    name -> Method (full, bitfit, adapter, parallel, prefix, lora, mam,
+                                               iaa-s, iaa-l, iaa-m)
+    TuningConfig(method, r, ar, prefix_len, lora_r, lora_alpha, lora_dropout, target_modules, scaling, aside,
+                 activation, seed)             .to_dict() / .from_dict()
+    apply_tuning(model, config) -> model       freeze the base, inject modules (in place)
+    trainable_parameters(model) -> (trainable, total)   share = trainable / base parameters
+    budget_config(model, method, share, **fixed) -> TuningConfig
+    save_tuned(model, path, base_name_or_path) / load_tuned(base_model, path) -> model
+    merge_tuned(model) -> model                lora (and bitfit/full); others raise PeftIRError
+    describe(model, config) -> str
+"""
+
+from peft_ir.tuning.apply import apply_tuning, merge_tuned, trainable_parameters, tuning_state
+from peft_ir.tuning.budget import budget_config
+from peft_ir.tuning.checkpoint import base_fingerprint, load_tuned, save_tuned
+from peft_ir.tuning.config import TuningConfig, parse_share
+from peft_ir.tuning.describe import describe
+from peft_ir.tuning.registry import METHODS, Method, load_methods
+
+load_methods()
+
+__all__ = [
+    "METHODS",
+    "Method",
+    "TuningConfig",
+    "apply_tuning",
+    "base_fingerprint",
+    "budget_config",
+    "describe",
+    "load_tuned",
+    "merge_tuned",
+    "parse_share",
+    "save_tuned",
+    "trainable_parameters",
+    "tuning_state",
+]

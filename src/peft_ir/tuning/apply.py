@@ -1,0 +1,130 @@
+"""Apply a tuning config to a model, count its trainable share, merge it back.
+
+Counting definition (reproduces the paper's budgets): share = trainable / total, where `total` is the number of
+parameters of the *base* model (before any module was added; for a cross-encoder it includes the task head) and
+`trainable` counts every parameter that trains: the method's added parameters (or unfrozen base ones for
+full/bitfit) plus, for a cross-encoder, its task head, which always trains. On BERT-base (d = 768, L = 12,
+total = 109,482,240), with a bottleneck of size r costing 2·d·r + r + d parameters:
+    adapter r      : 2·L·(2dr + r + d)            r=16  -> 608,640   = 0.56 %
+    LoRA r on q,v  : 2·L·r·(d + d)                r=16  -> 589,824   = 0.54 %
+    prefix l       : L·2·l·d                      l=32  -> 589,824   = 0.54 %
+    IAA-L r, ar    : L·(2·(2dr + r + d) + 2d·ar + ar + d)
+                                                  12/12 -> 691,632   = 0.63 %;  50/300 -> 7,405,248 = 6.76 %
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from peft_ir.errors import PeftIRError
+from peft_ir.tuning.arch import Arch, detect
+from peft_ir.tuning.aside import aside_parts, inject_aside
+from peft_ir.tuning.config import TuningConfig
+from peft_ir.tuning.modules import TuningModule
+from peft_ir.tuning.registry import Part, get_method
+
+STATE_ATTR = "peft_ir_tuning"
+
+
+@dataclass
+class TuningState:
+    """What apply_tuning recorded on the model: the config and the identity of the untouched base."""
+
+    config: TuningConfig
+    base_total: int
+    base_hash: str | None
+    base_class: str
+
+
+def tuning_state(model: nn.Module) -> TuningState | None:
+    return getattr(model, STATE_ATTR, None)
+
+
+def config_parts(arch: Arch, config: TuningConfig) -> list[Part]:
+    """Closed-form trainable parameter groups of `config` on `arch`: method, aside modules, task head."""
+    parts = list(get_method(config.method).parts(arch, config))
+    if config.aside is not None:
+        parts += aside_parts(arch, config.aside, config.ar)
+    if arch.head:
+        names = ", ".join(name for name, _ in arch.head)
+        total = sum(p.numel() for _, m in arch.head for p in m.parameters())
+        parts.append(Part("task head (always trains)", names, total, 1))
+    return parts
+
+
+def apply_tuning(model: nn.Module, config: TuningConfig) -> nn.Module:
+    """Freeze the base, inject the method's modules, and return the model to use (always the same object).
+
+    The added modules are initialised from `config.seed` (CPU generator, then moved to the base's device and
+    dtype), so two applications of one config give identical models.
+    """
+    from peft_ir.tuning.checkpoint import base_fingerprint
+
+    if not isinstance(config, TuningConfig):
+        raise PeftIRError(f"apply_tuning needs a TuningConfig; got {type(config).__name__}")
+    if tuning_state(model) is not None:
+        raise PeftIRError("this model is already tuned; apply a config to a fresh base model")
+    arch = detect(model)
+    method = get_method(config.method)
+    base_total = sum(p.numel() for p in model.parameters())
+    base_hash = base_fingerprint(model)
+    model.requires_grad_(False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        method.inject(arch, config)
+        if config.aside is not None:
+            inject_aside(arch, config.aside, config.ar, config.activation)
+    for _, head in arch.head:
+        head.requires_grad_(True)
+    setattr(model, STATE_ATTR, TuningState(config, base_total, base_hash, type(model).__name__))
+    return model
+
+
+def added_parameter_ids(model: nn.Module) -> set[int]:
+    """ids of parameters that tuning added (peft-ir modules and peft adapter weights), i.e. not base weights."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    ids: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, TuningModule):
+            ids.update(id(p) for p in module.parameters())
+        elif isinstance(module, BaseTunerLayer):
+            ids.update(id(p) for n, p in module.named_parameters() if not n.startswith("base_layer."))
+    return ids
+
+
+def trainable_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total): parameters that require grad, and the base model's parameter count (added modules
+    excluded). share = trainable / total; see the module docstring for the closed forms."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    state = tuning_state(model)
+    if state is not None:
+        return trainable, state.base_total
+    added = added_parameter_ids(model)
+    return trainable, sum(p.numel() for p in model.parameters() if id(p) not in added)
+
+
+def merge_tuned(model: nn.Module) -> nn.Module:
+    """Fold the trained weights into the base and drop every added module, where the maths allows.
+
+    lora: peft's merge (W + (alpha/r)·B·A), then the LoRA layers are replaced by their base linears, so the
+    merged model has the base's modules and parameter count (zero added latency). bitfit and full: the trained
+    weights already are base weights. Every other method (and any method with aside modules) raises
+    PeftIRError saying why. The returned model is untuned: all parameters are frozen.
+    """
+    state = tuning_state(model)
+    if state is None:
+        raise PeftIRError("merge_tuned needs a model returned by apply_tuning or load_tuned")
+    config = state.config
+    if config.aside is not None:
+        raise PeftIRError(
+            f"cannot merge {config.method} with aside modules: an aside module is a non-linear side path "
+            "(W_up · act(W_down · z)) that has no equivalent change of the base weights"
+        )
+    get_method(config.method).merge(detect(model), config)
+    model.requires_grad_(False)
+    delattr(model, STATE_ATTR)
+    return model

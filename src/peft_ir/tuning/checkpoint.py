@@ -1,0 +1,212 @@
+"""Save and load the trainable weights of a tuned model (safetensors + JSON, never pickle).
+
+A checkpoint directory holds:
+- tuning_config.json: the TuningConfig, the base model's name/path, class and fingerprint, and the counts;
+- tuning_weights.safetensors: every trainable tensor under its name in the tuned model (for `lora`: only those
+  that peft does not carry, e.g. aside modules; absent when empty);
+- for `lora` also adapter_config.json + adapter_model.safetensors in peft's own format (LoRA weights and the task
+  head as modules_to_save), so `peft.PeftModel.from_pretrained(base, path)` loads it without peft-ir.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from peft_ir.atomic import atomic_path
+from peft_ir.errors import InputError, MismatchError, PeftIRError
+from peft_ir.tuning.apply import apply_tuning, trainable_parameters, tuning_state
+from peft_ir.tuning.arch import detect
+from peft_ir.tuning.config import TuningConfig
+
+FORMAT = "peft-ir-tuning"
+FORMAT_VERSION = 1
+CONFIG_FILE = "tuning_config.json"
+WEIGHTS_FILE = "tuning_weights.safetensors"
+PEFT_CONFIG_FILE = "adapter_config.json"
+PEFT_WEIGHTS_FILE = "adapter_model.safetensors"
+PEFT_PREFIX = "base_model.model."
+PEFT_ADAPTER = "default"
+SAMPLE = 1 << 16  # elements hashed per tensor at most
+
+
+def base_fingerprint(model: nn.Module) -> str | None:
+    """A sampled sha256 of the encoder's weights (task head excluded: it is saved with the adapter).
+
+    Per tensor, in name order: name, dtype, shape and the bytes of at most 65,536 evenly strided elements. Cheap
+    (milliseconds for BERT-base) and deterministic; any two differently trained encoders differ in the sample.
+    None when the weights are not materialised (meta device).
+    """
+    encoder = getattr(model, "base_model", model)
+    params = sorted(encoder.named_parameters(), key=lambda item: item[0])
+    if any(p.is_meta for _, p in params):
+        return None
+    digest = hashlib.sha256()
+    for name, p in params:
+        flat = p.detach().reshape(-1)
+        step = max(1, math.ceil(flat.numel() / SAMPLE))
+        sample = flat[::step].contiguous().cpu()
+        digest.update(f"{name}|{str(p.dtype)}|{tuple(p.shape)}|".encode())
+        digest.update(sample.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _base_name(model: nn.Module) -> str:
+    name = getattr(getattr(model, "config", None), "_name_or_path", "") or ""
+    return str(name) or f"<unnamed {type(model).__name__}>"
+
+
+def to_peft_key(name: str) -> str:
+    """encoder.layer.0.attention.self.query.lora_A.default.weight -> base_model.model.encoder...query.lora_A.weight"""
+    parts = name.split(".")
+    out = [p for i, p in enumerate(parts) if not (p == PEFT_ADAPTER and i > 0 and parts[i - 1].startswith("lora_"))]
+    return PEFT_PREFIX + ".".join(out)
+
+
+def from_peft_key(key: str) -> str:
+    """Inverse of `to_peft_key`."""
+    if not key.startswith(PEFT_PREFIX):
+        raise MismatchError(f"unexpected key '{key}' in {PEFT_WEIGHTS_FILE} (peft keys start with {PEFT_PREFIX})")
+    out: list[str] = []
+    for p in key[len(PEFT_PREFIX) :].split("."):
+        out.append(p)
+        if p.startswith("lora_"):
+            out.append(PEFT_ADAPTER)
+    return ".".join(out)
+
+
+def _is_peft_carried(name: str, head_names: list[str]) -> bool:
+    return ".lora_" in name or name.split(".", 1)[0] in head_names
+
+
+def save_tuned(model: nn.Module, path: str | Path, base_name_or_path: str | None = None) -> Path:
+    """Write the trainable weights and config of a tuned model to directory `path` (atomically); returns it."""
+    from safetensors.torch import save_file
+
+    state = tuning_state(model)
+    if state is None:
+        raise PeftIRError("save_tuned needs a model returned by apply_tuning or load_tuned")
+    if state.base_hash is None:
+        raise PeftIRError("cannot save: the model was tuned while its weights were not materialised (meta device)")
+    config = state.config
+    arch = detect(model)
+    base_name = str(base_name_or_path) if base_name_or_path is not None else _base_name(model)
+    trainable = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    head_names = [n for n, _ in arch.head]
+    peft_weights: dict[str, torch.Tensor] = {}
+    if config.method == "lora":
+        peft_weights = {to_peft_key(n): t for n, t in trainable.items() if _is_peft_carried(n, head_names)}
+        trainable = {n: t for n, t in trainable.items() if not _is_peft_carried(n, head_names)}
+    n_train, n_total = trainable_parameters(model)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": config.to_dict(),
+        "base": {"name_or_path": base_name, "class": state.base_class, "sha256_sampled": state.base_hash},
+        "counts": {"trainable": n_train, "total": n_total, "share": n_train / n_total},
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.mkdir(parents=True)
+        if trainable:
+            save_file(trainable, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT})
+        if config.method == "lora":
+            from peft_ir.tuning.methods.lora import peft_lora_config
+
+            peft_lora_config(arch, config, for_saving=True, base=base_name).save_pretrained(str(tmp))
+            save_file(peft_weights, str(tmp / PEFT_WEIGHTS_FILE), metadata={"format": "pt"})
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """The parsed tuning_config.json of a checkpoint directory (validated)."""
+    file = Path(path) / CONFIG_FILE
+    if not file.is_file():
+        raise PeftIRError(f"{path} is not a peft-ir tuning checkpoint (no {CONFIG_FILE})")
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(file, exc.lineno, None, f"invalid JSON: {exc.msg}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise InputError(file, None, "format", f"expected '{FORMAT}'")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise InputError(file, None, "format_version", f"unsupported version {meta.get('format_version')!r}")
+    for key in ("config", "base"):
+        if not isinstance(meta.get(key), dict):
+            raise InputError(file, None, key, "missing or not an object")
+    return meta
+
+
+def _check_base(model: nn.Module, meta: dict[str, Any], path: Path) -> None:
+    base = meta["base"]
+    saved_name, saved_class, saved_hash = base.get("name_or_path"), base.get("class"), base.get("sha256_sampled")
+    given_name, given_class = _base_name(model), type(model).__name__
+    if saved_class != given_class:
+        raise MismatchError(
+            f"tuning checkpoint {path} was made for a {saved_class} ('{saved_name}'), "
+            f"but the given base is a {given_class} ('{given_name}')"
+        )
+    given_hash = base_fingerprint(model)
+    if given_hash != saved_hash:
+        raise MismatchError(
+            f"tuning checkpoint {path} was trained on base '{saved_name}' (weights sha256 {saved_hash}), "
+            f"but the given base '{given_name}' has weights sha256 {given_hash}"
+        )
+
+
+def _read_weights(path: Path, config: TuningConfig) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    weights: dict[str, torch.Tensor] = {}
+    if (path / WEIGHTS_FILE).is_file():
+        weights.update(load_file(str(path / WEIGHTS_FILE)))
+    if config.method == "lora":
+        if not (path / PEFT_WEIGHTS_FILE).is_file():
+            raise PeftIRError(f"LoRA checkpoint {path} lacks {PEFT_WEIGHTS_FILE}")
+        weights.update({from_peft_key(k): v for k, v in load_file(str(path / PEFT_WEIGHTS_FILE)).items()})
+    return weights
+
+
+def load_tuned(base_model: nn.Module, path: str | Path, check_base: bool = True) -> nn.Module:
+    """Apply a saved config to a fresh base model and load the saved weights; returns the tuned model.
+
+    The base must be the one the checkpoint was trained on: same class and same weight fingerprint, otherwise
+    MismatchError naming both (pass check_base=False to skip the fingerprint check deliberately).
+    """
+    path = Path(path)
+    meta = read_checkpoint_meta(path)
+    config = TuningConfig.from_dict(meta["config"])
+    if tuning_state(base_model) is not None:
+        raise PeftIRError("load_tuned needs a fresh base model, not an already tuned one")
+    if check_base:
+        _check_base(base_model, meta, path)
+    weights = _read_weights(path, config)
+    model = apply_tuning(base_model, config)
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    missing = sorted(set(params) - set(weights))
+    unexpected = sorted(set(weights) - set(params))
+    if missing or unexpected:
+        raise MismatchError(
+            f"tuning checkpoint {path} does not fit the model: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    with torch.no_grad():
+        for name, p in params.items():
+            tensor = weights[name]
+            if tensor.shape != p.shape:
+                raise MismatchError(
+                    f"tuning checkpoint {path}: {name} has shape {tuple(tensor.shape)}, the model {tuple(p.shape)}"
+                )
+            p.copy_(tensor.to(device=p.device, dtype=p.dtype))
+    state = tuning_state(model)
+    if state is not None and state.base_hash is None:
+        state.base_hash = meta["base"].get("sha256_sampled")
+    return model

@@ -1,0 +1,50 @@
+"""A human-readable account of a tuning config on a model: sizes, trainable count and share, placements."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from peft_ir.tuning.apply import config_parts, trainable_parameters, tuning_state
+from peft_ir.tuning.arch import detect
+from peft_ir.tuning.config import TuningConfig
+from peft_ir.tuning.registry import get_method
+
+
+def describe(model: nn.Module, config: TuningConfig | None = None) -> str:
+    """Describe `config` on `model` from the closed-form counts (the model is not changed).
+
+    With a tuned model and no config, describes the applied config and also reports the measured count.
+    """
+    state = tuning_state(model)
+    if config is None:
+        if state is None:
+            raise ValueError("describe needs a config for an untuned model")
+        config = state.config
+    arch = detect(model)
+    method = get_method(config.method)
+    parts = config_parts(arch, config)
+    trainable = sum(p.total for p in parts)
+    measured, total = trainable_parameters(model)
+    kind = "cross-encoder (sequence classification)" if arch.is_cross_encoder else "encoder"
+    summary = method.summary
+    if config.aside is not None and method.fixed_aside is None:
+        summary += f" + aside modules ({config.aside})"
+    sizes = " ".join(f"{k}={v}" for k, v in config.sizes().items()) or "-"
+    lines = [
+        f"method     {config.method}: {summary}",
+        f"model      {type(model).__name__} ({kind}): {arch.num_layers} layers, hidden {arch.hidden}, "
+        f"FFN {arch.intermediate}, {arch.num_heads} heads; {total:,} base parameters",
+        f"sizes      {sizes}",
+        f"trainable  {trainable:,} parameters = {100 * trainable / total:.2f} % of the base "
+        f"({trainable / total:.6f}; share = trainable / base parameters)",
+    ]
+    if state is not None and state.config == config:
+        lines.append(f"measured   {measured:,} parameters require grad")
+    lines.append("placements")
+    width = max(len(p.what) for p in parts)
+    for p in parts:
+        count = f"{p.count} x {p.each:,}" if p.count > 1 else f"{p.each:,}"
+        lines.append(f"  {p.what:<{width}}  {count:>16} = {p.total:>12,}  {p.where}")
+    merge = "yes" if method.merge_blocker is None and config.aside is None else "no"
+    lines.append(f"mergeable  {merge}")
+    return "\n".join(lines)

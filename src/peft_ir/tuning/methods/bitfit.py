@@ -1,0 +1,31 @@
+"""BitFit (Ben Zaken et al. 2021): only the bias terms of the encoder train."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from peft_ir.tuning.arch import Arch
+from peft_ir.tuning.config import TuningConfig
+from peft_ir.tuning.registry import Method, Part, register
+
+
+def bias_parameters(encoder: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """Every bias of the encoder: q/k/v/output projections, FFN, LayerNorms, embeddings' LayerNorm, pooler."""
+    return [(n, p) for n, p in encoder.named_parameters() if n == "bias" or n.endswith(".bias")]
+
+
+@register
+class BitFit(Method):
+    name = "bitfit"
+    order = 10
+    summary = "only the encoder's bias terms train"
+    merge_blocker = None  # the trained biases are base parameters already; nothing to fold
+
+    def parts(self, arch: Arch, config: TuningConfig) -> list[Part]:
+        biases = bias_parameters(arch.encoder)
+        total = sum(p.numel() for _, p in biases)
+        return [Part(f"bias terms ({len(biases)} tensors)", "every *.bias of the encoder (in place)", total, 1)]
+
+    def inject(self, arch: Arch, config: TuningConfig) -> None:
+        for _, p in bias_parameters(arch.encoder):
+            p.requires_grad_(True)

@@ -1,0 +1,42 @@
+"""Parallel adapter (He et al. 2022): a scaled bottleneck beside each FFN, FFN(u) + s · BN(u)."""
+
+from __future__ import annotations
+
+from peft_ir.tuning.arch import Arch
+from peft_ir.tuning.config import TuningConfig
+from peft_ir.tuning.modules import SideBottleneck, bottleneck_params, place
+from peft_ir.tuning.registry import Method, Part, register
+
+CHILD = "tuning_parallel"
+
+
+def parallel_parts(arch: Arch, r: int, scaling: float) -> list[Part]:
+    where = (
+        f"input of {arch.pattern('ffn_in')} -> added ({scaling:g} x) to the output of {arch.pattern('ffn_proj')}, "
+        f"before Add & Norm (as {arch.pattern('layer')}.{CHILD})"
+    )
+    return [Part(f"parallel adapter (FFN), r={r}", where, bottleneck_params(arch.hidden, r), arch.num_layers)]
+
+
+def inject_parallel(arch: Arch, r: int, scaling: float, activation: str) -> None:
+    for slots in arch.layers:
+        module = place(SideBottleneck(arch.hidden, r, activation, scale=scaling), like=slots.ffn_proj.weight)
+        slots.layer.add_module(CHILD, module)
+        module.attach(source=slots.ffn_in, target=slots.ffn_proj)
+
+
+@register
+class Parallel(Method):
+    name = "parallel"
+    order = 30
+    summary = "bottleneck adapter in parallel to each FFN, output scaled by s"
+    size_fields = ("r", "scaling")
+    budget_fields = ("r",)
+    defaults = {"r": 32, "scaling": 4.0}
+    merge_blocker = "the adapter's non-linearity between W_down and W_up cannot be folded into a linear weight"
+
+    def parts(self, arch: Arch, config: TuningConfig) -> list[Part]:
+        return parallel_parts(arch, config.r, config.scaling)
+
+    def inject(self, arch: Arch, config: TuningConfig) -> None:
+        inject_parallel(arch, config.r, config.scaling, config.activation)
