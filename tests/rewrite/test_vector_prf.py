@@ -104,3 +104,29 @@ def test_fb_docs_zero_and_normalisation_detection():
     assert list(run) == ["a", "b", "c"] and list(run["a"]) == ids[0]
     with pytest.raises(PeftIRError):
         vector_prf_search(index, queries[0], k=5)
+
+
+def test_cli_vector_prf_on_a_real_dense_index(tiny_bert_dir, tmp_path):
+    """`peft-ir rewrite vector-prf` over a FAISS index built by the dense pipeline (tiny random BERT)."""
+    from peft_ir.cli import main
+    from peft_ir.data import Document, read_run, write_corpus, write_topics
+    from peft_ir.indexing.search import encoder_for, load_shards
+
+    docs = [Document(f"d{i}", f"title {i}", " ".join(["word", "fever", "planet", "sky"][: i % 4 + 1]) + f" {i}")
+            for i in range(30)]
+    corpus, topics = tmp_path / "corpus.jsonl", tmp_path / "topics.tsv"
+    write_corpus(docs, corpus)
+    write_topics({"1": "fever word", "2": "planet sky"}, topics)
+    emb, idx, out = tmp_path / "emb", tmp_path / "idx", tmp_path / "prf.trec"
+    assert main(["encode", "--corpus", str(corpus), "--output", str(emb), "--model", str(tiny_bert_dir),
+                 "--normalize"]) == 0
+    assert main(["index", "--embeddings", str(emb), "--index", str(idx)]) == 0
+    assert main(["rewrite", "vector-prf", "--index", str(idx), "--topics", str(topics), "--output", str(out),
+                 "--hits", "10", "--fb-docs", "2", "--alpha", "0.5", "--beta", "0.5", "--device", "cpu"]) == 0
+    run = read_run(out)
+    shards = load_shards([idx], "cpu")
+    vecs = encoder_for(shards).encode_queries(["fever word", "planet sky"])
+    assert index_is_normalised(shards[0], vecs)
+    scores, ids = vector_prf_search(shards[0], vecs, 10, 2, 0.5, 0.5)
+    for q, row_ids, row_scores in zip(("1", "2"), ids, scores):
+        assert run[q] == pytest.approx(dict(zip(row_ids, row_scores.tolist())), abs=1e-5)
