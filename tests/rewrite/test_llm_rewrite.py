@@ -198,6 +198,10 @@ def test_missing_key_is_a_clean_error(server, monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("MY_LLM_KEY", "")
     with pytest.raises(PeftIRError, match="MY_LLM_KEY"):
         OpenAIChatBackend(server.url, "m", api_key_env="MY_LLM_KEY")
+    # the key itself pasted where the variable's name belongs: refused without being echoed
+    assert main(car_args(server, train, out, "--api-key-env", SECRET)) == 2
+    err = capsys.readouterr().err
+    assert "name* of an environment variable" in err and SECRET not in err
 
 
 def test_failure_midway_writes_no_output_and_the_rerun_resumes(server, key, tmp_path, capsys):

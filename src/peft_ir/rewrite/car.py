@@ -16,8 +16,8 @@ from pathlib import Path
 
 from peft_ir.data.training import Shape, TrainingExample, detect_shape, read_training, write_training
 from peft_ir.errors import PeftIRError
-from peft_ir.rewrite.cache import RewriteCache
-from peft_ir.rewrite.llm import LLMBackend, generate_all
+from peft_ir.rewrite.cache import RewriteCache, cache_key
+from peft_ir.rewrite.llm import LLMBackend, generate_all, generate_missing
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,15 @@ def clean_rewrite(text: str) -> str:
     return ""
 
 
+def _rewritten(ex: TrainingExample, raw: str, keep_original: bool) -> tuple[list[TrainingExample], bool]:
+    rewrite = clean_rewrite(raw)
+    fell_back = not rewrite
+    rewrite = rewrite or ex.query
+    qid = None if ex.query_id is None else (f"{ex.query_id}-car" if keep_original else ex.query_id)
+    new = TrainingExample(rewrite, list(ex.positives), list(ex.negatives), qid)
+    return ([ex, new] if keep_original else [new]), fell_back
+
+
 def car_rewrite(examples: Sequence[TrainingExample], backend: LLMBackend, cache: RewriteCache, *,
                 template: str = CAR_PROMPT, max_passage_chars: int = 2000, keep_original: bool = False,
                 workers: int = 1, progress: bool = True) -> tuple[list[TrainingExample], dict[str, int]]:
@@ -67,28 +76,53 @@ def car_rewrite(examples: Sequence[TrainingExample], backend: LLMBackend, cache:
     out: list[TrainingExample] = []
     fallback = 0
     for ex, raw in zip(examples, outputs):
-        rewrite = clean_rewrite(raw)
-        if not rewrite:
-            fallback += 1
-            rewrite = ex.query
-        if keep_original:
-            out.append(ex)
-        qid = None if ex.query_id is None else (f"{ex.query_id}-car" if keep_original else ex.query_id)
-        out.append(TrainingExample(rewrite, list(ex.positives), list(ex.negatives), qid))
-    if fallback:
-        log.warning("%d of %d generation(s) were empty: kept the original query there", fallback, len(examples))
+        new, fell_back = _rewritten(ex, raw, keep_original)
+        out += new
+        fallback += fell_back
+    _warn(fallback, len(examples))
     return out, {"examples": len(examples), "rewritten": len(examples) - fallback, "fallback": fallback}
 
 
+def _warn(fallback: int, n: int) -> None:
+    if fallback:
+        log.warning("%d of %d generation(s) were empty: kept the original query there", fallback, n)
+
+
 def car_file(train: str | Path, output: str | Path, backend: LLMBackend, cache: RewriteCache, *,
-             shape: Shape | None = None, **kwargs) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    """Read a training file, CAR-rewrite it, write the new one (same shape unless `shape` is given) atomically."""
-    in_shape = detect_shape(train)
-    examples = list(read_training(train, in_shape))
-    if not examples:
-        raise PeftIRError(f"{train}: no training examples")
+             shape: Shape | None = None, template: str = CAR_PROMPT, max_passage_chars: int = 2000,
+             keep_original: bool = False, workers: int = 1, progress: bool = True) -> dict[str, int]:
+    """CAR-rewrite a training file into `output` (same shape unless `shape` is given).
+
+    Streams the file twice (prompts first, then the rewritten examples), so memory holds only the prompts still
+    to generate; the output is written through a temporary file and appears only when every rewrite succeeded.
+    """
     if Path(output).resolve() == Path(train).resolve():
         raise PeftIRError(f"--output {output} would overwrite the input training file")
-    rewritten, stats = car_rewrite(examples, backend, cache, **kwargs)
-    write_training(rewritten, output, shape or in_shape)
-    return stats
+    in_shape = detect_shape(train)
+    keys: list[str] = []
+    todo: dict[str, str] = {}
+    for ex in read_training(train, in_shape):
+        prompt = car_prompt(ex.query, ex.positives[0], template, max_passage_chars)
+        key = cache_key(backend.model_id, prompt)
+        keys.append(key)
+        if key not in cache:
+            todo[key] = prompt
+    if not keys:
+        raise PeftIRError(f"{train}: no training examples")
+    generate_missing(backend, todo, cache, workers=workers, progress=progress)
+    del todo
+    fallback = 0
+
+    def examples():  # type: ignore[no-untyped-def]
+        nonlocal fallback
+        for ex, key in zip(read_training(train, in_shape), keys, strict=True):
+            output = cache.get(key)
+            if output is None:  # cannot happen unless the cache was changed underneath us
+                raise PeftIRError(f"no generation cached for an example of {train}")
+            new, fell_back = _rewritten(ex, output, keep_original)
+            fallback += fell_back
+            yield from new
+
+    write_training(examples(), output, shape or in_shape)
+    _warn(fallback, len(keys))
+    return {"examples": len(keys), "rewritten": len(keys) - fallback, "fallback": fallback}

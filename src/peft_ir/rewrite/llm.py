@@ -14,14 +14,16 @@ cached prompts never reach the back-end, new generations are appended to the cac
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
+import re
 import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -52,7 +54,10 @@ class OpenAIChatBackend:
                  system: str | None = None, sleep: Callable[[float], None] = time.sleep):
         if not base_url.startswith(("http://", "https://")):
             raise PeftIRError(f"--base-url must start with http:// or https://, got {base_url!r}")
-        key = os.environ.get(api_key_env, "") if api_key_env else ""
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", api_key_env or ""):
+            # not echoed: a key pasted here by mistake must not end up in a message
+            raise PeftIRError("--api-key-env must be the *name* of an environment variable (letters, digits, _)")
+        key = os.environ.get(api_key_env, "")
         if not key:
             raise PeftIRError(f"no API key: set the environment variable {api_key_env} (any non-empty value for a "
                               f"local server that does not check keys), or name another with --api-key-env")
@@ -98,7 +103,7 @@ class OpenAIChatBackend:
                 if exc.code in RETRY_STATUS:
                     continue
                 raise PeftIRError(f"LLM endpoint {self.url} refused the request: {last}") from None
-            except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError, OSError) as exc:
+            except (urllib.error.URLError, http.client.HTTPException, socket.timeout, TimeoutError, OSError) as exc:
                 reason = getattr(exc, "reason", exc)
                 last = self._redact(f"{type(reason).__name__}: {reason}")
                 continue
@@ -174,20 +179,24 @@ class TransformersBackend:
 
 def generate_all(backend: LLMBackend, prompts: Sequence[str], cache: RewriteCache, workers: int = 1,
                  progress: bool = True) -> list[str]:
-    """Outputs for all prompts (same order), served from the cache where possible.
+    """Outputs for all prompts (same order), served from the cache where possible (see `generate_missing`)."""
+    keys = [cache_key(backend.model_id, p) for p in prompts]
+    generate_missing(backend, dict(zip(keys, prompts)), cache, workers=workers, progress=progress)
+    return [cache.get(k) or "" for k in keys]
+
+
+def generate_missing(backend: LLMBackend, prompts: Mapping[str, str], cache: RewriteCache, workers: int = 1,
+                     progress: bool = True) -> int:
+    """Generate every {cache key: prompt} not yet in the cache; returns how many were generated.
 
     Each new generation is appended to the cache as soon as it arrives; the first failure is raised after the
     other running requests finish, so a re-run resumes where this one stopped.
     """
     from tqdm.auto import tqdm  # noqa: PLC0415
 
-    keys = [cache_key(backend.model_id, p) for p in prompts]
-    todo: dict[str, str] = {}
-    for key, prompt in zip(keys, prompts):
-        if key not in cache and key not in todo:
-            todo[key] = prompt
-    log.info("%d prompt(s): %d cached, %d to generate with %s", len(prompts), len(prompts) - len(todo), len(todo),
-             backend)
+    todo = {k: p for k, p in prompts.items() if k not in cache}
+    log.info("%d distinct prompt(s): %d cached, %d to generate with %s", len(prompts), len(prompts) - len(todo),
+             len(todo), backend)
 
     def one(key: str) -> None:
         cache.put(key, backend.model_id, backend.generate(todo[key]))
@@ -212,7 +221,7 @@ def generate_all(backend: LLMBackend, prompts: Sequence[str], cache: RewriteCach
                     bar.update(1)
                 if error is not None:
                     raise error
-    return [cache.get(k) or "" for k in keys]
+    return len(todo)
 
 
 def make_backend(*, base_url: str | None = None, model: str | None = None, local_model: str | None = None,
