@@ -9,13 +9,14 @@ Public API:
     trainable_parameters(model) -> (trainable, total)   share = trainable / base parameters
     budget_config(model, method, share, **fixed) -> TuningConfig
     save_tuned(model, path, base_name_or_path) / load_tuned(base_model, path) -> model
+    load_trainable(model, path) -> model       reload trainable weights into an already tuned model (resume)
     merge_tuned(model) -> model                lora (and bitfit/full); others raise PeftIRError
     describe(model, config) -> str
 """
 
 from peft_ir.tuning.apply import apply_tuning, merge_tuned, trainable_parameters, tuning_state
 from peft_ir.tuning.budget import budget_config
-from peft_ir.tuning.checkpoint import base_fingerprint, load_tuned, save_tuned
+from peft_ir.tuning.checkpoint import base_fingerprint, load_trainable, load_tuned, save_tuned
 from peft_ir.tuning.config import TuningConfig, parse_share
 from peft_ir.tuning.describe import describe
 from peft_ir.tuning.registry import METHODS, Method, load_methods
@@ -30,6 +31,7 @@ __all__ = [
     "base_fingerprint",
     "budget_config",
     "describe",
+    "load_trainable",
     "load_tuned",
     "merge_tuned",
     "parse_share",

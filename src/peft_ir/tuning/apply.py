@@ -79,6 +79,7 @@ def apply_tuning(model: nn.Module, config: TuningConfig) -> nn.Module:
             inject_aside(arch, config.aside, config.ar, config.activation)
     for _, head in arch.head:
         head.requires_grad_(True)
+    model.train(model.training)  # new modules (e.g. peft's LoRA dropout) follow the model's train/eval mode
     setattr(model, STATE_ATTR, TuningState(config, base_total, base_hash, type(model).__name__))
     return model
 

@@ -189,6 +189,15 @@ def load_tuned(base_model: nn.Module, path: str | Path, check_base: bool = True)
         _check_base(base_model, meta, path)
     weights = _read_weights(path, config)
     model = apply_tuning(base_model, config)
+    _copy_trainable(model, weights, path)
+    state = tuning_state(model)
+    if state is not None and state.base_hash is None:
+        state.base_hash = meta["base"].get("sha256_sampled")
+    return model
+
+
+def _copy_trainable(model: nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
+    """Copy saved tensors into the model's trainable parameters; every one must be present with its shape."""
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     missing = sorted(set(params) - set(weights))
     unexpected = sorted(set(weights) - set(params))
@@ -206,7 +215,16 @@ def load_tuned(base_model: nn.Module, path: str | Path, check_base: bool = True)
                     f"tuning checkpoint {path}: {name} has shape {tuple(tensor.shape)}, the model {tuple(p.shape)}"
                 )
             p.copy_(tensor.to(device=p.device, dtype=p.dtype))
+
+
+def load_trainable(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load saved trainable weights into a model already tuned with the same config (resuming training)."""
+    path = Path(path)
+    meta = read_checkpoint_meta(path)
+    config = TuningConfig.from_dict(meta["config"])
     state = tuning_state(model)
-    if state is not None and state.base_hash is None:
-        state.base_hash = meta["base"].get("sha256_sampled")
+    if state is None or state.config.to_dict() != config.to_dict():
+        raise MismatchError(f"tuning checkpoint {path} was saved with {config.to_dict()}, "
+                            f"the model is tuned with {state.config.to_dict() if state else 'nothing'}")
+    _copy_trainable(model, _read_weights(path, config), path)
     return model

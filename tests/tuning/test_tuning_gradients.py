@@ -1,0 +1,59 @@
+"""After one backward pass exactly the method's parameters (and a cross-encoder's head) have gradients.
+
+The expected set is derived from parameter names here, independently of the library's requires_grad flags.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from peft_ir.tuning import TuningConfig, apply_tuning
+
+OWN = {
+    "bitfit": r"(^|\.)bias$",
+    "adapter": r"\.tuning_adapter_(attn|ffn)\.",
+    "parallel": r"\.tuning_parallel\.",
+    "prefix": r"\.tuning_prefix\.",
+    "lora": r"\.lora_[AB]\.",
+    "mam": r"\.tuning_(prefix|parallel)\.",
+    "iaa-s": r"\.tuning_adapter_(attn|ffn)\.",
+    "iaa-l": r"\.tuning_adapter_(attn|ffn)\.",
+    "iaa-m": r"\.tuning_adapter_(attn|ffn)\.",
+}
+ASIDE = {
+    "layer": r"\.layer\.\d+\.tuning_aside\.",
+    "sublayer": r"\.layer\.\d+\.tuning_aside_(attn|ffn)\.",
+    "model": r"^(\w+\.)?(encoder|transformer)\.tuning_aside\.",
+}
+HEAD = r"^(classifier|pre_classifier)\."
+# Gradients that are zero by the maths, whatever the weights: softmax ignores a shift shared by all keys.
+STRUCTURALLY_ZERO = r"(attention\.self\.key\.bias|attention\.k_lin\.bias)$"
+
+
+def expected_trainable(names: list[str], config: TuningConfig, cross: bool) -> set[str]:
+    if config.method == "full":
+        return set(names)
+    patterns = [OWN[config.method]]
+    if config.aside:
+        patterns.append(ASIDE[config.aside])
+    if cross:
+        patterns.append(HEAD)
+    return {n for n in names if any(re.search(p, n) for p in patterns)}
+
+
+def test_exactly_the_methods_parameters_get_gradients(tiny, variant: dict, family: str, kind: str) -> None:
+    config = TuningConfig(**variant)
+    model = apply_tuning(tiny.model(family, kind), config)
+    tiny.perturb(model)  # so that zero-initialised up-projections do not zero their partners' gradients
+    model.train()
+    tiny.loss(model, tiny.batch()).backward()
+    names = [n for n, _ in model.named_parameters()]
+    expected = expected_trainable(names, config, kind == "cross")
+    assert expected, "the method must train something"
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert with_grad == expected
+    for name, p in model.named_parameters():
+        if name in expected and not re.search(STRUCTURALLY_ZERO, name):
+            assert torch.count_nonzero(p.grad) > 0, f"{name} got an all-zero gradient"
