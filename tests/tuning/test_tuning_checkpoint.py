@@ -124,3 +124,20 @@ def test_untuned_models_cannot_be_saved_or_tuned_twice(tiny, tmp_path: Path) -> 
     model = apply_tuning(tiny.model("bert"), TuningConfig(method="bitfit"))
     with pytest.raises(PeftIRError, match="already tuned"):
         apply_tuning(model, TuningConfig(method="bitfit"))
+
+
+def test_load_trainable_restores_weights_into_a_tuned_model(tiny, tmp_path: Path) -> None:
+    from peft_ir.tuning import load_trainable
+
+    batch = tiny.batch()
+    model = apply_tuning(tiny.model("bert", "cross"), TuningConfig(method="lora", lora_r=2))
+    tiny.perturb(model)
+    expected = tiny.outputs(model, batch)
+    save_tuned(model, tmp_path / "ckpt")
+    tiny.perturb(model, seed=3)  # training went on
+    assert not torch.equal(tiny.outputs(model, batch), expected)
+    load_trainable(model, tmp_path / "ckpt")
+    assert torch.equal(tiny.outputs(model, batch), expected)
+    other = apply_tuning(tiny.model("bert", "cross"), TuningConfig(method="lora", lora_r=3))
+    with pytest.raises(MismatchError, match="lora_r"):
+        load_trainable(other, tmp_path / "ckpt")

@@ -57,3 +57,42 @@ def test_exactly_the_methods_parameters_get_gradients(tiny, variant: dict, famil
     for name, p in model.named_parameters():
         if name in expected and not re.search(STRUCTURALLY_ZERO, name):
             assert torch.count_nonzero(p.grad) > 0, f"{name} got an all-zero gradient"
+
+
+def _grads(model: torch.nn.Module, batch: dict, loss) -> dict[str, torch.Tensor]:
+    model.zero_grad()
+    loss(model, batch).backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny, variant: dict) -> None:
+    """Layers recompute their forward in backward; every hook pair must sit on one side of that boundary."""
+    model = apply_tuning(tiny.model("bert"), TuningConfig(**variant))
+    tiny.perturb(model)
+    model.train()
+    for module in model.modules():  # deterministic forward passes
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    batch = tiny.batch()
+    plain = _grads(model, batch, tiny.loss)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert all(layer.gradient_checkpointing for layer in model.encoder.layer)
+    checkpointed = _grads(model, batch, tiny.loss)
+    assert set(checkpointed) == set(plain)
+    for name, grad in plain.items():
+        assert torch.allclose(checkpointed[name], grad, atol=1e-6), name
+
+
+def test_a_deep_copy_is_an_independent_tuned_model(tiny, variant: dict) -> None:
+    """Hooks are bound methods of the added modules, so a copy runs its own modules, not the original's."""
+    import copy
+
+    batch = tiny.batch()
+    model = apply_tuning(tiny.model("distilbert", "cross"), TuningConfig(**variant))
+    tiny.perturb(model)
+    reference = tiny.outputs(model, batch)
+    clone = copy.deepcopy(model)
+    assert torch.equal(tiny.outputs(clone, batch), reference)
+    tiny.perturb(clone, seed=9, std=0.5)
+    assert not torch.equal(tiny.outputs(clone, batch), reference)
+    assert torch.equal(tiny.outputs(model, batch), reference)

@@ -20,6 +20,7 @@ class LayerSlots:
 
     index: int
     layer: nn.Module  # input: x_l, output: x_{l+1} (after the last Add & Norm)
+    attn_in: nn.Module  # its input is the attention sub-layer's input x (inside the layer's forward)
     self_attention: nn.Module  # computes q, k, v and calls the attention interface (prefix wraps it)
     attn_proj: nn.Linear  # attention output projection: series adapter 1 acts on its output
     attn_addnorm: nn.Module  # its output is the attention sub-layer's Add & Norm output
@@ -83,6 +84,7 @@ def _bert_like(encoder: nn.Module) -> list[LayerSlots] | None:
             LayerSlots(
                 index=i,
                 layer=layer,
+                attn_in=attn,
                 self_attention=attn.self,
                 attn_proj=attn.output.dense,
                 attn_addnorm=attn.output,
@@ -102,6 +104,7 @@ def _distilbert_like(encoder: nn.Module) -> list[LayerSlots] | None:
         LayerSlots(
             index=i,
             layer=layer,
+            attn_in=layer.attention,
             self_attention=layer.attention,
             attn_proj=layer.attention.out_lin,
             attn_addnorm=layer.sa_layer_norm,

@@ -24,7 +24,8 @@ def aside_parts(arch: Arch, placement: str, ar: int) -> list[Part]:
         return [
             Part(
                 f"aside module per attention sub-layer, ar={ar}",
-                f"input of {layers} -> added after {arch.pattern('attn_addnorm')} (as {layers}.tuning_aside_attn)",
+                f"input of {arch.pattern('attn_in')} -> added after {arch.pattern('attn_addnorm')} "
+                f"(as {layers}.tuning_aside_attn)",
                 each,
                 arch.num_layers,
             ),
@@ -57,7 +58,8 @@ def inject_aside(arch: Arch, placement: str, ar: int, activation: str) -> None:
         for slots in arch.layers:
             attn = new(slots.layer)
             slots.layer.add_module("tuning_aside_attn", attn)
-            attn.attach(source=slots.layer, target=slots.attn_addnorm)
+            # source and target both inside the layer's forward, which gradient checkpointing recomputes
+            attn.attach(source=slots.attn_in, target=slots.attn_addnorm)
             ffn = new(slots.layer)
             slots.layer.add_module("tuning_aside_ffn", ffn)
             ffn.attach(source=slots.ffn_in, target=slots.ffn_addnorm)
