@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
-
-import torch
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -26,14 +23,3 @@ def model_label(name_or_path: str | None) -> str:
         return DEFAULT_MODEL
     p = Path(resolved)
     return p.name if p.exists() else resolved
-
-
-def weights_hash(module: torch.nn.Module) -> str:
-    """sha256 over the names, shapes and bytes of a module's parameters and buffers (identifies a base model)."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]

@@ -15,7 +15,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from peft_ir.models import model_label, resolve_model, weights_hash
+from peft_ir.errors import PeftIRError
+from peft_ir.models import model_label, resolve_model
+from peft_ir.tuning import base_fingerprint, load_tuned, merge_tuned
 
 Pooling = Literal["mean", "cls"]
 
@@ -38,7 +40,8 @@ class EncoderSpec:
 class BiEncoder:
     """Encode queries and passages into one vector space."""
 
-    def __init__(self, spec: EncoderSpec, device: str | None = None, dtype: torch.dtype | None = None):
+    def __init__(self, spec: EncoderSpec, device: str | None = None, dtype: torch.dtype | None = None,
+                 merge: bool = True):
         from sentence_transformers import SentenceTransformer  # noqa: PLC0415
         from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer  # noqa: PLC0415
 
@@ -53,12 +56,15 @@ class BiEncoder:
                                      device=device)
         self.model = st
         self._configure_pooling_and_norm()
-        self.base_hash = weights_hash(self.hf_model)
+        self.base_hash = base_fingerprint(self.hf_model)
         self.adapter_hash: str | None = None
         if spec.adapter:
-            from peft_ir.tuning import load_tuned  # noqa: PLC0415
-
             tuned = load_tuned(self.hf_model, spec.adapter)
+            if merge:
+                try:  # LoRA/BitFit: the same outputs at the base model's speed
+                    tuned = merge_tuned(tuned)
+                except PeftIRError:
+                    pass  # adapters, prefixes and aside modules have no merge: they run as added modules
             self._set_hf_model(tuned)
             self.adapter_hash = _file_hash(Path(spec.adapter))
         if dtype is not None and device != "cpu":

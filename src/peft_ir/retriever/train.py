@@ -1,0 +1,221 @@
+"""Contrastive bi-encoder training with any tuning method, on sentence-transformers' trainer.
+
+InfoNCE over in-batch and hard negatives (MultipleNegativesRankingLoss; scale = 1 / temperature), GradCache
+(CachedMultipleNegativesRankingLoss) for large batches in small memory, negatives gathered across devices under
+DDP, warm-up, gradient accumulation, dev nDCG@10 during training, checkpoints of the trainable weights only,
+and `resume` from the last complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from peft_ir.atomic import atomic_open, atomic_path
+from peft_ir.errors import PeftIRError
+from peft_ir.retriever.dev_eval import DevEvaluator
+from peft_ir.retriever.encoder import BiEncoder, EncoderSpec
+from peft_ir.retriever.training_data import load_examples, split_dev
+from peft_ir.training.checkpoints import last_complete_checkpoint
+from peft_ir.training.logging import JsonlMetrics, plot_curves
+from peft_ir.tuning import TuningConfig, apply_tuning, load_trainable, save_tuned, trainable_parameters
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LR = {"full": 2e-5, "bitfit": 1e-3}
+PEFT_LR = 1e-3
+
+
+@dataclass
+class RetrieverTrainConfig:
+    train: str                                  # BEIR folder or training file
+    output: str
+    split: str = "train"
+    negatives_run: str | None = None            # first-stage run to mine hard negatives from (BEIR input)
+    negatives_from: int = 1
+    negatives_to: int = 100
+    num_negatives: int = 1                      # hard negatives per query in each batch
+    encoder: EncoderSpec = field(default_factory=EncoderSpec)
+    tuning: TuningConfig = field(default_factory=lambda: TuningConfig(method="iaa-l"))
+    batch_size: int = 16                        # queries per device per step
+    grad_accum: int = 1
+    cache_mini_batch: int | None = None         # GradCache mini-batch; None = plain in-batch loss
+    epochs: float = 1.0
+    max_steps: int = -1
+    lr: float | None = None                     # None: per-method default
+    warmup_ratio: float = 0.1
+    temperature: float = 0.05
+    dev_queries: int = 50
+    dev_corpus: int = 2000
+    eval_steps: int = 50
+    save_steps: int = 50
+    logging_steps: int = 10
+    seed: int = 42
+    resume: bool = False
+    progress: bool = True
+
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR.get(self.tuning.method, PEFT_LR)
+
+
+def _trainer_class():  # type: ignore[no-untyped-def]
+    from sentence_transformers import SentenceTransformerTrainer  # noqa: PLC0415
+
+    class TunedTrainer(SentenceTransformerTrainer):
+        """Saves and restores only what the tuning method trains (plus the Trainer's own state files)."""
+
+        def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+            out = Path(output_dir or self.args.output_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            save_tuned(self.model[0].auto_model, out / "adapter", self.peft_ir_base)
+
+        def _load_from_checkpoint(self, checkpoint_path: str, model: Any = None) -> None:
+            load_trainable(self.model[0].auto_model, Path(checkpoint_path) / "adapter")
+
+        def _load_best_model(self) -> None:
+            if self.state.best_model_checkpoint:
+                self._load_from_checkpoint(self.state.best_model_checkpoint)
+
+    return TunedTrainer
+
+
+def _dataset(examples: list, num_negatives: int, seed: int):  # type: ignore[no-untyped-def]
+    """Rows of (query, positive, negative_1..n); queries without enough negatives drop to in-batch only."""
+    import random  # noqa: PLC0415
+
+    from datasets import Dataset  # noqa: PLC0415
+
+    rng = random.Random(seed)
+    rows: dict[str, list[str]] = {"query": [], "positive": []}
+    neg_cols = [f"negative_{i + 1}" for i in range(num_negatives)]
+    for c in neg_cols:
+        rows[c] = []
+    usable = [ex for ex in examples if len(ex.negatives) >= num_negatives] if num_negatives else examples
+    if num_negatives and len(usable) < len(examples):
+        log.warning("%d of %d training queries have fewer than %d hard negatives and are skipped",
+                    len(examples) - len(usable), len(examples), num_negatives)
+    for ex in usable:
+        for pos in ex.positives:
+            rows["query"].append(ex.query)
+            rows["positive"].append(pos)
+            for c, neg in zip(neg_cols, rng.sample(ex.negatives, num_negatives) if num_negatives else []):
+                rows[c].append(neg)
+    if not rows["query"]:
+        raise PeftIRError("no usable training example (each needs a positive and, with --num-negatives, negatives)")
+    return Dataset.from_dict(rows)
+
+
+def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
+    """Train, keep the best dev checkpoint, write `<output>/adapter`, metrics.jsonl, curves.png, summary.json."""
+    from sentence_transformers import SentenceTransformerTrainingArguments  # noqa: PLC0415
+    from sentence_transformers.base.sampler import BatchSamplers  # noqa: PLC0415
+    from sentence_transformers.sentence_transformer.losses import (  # noqa: PLC0415
+        CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss,
+    )
+    from transformers import set_seed  # noqa: PLC0415
+
+    out = Path(cfg.output)
+    if (out / "summary.json").is_file() and not cfg.resume:
+        raise PeftIRError(f"{out} already holds a finished training run; choose another --output or pass --resume")
+    ckpt_dir = out / "checkpoints"
+    resume_from = last_complete_checkpoint(ckpt_dir) if cfg.resume else None
+    if not cfg.resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
+        raise PeftIRError(f"{ckpt_dir} has checkpoints of an earlier run; pass --resume to continue it")
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume_from:
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+
+    set_seed(cfg.seed)
+    examples, distractors = load_examples(cfg.train, cfg.split, cfg.negatives_run, depth_from=cfg.negatives_from,
+                                          depth_to=cfg.negatives_to, num_negatives=max(cfg.num_negatives, 1) * 4,
+                                          seed=cfg.seed)
+    train_ex, dev = split_dev(examples, cfg.dev_queries, cfg.seed, corpus_size=cfg.dev_corpus,
+                              extra_passages=distractors)
+    dataset = _dataset(train_ex, cfg.num_negatives, cfg.seed)
+
+    encoder = BiEncoder(cfg.encoder, device="cuda" if torch.cuda.is_available() else "cpu")
+    st = encoder.model
+    st.max_seq_length = cfg.encoder.passage_max_length
+    tuned = apply_tuning(encoder.hf_model, cfg.tuning)
+    encoder._set_hf_model(tuned)
+    trainable, total = trainable_parameters(tuned)
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    scale = 1.0 / cfg.temperature
+    if cfg.cache_mini_batch:
+        loss = CachedMultipleNegativesRankingLoss(st, scale=scale, mini_batch_size=cfg.cache_mini_batch,
+                                                  gather_across_devices=world > 1)
+    else:
+        loss = MultipleNegativesRankingLoss(st, scale=scale, gather_across_devices=world > 1)
+    evaluator = DevEvaluator(dev, query_prefix=cfg.encoder.query_prefix, passage_prefix=cfg.encoder.passage_prefix)
+    metric = f"eval_{evaluator.primary_metric}"
+    prompts = {"query": cfg.encoder.query_prefix, "positive": cfg.encoder.passage_prefix,
+               **{f"negative_{i + 1}": cfg.encoder.passage_prefix for i in range(cfg.num_negatives)}}
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(ckpt_dir),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate(),
+        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps (transformers 5)
+        lr_scheduler_type="linear",
+        eval_strategy="steps",
+        eval_steps=cfg.eval_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=True,
+        logging_steps=cfg.logging_steps,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        prompts={k: v for k, v in prompts.items() if v} or None,
+        report_to=[],
+        disable_tqdm=not cfg.progress,
+        dataloader_num_workers=0,
+        ddp_backend="gloo" if world > 1 and not torch.cuda.is_available() else None,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    trainer = _trainer_class()(model=st, args=args, train_dataset=dataset, loss=loss, evaluator=evaluator,
+                               callbacks=[JsonlMetrics(out / "metrics.jsonl")])
+    trainer.peft_ir_base = cfg.encoder.model
+    t0 = time.perf_counter()
+    if resume_from is None:
+        # the zero-step point of the learning curve: the untrained (identity-initialised) model
+        trainer.log(trainer.evaluate())
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    wall = time.perf_counter() - t0
+    final_dev = evaluator(st)[evaluator.primary_metric]
+
+    if trainer.is_world_process_zero():
+        save_tuned(tuned, out / "adapter", cfg.encoder.model)
+        plot_curves(out / "metrics.jsonl", out / "curves.png", metric,
+                    title=f"{cfg.tuning.method} retriever ({trainable / total:.2%} trainable)")
+        summary = {
+            "method": cfg.tuning.method, "trainable": trainable, "total": total, "share": trainable / total,
+            "steps": trainer.state.global_step, "best_checkpoint": trainer.state.best_model_checkpoint,
+            "best_dev": trainer.state.best_metric, "final_dev": final_dev, "dev_metric": metric,
+            "train_examples": len(dataset), "dev_queries": len(dev.queries), "dev_corpus": len(dev.corpus),
+            "wall_seconds": wall, "world_size": world, "resumed_from": str(resume_from) if resume_from else None,
+            "config": _jsonable(asdict(cfg)),
+        }
+        with atomic_open(out / "encoder.json") as fh:
+            json.dump(_jsonable(asdict(cfg.encoder)) | {"adapter": str(out / "adapter")}, fh, indent=2)
+        with atomic_open(out / "summary.json") as fh:
+            json.dump(summary, fh, indent=2)
+        return summary
+    return {}
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
