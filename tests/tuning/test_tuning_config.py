@@ -79,3 +79,11 @@ def test_parse_share() -> None:
     for bad in ("5", "-1%", "half", "0"):
         with pytest.raises(PeftIRError):
             parse_share(bad)
+
+
+def test_activation_only_where_there_is_a_bottleneck() -> None:
+    assert TuningConfig(method="adapter", activation="gelu").activation == "gelu"
+    assert TuningConfig(method="lora").activation is None
+    assert TuningConfig(method="lora", aside="layer").activation == "relu"
+    with pytest.raises(PeftIRError, match="activation does not apply"):
+        TuningConfig(method="prefix", activation="gelu")

@@ -75,7 +75,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny, variant: dict) ->
             module.p = 0.0
     batch = tiny.batch()
     plain = _grads(model, batch, tiny.loss)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     assert all(layer.gradient_checkpointing for layer in model.encoder.layer)
     checkpointed = _grads(model, batch, tiny.loss)
     assert set(checkpointed) == set(plain)

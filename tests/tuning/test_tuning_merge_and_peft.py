@@ -78,6 +78,7 @@ def test_methods_that_cannot_merge_say_why(tiny, config: dict, why: str) -> None
         merge_tuned(model)
 
 
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")  # peft calls it
 @pytest.mark.parametrize("family, kind", [("bert", "encoder"), ("bert", "cross"), ("distilbert", "cross")])
 def test_lora_checkpoint_loads_with_plain_peft(tiny, tmp_path: Path, family: str, kind: str) -> None:
     from peft import PeftModel
@@ -98,6 +99,7 @@ def test_lora_checkpoint_loads_with_plain_peft(tiny, tmp_path: Path, family: str
     assert plain.peft_config["default"].base_model_name_or_path == f"tiny-{family}"
 
 
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")  # peft calls it
 def test_minilm_lora_checkpoint_loads_with_plain_peft(minilm, minilm_batch, tmp_path: Path) -> None:
     from peft import PeftModel
 

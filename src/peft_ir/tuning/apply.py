@@ -59,7 +59,9 @@ def apply_tuning(model: nn.Module, config: TuningConfig) -> nn.Module:
     """Freeze the base, inject the method's modules, and return the model to use (always the same object).
 
     The added modules are initialised from `config.seed` (CPU generator, then moved to the base's device and
-    dtype), so two applications of one config give identical models.
+    dtype), so two applications of one config give identical models. They follow the model's train/eval mode.
+    Gradient checkpointing works (tested with use_reentrant=False); with reentrant checkpointing the frozen
+    embeddings give layer inputs without grad, so call `model.enable_input_require_grads()` as for peft.
     """
     from peft_ir.tuning.checkpoint import base_fingerprint
 

@@ -88,6 +88,12 @@ class TuningConfig:
             if getattr(self, name) is None:
                 setattr(self, name, value)
         method.finalize(self)
+        if self.activation is not None and not self.uses_bottleneck():
+            raise PeftIRError(f"activation does not apply to method {self.method} (it has no bottleneck module)")
+        for name in ("lora_alpha", "lora_dropout", "scaling"):
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, name, float(value))
         self._validate()
 
     def used_fields(self) -> tuple[str, ...]:
@@ -129,7 +135,10 @@ class TuningConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """All schema fields (JSON-serialisable)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if out["target_modules"] is not None:
+            out["target_modules"] = list(out["target_modules"])
+        return out
 
     @classmethod
     def field_names(cls) -> list[str]:
