@@ -66,6 +66,8 @@ class ChatServer:
                     # a hostile server that echoes the credential back in its error body
                     data = json.dumps({"error": f"failed for {self.headers.get('Authorization')}"}).encode()
                     self.send_response(status)
+                    if status in (301, 302, 303, 307, 308):  # following it would succeed (and resend the key)
+                        self.send_header("Location", "/v1/chat/completions")
                 else:
                     data = json.dumps({"id": "x", "object": "chat.completion", "choices": [
                         {"index": 0, "message": {"role": "assistant", "content": reply_for(prompt)},
@@ -231,6 +233,10 @@ def test_retries_on_5xx_then_succeeds_and_4xx_fails_at_once_without_leaking(serv
     assert server.count == 4  # no retry on 401
     assert "401" in str(info.value) and SECRET not in str(info.value) and "***" in str(info.value)
     assert SECRET not in repr(backend)
+    server.statuses = [302]
+    with pytest.raises(PeftIRError, match="302"):
+        backend.generate("Query: x")
+    assert server.count == 5  # the redirect was not followed
 
 
 def test_query2doc_expansion_over_http(server, key, tmp_path):

@@ -22,6 +22,7 @@ import re
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,21 @@ def _settings_id(kind: str, model: str, **settings: Any) -> str:
     return json.dumps({"backend": kind, "model": model, **settings}, sort_keys=True, separators=(",", ":"))
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Never follow a redirect: urllib would re-send the Authorization header to wherever it points."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        return None
+
+
+def _opener(url: str) -> urllib.request.OpenerDirector:
+    host = (urllib.parse.urlsplit(url).hostname or "").lower()
+    loopback = host in ("localhost", "::1") or host.startswith("127.")
+    # a local server is reached directly, whatever proxy the environment names; others honour *_proxy
+    proxies = urllib.request.ProxyHandler({}) if loopback else urllib.request.ProxyHandler()
+    return urllib.request.build_opener(proxies, _NoRedirect)
+
+
 class OpenAIChatBackend:
     """POST {base_url}/chat/completions with one user message (and an optional system message)."""
 
@@ -68,6 +84,7 @@ class OpenAIChatBackend:
         self.timeout, self.max_retries, self.backoff = float(timeout), int(max_retries), float(backoff)
         self.temperature, self.max_tokens, self.system = float(temperature), int(max_tokens), system
         self._sleep = sleep
+        self._open = _opener(self.url).open
         self.requests_made = 0
         self.model_id = _settings_id("openai-chat", model, temperature=self.temperature, max_tokens=self.max_tokens,
                                      system=system)
@@ -95,7 +112,7 @@ class OpenAIChatBackend:
                 "Authorization": f"Bearer {self._key}"})
             self.requests_made += 1
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as resp:
+                with self._open(request, timeout=self.timeout) as resp:
                     payload = resp.read()
             except urllib.error.HTTPError as exc:
                 detail = self._redact(exc.read()[:300].decode("utf-8", "replace"))
