@@ -192,10 +192,9 @@ def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     if resume_from is None:
         # the zero-step point of the learning curve: the untrained (identity-initialised) model
-        trainer.log(trainer.evaluate())
+        trainer.evaluate()  # logged through the callbacks like every later evaluation
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     wall = time.perf_counter() - t0
-    final_dev = evaluator(st)[evaluator.primary_metric]
 
     if trainer.is_world_process_zero():
         save_tuned(tuned, out / "adapter", cfg.encoder.model)
@@ -204,7 +203,7 @@ def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
         summary = {
             "method": cfg.tuning.method, "trainable": trainable, "total": total, "share": trainable / total,
             "steps": trainer.state.global_step, "best_checkpoint": trainer.state.best_model_checkpoint,
-            "best_dev": trainer.state.best_metric, "final_dev": final_dev, "dev_metric": metric,
+            "best_dev": trainer.state.best_metric, "dev_metric": metric,
             "train_examples": len(dataset), "dev_queries": len(dev.queries), "dev_corpus": len(dev.corpus),
             "wall_seconds": wall, "world_size": world, "resumed_from": str(resume_from) if resume_from else None,
             "config": _jsonable(asdict(cfg)),
