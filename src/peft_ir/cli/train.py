@@ -66,6 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--seed", type=int, default=42)
     r.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in --output")
     r.set_defaults(func=run_train_retriever)
+    from peft_ir.cli.rerank import register_reranker  # noqa: PLC0415  (cli/rerank.py imports this module)
+    register_reranker(tsub)
 
     m = sub.add_parser("mine", help="write hard negatives from a first-stage run as a training file")
     m.add_argument("--run", required=True, help="first-stage TREC run (BM25 or dense)")

@@ -1,0 +1,157 @@
+"""Cross-encoder re-ranking experiments through the `peft-ir` CLI: train IAA-L, LoRA, adapter (0.5 %) and full
+fine-tuning cross-encoders, re-rank a BM25 run, score it with ir-measures, write a markdown table with the exact
+commands, the trainable share and the wall time of each step.
+
+    (a) --dataset scifact: train on SciFact train (BM25 negatives), re-rank BM25 top-k on SciFact test
+    (b) --dataset dl19:    train on the MS MARCO-domain data (train-positives.jsonl, BM25 negatives over the
+                           positive pool), re-rank ../shared/data/trec-dl-2019/runs/bm25_top100.dl19.trec
+
+Sizes: --scale cpu (default) fits ~10 minutes per method on 2 CPU cores (a subset of training queries, lengths
+32/128, 48 steps, re-rank top-20); --scale full is the GPU setting (all queries, 32/192, 2 epochs, top-100).
+The commands are device-agnostic: the same command runs on a GPU when one is present.
+
+    .venv/bin/python bench/rerank_experiments.py --dataset scifact --methods iaa-l
+    .venv/bin/python bench/rerank_experiments.py --dataset dl19 --methods iaa-l lora adapter full --scale full
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+DATA = REPO.parent / "shared" / "data"
+BARS = {"scifact": {"nDCG@10": 0.6789}, "dl19": {"nDCG@10": 0.6424}}  # bars to beat (DESIGN / issue)
+SCALES = {
+    "cpu": {"train": ["--max-queries", "400", "--max-steps", "48", "--batch-size", "4", "--eval-steps", "16",
+                      "--save-steps", "16", "--logging-steps", "4", "--dev-queries", "20", "--dev-candidates", "15",
+                      "--query-max-length", "32", "--passage-max-length", "128"],
+            "rerank": ["--hits", "20", "--query-max-length", "32", "--passage-max-length", "128"]},
+    "full": {"train": ["--epochs", "2", "--batch-size", "16", "--eval-steps", "200", "--save-steps", "200",
+                       "--logging-steps", "20", "--dev-queries", "50", "--dev-candidates", "30",
+                       "--query-max-length", "32", "--passage-max-length", "192"],
+             "rerank": ["--hits", "100", "--query-max-length", "32", "--passage-max-length", "192"]},
+}
+
+
+def peft_ir() -> list[str]:
+    exe = Path(sys.executable).parent / "peft-ir"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "peft_ir.cli"]
+
+
+def run(cmd: list[str], log: list[dict]) -> float:
+    n = len(peft_ir())
+    shown = " ".join(shlex.quote(c) for c in (["peft-ir", *cmd[n:]] if cmd[:n] == peft_ir() else cmd))
+    print(f"$ {shown}", flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    wall = time.perf_counter() - t0
+    log.append({"command": shown, "seconds": wall})
+    return wall
+
+
+def evaluate(qrels: str, run_file: Path, measures: list[str], split: str = "test") -> dict[str, float]:
+    from peft_ir.data import load_qrels, read_run
+    from peft_ir.eval import evaluate as ev, parse_measures
+
+    ms = parse_measures(measures)
+    values = ev(load_qrels(qrels, split), read_run(run_file), ms)
+    return {str(m): values[str(m)] for m in ms}
+
+
+def first_stage(dataset: str, work: Path, log: list[dict]) -> dict[str, str]:
+    """Training source, negatives run, run to re-rank, topics, corpus, qrels for the dataset."""
+    pi = peft_ir()
+    if dataset == "scifact":
+        sci = str(DATA / "scifact")
+        index, train_run, test_run = work / "scifact-bm25", work / "bm25.scifact.train.trec", work / "bm25.scifact.test.trec"
+        if not index.is_dir():
+            run([*pi, "bm25", "index", "--corpus", sci, "--index", str(index)], log)
+        for split, path in (("train", train_run), ("test", test_run)):
+            if not path.is_file():
+                run([*pi, "bm25", "search", "--index", str(index), "--topics", sci, "--split", split, "--hits", "100",
+                     "--output", str(path)], log)
+        return {"train": sci, "train_extra": ["--split", "train", "--negatives-run", str(train_run),
+                                              "--negatives-window", "1", "100"],
+                "run": str(test_run), "topics": sci, "corpus": sci, "qrels": sci, "split": "test",
+                "measures": ["nDCG@10", "R@100"]}
+    dl = DATA / "trec-dl-2019"
+    train_file = work / "msmarco-positives-bm25neg.jsonl"
+    if not train_file.is_file():
+        run([*pi, "train", "reranker-data", "--positives", str(DATA / "msmarco-passage-dev-small" / "train-positives.jsonl"),
+             "--index", str(work / "msmarco-positive-pool-bm25"), "--output", str(train_file), "--depth", "30",
+             "--num-negatives", "30"], log)
+    return {"train": str(train_file), "train_extra": [], "run": str(dl / "runs" / "bm25_top100.dl19.trec"),
+            "topics": str(dl / "queries.tsv"), "corpus": str(dl / "corpus.jsonl"),
+            "qrels": str(dl / "qrels.dl19-passage.txt"), "split": "test", "measures": ["nDCG@10", "RR(rel=2)@10"]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", choices=("scifact", "dl19"), required=True)
+    ap.add_argument("--methods", nargs="+", default=["iaa-l", "lora", "adapter", "full"])
+    ap.add_argument("--budget", default="0.5%")
+    ap.add_argument("--loss", choices=("lce", "bce"), default="lce")
+    ap.add_argument("--group-size", default="8")
+    ap.add_argument("--scale", choices=tuple(SCALES), default="cpu")
+    ap.add_argument("--work", default=str(REPO / "runs" / "rerank"), help="outputs (runs/ is git-ignored)")
+    ap.add_argument("--report", default=None, help="markdown report (default bench/results/rerank_<dataset>.md)")
+    args = ap.parse_args()
+
+    work = Path(args.work) / args.dataset
+    work.mkdir(parents=True, exist_ok=True)
+    log: list[dict] = []
+    src = first_stage(args.dataset, work, log)
+    pi, scale = peft_ir(), SCALES[args.scale]
+    rows = [{"system": "BM25 (first stage)", **evaluate(src["qrels"], Path(src["run"]), src["measures"])}]
+    for method in args.methods:
+        out = work / f"{method}-{args.loss}-{args.scale}"
+        budget = [] if method == "full" else ["--budget", args.budget]
+        train_cmd = [*pi, "train", "reranker", "--train", src["train"], *src["train_extra"], "--output", str(out),
+                     "--method", method, *budget, "--loss", args.loss, "--group-size", args.group_size,
+                     *scale["train"]]
+        if (out / "summary.json").is_file():
+            train_s = json.loads((out / "summary.json").read_text())["wall_seconds"]
+        else:
+            train_s = run(train_cmd, log)
+        summary = json.loads((out / "summary.json").read_text())
+        reranked = out / "reranked.trec"
+        rr_cmd = [*pi, "rerank", "--run", src["run"], "--topics", src["topics"], "--split", src["split"],
+                  "--corpus", src["corpus"], "--adapter", str(out / "adapter"), "--output", str(reranked),
+                  "--batch-size", "32", *scale["rerank"]]
+        rr_s = run(rr_cmd, log)
+        rows.append({"system": f"{method} ({args.loss})", **evaluate(src["qrels"], reranked, src["measures"]),
+                     "trainable": summary["share"], "steps": summary["steps"], "best dev nDCG@10": summary["best_dev"],
+                     "train s": train_s, "rerank s": rr_s})
+
+    from machine import describe
+
+    report = Path(args.report or REPO / "bench" / "results" / f"rerank_{args.dataset}.md")
+    measures = src["measures"]
+    lines = [f"# Cross-encoder re-ranking: {args.dataset} (scale {args.scale})", "", describe(), "",
+             f"Bar to beat: {BARS[args.dataset]}. Base model all-MiniLM-L6-v2 (new one-logit head), loss {args.loss}, "
+             f"group size {args.group_size}, PEFT budget {args.budget}.", "",
+             "| system | " + " | ".join(measures) + " | trainable | steps | best dev nDCG@10 | train s | rerank s |",
+             "|---|" + "---|" * (len(measures) + 5)]
+    for r in rows:
+        cells = [f"{r[m]:.4f}" for m in measures]
+        extra = ([f"{r['trainable']:.3%}", str(r["steps"]), f"{r['best dev nDCG@10']:.4f}", f"{r['train s']:.0f}",
+                  f"{r['rerank s']:.0f}"] if "trainable" in r else ["", "", "", "", ""])
+        lines.append(f"| {r['system']} | " + " | ".join(cells + extra) + " |")
+    lines += ["", "Commands (in order, with wall time):", "", "```"]
+    lines += [f"{c['command']}    # {c['seconds']:.0f} s" for c in log]
+    lines += ["```", ""]
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text("\n".join(lines), encoding="utf-8")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The cross-encoder: a BERT-family encoder with a one-logit sequence-classification head, scored in batches.
+
+Built with plain transformers (`AutoModelForSequenceClassification`, num_labels=1) rather than
+sentence-transformers' CrossEncoder: the tuning methods act on the HF model directly, and query and passage get
+separate token limits ([CLS] q[:query_max] [SEP] p[:passage_max] [SEP]), which CrossEncoder's single max_length
+cannot express. From a sentence-transformers bi-encoder folder (the default all-MiniLM-L6-v2) the encoder weights
+are loaded and the head is new, initialised from `seed`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from peft_ir.errors import PeftIRError
+from peft_ir.models import resolve_model
+
+log = logging.getLogger(__name__)
+
+_DOUBLE_SEP = {"roberta", "xlm-roberta", "camembert", "longformer", "mpnet", "bart"}
+
+
+@dataclass
+class CrossEncoderSpec:
+    model: str | None = None          # HF folder, sentence-transformers folder or cached hub name; None = MiniLM
+    query_max_length: int = 32        # tokens of the query (special tokens not counted)
+    passage_max_length: int = 192     # tokens of the passage
+    seed: int = 42                    # initialises the new classification head
+
+    @property
+    def max_length(self) -> int:
+        return self.query_max_length + self.passage_max_length + 4
+
+
+def load_base(spec: CrossEncoderSpec, device: str | None = None):  # type: ignore[no-untyped-def]
+    """(model, tokenizer): AutoModelForSequenceClassification(num_labels=1) with a seeded new head, eval mode."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415
+
+    path = resolve_model(spec.model)
+    if not Path(path).exists() and "/" not in path:
+        raise PeftIRError(f"model {spec.model!r} is neither a folder nor a hub name")
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "some weights were newly initialised" is expected: the head is new
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec.seed)
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as exc:
+        raise PeftIRError(f"cannot load cross-encoder base {path}: {exc}") from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    model.config.problem_type = "regression"
+    model.eval()
+    return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")), tokenizer
+
+
+class CrossEncoder:
+    """Scores (query, passage) pairs with a (possibly tuned) sequence-classification model."""
+
+    def __init__(self, spec: CrossEncoderSpec, adapter: str | Path | None = None, device: str | None = None):
+        self.spec = spec
+        self.model, self.tokenizer = load_base(spec, device)
+        self.adapter = str(adapter) if adapter else None
+        if adapter:
+            from peft_ir.tuning import load_tuned  # noqa: PLC0415
+
+            self.model = load_tuned(self.model, adapter)
+            self.model.eval()
+        self._double_sep = getattr(self.model.config, "model_type", "") in _DOUBLE_SEP
+        self._token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", [])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def fingerprint(self) -> str:
+        """A sampled sha256 over every parameter (base, added modules and head) plus the token limits."""
+        return model_fingerprint(self.model, f"{self.spec.query_max_length}/{self.spec.passage_max_length}")
+
+    # --- tokenisation ---------------------------------------------------------------------------------------
+    def pair_ids(self, queries: Sequence[str], passages: Sequence[str]) -> list[tuple[list[int], list[int]]]:
+        """Token ids (input_ids, token_type_ids) of each pair, query and passage truncated separately."""
+        tok = self.tokenizer
+        q_ids = tok(list(queries), add_special_tokens=False, truncation=True,
+                    max_length=self.spec.query_max_length)["input_ids"]
+        p_ids = tok(list(passages), add_special_tokens=False, truncation=True,
+                    max_length=self.spec.passage_max_length)["input_ids"]
+        cls, sep = tok.cls_token_id, tok.sep_token_id
+        if cls is None or sep is None:
+            raise PeftIRError(f"tokenizer of {self.spec.model} has no CLS/SEP tokens; a BERT-family model is needed")
+        out = []
+        for q, p in zip(q_ids, p_ids):
+            first = [cls, *q, sep] + ([sep] if self._double_sep else [])
+            second = [*p, sep]
+            out.append((first + second, [0] * len(first) + [1] * len(second)))
+        return out
+
+    def collate(self, items: Sequence[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+        """Pad to the longest pair of this batch only."""
+        width = max(len(ids) for ids, _ in items)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.full((len(items), width), pad, dtype=torch.long)
+        types = torch.zeros((len(items), width), dtype=torch.long)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        for i, (x, t) in enumerate(items):
+            ids[i, : len(x)] = torch.tensor(x)
+            types[i, : len(t)] = torch.tensor(t)
+            mask[i, : len(x)] = 1
+        batch = {"input_ids": ids, "attention_mask": mask}
+        if self._token_types:
+            batch["token_type_ids"] = types
+        return batch
+
+    # --- scoring --------------------------------------------------------------------------------------------
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        return self.model(**batch).logits[:, 0]
+
+    def score(self, queries: Sequence[str], passages: Sequence[str], batch_size: int = 32,
+              on_batch: Callable[[list[int], list[float]], None] | None = None) -> list[float]:
+        """Scores in input order; batches are formed from pairs sorted by length (least padding).
+
+        `on_batch(indices, scores)` is called after every batch (the re-ranker appends them to its cache).
+        """
+        if len(queries) != len(passages):
+            raise PeftIRError(f"{len(queries)} queries but {len(passages)} passages")
+        items = self.pair_ids(queries, passages)
+        order = sorted(range(len(items)), key=lambda i: (-len(items[i][0]), i))
+        scores = [math.nan] * len(items)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(order), max(1, batch_size)):
+                    idx = order[start:start + batch_size]
+                    values = self.logits(self.collate([items[i] for i in idx])).float().cpu().tolist()
+                    for i, v in zip(idx, values):
+                        scores[i] = v
+                    if on_batch is not None:
+                        on_batch(idx, values)
+        finally:
+            self.model.train(was_training)
+        return scores
+
+
+def model_fingerprint(model: torch.nn.Module, extra: str = "", sample: int = 1 << 14) -> str:
+    """Sampled sha256 of all parameters in name order (cheap; any two trained models differ in the sample)."""
+    digest = hashlib.sha256(extra.encode())
+    for name, p in sorted(model.named_parameters(), key=lambda item: item[0]):
+        flat = p.detach().reshape(-1)
+        step = max(1, math.ceil(flat.numel() / sample))
+        digest.update(f"{name}|{p.dtype}|{tuple(p.shape)}|".encode())
+        digest.update(flat[::step].contiguous().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def describe_spec(spec: CrossEncoderSpec) -> dict[str, Any]:
+    from peft_ir.models import model_label  # noqa: PLC0415
+
+    return {"model": model_label(spec.model), "query_max_length": spec.query_max_length,
+            "passage_max_length": spec.passage_max_length, "seed": spec.seed}

@@ -1,0 +1,76 @@
+"""MS MARCO-domain training data for rerankers from `train-positives.jsonl` ({query_id, query, positive_id, positive}).
+
+The only MS MARCO passages at hand are the judged positives, so the negatives come from BM25 over the *pool of
+all those positives* (never over test passages): each query searches the pool and its negatives are its top hits
+other than its own positive. (Another query's positive can be relevant to this one too; with 6,590 passages on
+distinct topics such false negatives are rare.) Written as a FlagEmbedding-style training file
+{query_id, query, pos: [text], neg: [texts]} that `peft-ir train reranker --train FILE` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from peft_ir.data import Document, TrainingExample, ranked, write_training
+from peft_ir.data.textfile import iter_lines
+from peft_ir.errors import InputError, PeftIRError
+
+log = logging.getLogger(__name__)
+
+FIELDS = ("query_id", "query", "positive_id", "positive")
+
+
+def read_positives(path: str | Path) -> Iterator[dict[str, str]]:
+    for lineno, line in iter_lines(path):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(path, lineno, None, f"invalid JSON: {exc.msg}") from None
+        if not isinstance(row, dict):
+            raise InputError(path, lineno, None, "expected a JSON object")
+        for key in FIELDS:
+            if not isinstance(row.get(key), (str, int)) or str(row.get(key)).strip() == "":
+                raise InputError(path, lineno, key, "missing or empty")
+        yield {k: str(row[k]) for k in FIELDS}
+
+
+def build_training_set(positives: str | Path, index_dir: str | Path, output: str | Path, *, depth: int = 30,
+                       num_negatives: int = 30, threads: int = 1, k1: float = 0.9, b: float = 0.4,
+                       max_queries: int | None = None) -> dict[str, Any]:
+    """Index the positive pool with BM25 (reused when `index_dir` exists), search every query, write `output`."""
+    from peft_ir.indexing.bm25 import BM25Searcher, build_index  # noqa: PLC0415
+
+    rows = list(read_positives(positives))
+    if max_queries is not None:
+        rows = rows[:max_queries]
+    if not rows:
+        raise InputError(positives, None, None, "no query-positive pair")
+    pool: dict[str, str] = {}
+    for r in rows:
+        pool.setdefault(r["positive_id"], r["positive"])
+    index_dir = Path(index_dir)
+    if not index_dir.is_dir():
+        build_index((Document(d, "", t) for d, t in pool.items()), index_dir, threads=threads,
+                    source=f"positive pool of {positives}")
+    searcher = BM25Searcher(index_dir, k1=k1, b=b)
+    try:
+        if searcher.num_docs != len(pool):
+            raise PeftIRError(f"{index_dir} holds {searcher.num_docs} documents, the positive pool {len(pool)}; "
+                              "delete it to rebuild")
+        run = searcher.search({r["query_id"]: r["query"] for r in rows}, hits=depth + 1, threads=threads)
+    finally:
+        searcher.close()
+    examples, empty = [], 0
+    for r in rows:
+        negs = [d for d, _ in ranked(run.get(r["query_id"], {})) if d != r["positive_id"]][:num_negatives]
+        empty += not negs
+        examples.append(TrainingExample(r["query"], [r["positive"]], [pool[d] for d in negs], r["query_id"]))
+    write_training(examples, output, "flag")
+    stats = {"queries": len(examples), "pool": len(pool), "without_negatives": empty,
+             "negatives": sum(len(e.negatives) for e in examples), "index": str(index_dir), "output": str(output)}
+    log.info("MS MARCO training set: %s", stats)
+    return stats

@@ -1,0 +1,152 @@
+"""Re-rank the top hits of a first-stage run with a cross-encoder; scores are cached so an interrupted run resumes.
+
+The cache is a jsonl file of {"q": qid, "d": docid, "s": score} lines, one file per model state: its name holds
+a hash of every parameter of the (tuned) model and the token limits, so a different model or adapter never
+reuses another's scores. Lines are appended and flushed after every batch; a torn last line (killed mid-write)
+is ignored when the cache is read back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from peft_ir.data import iter_documents, load_topics, ranked
+from peft_ir.data.trec import Run
+from peft_ir.errors import InputError, PeftIRError
+from peft_ir.reranker.model import CrossEncoder
+
+log = logging.getLogger(__name__)
+
+CHUNK = 4096  # pairs tokenised and length-sorted at a time
+
+
+class ScoreCache:
+    """(qid, docid) -> score, persisted as append-only jsonl."""
+
+    def __init__(self, path: str | Path | None):
+        self.path = Path(path) if path else None
+        self.scores: dict[tuple[str, str], float] = {}
+        if self.path is not None and self.path.is_file():
+            with open(self.path, encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        row = json.loads(line)
+                        self.scores[(row["q"], row["d"])] = float(row["s"])
+                    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                        log.warning("%s: skipping a torn cache line (interrupted write)", self.path)
+        self._fh = None
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self.scores
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def get(self, key: tuple[str, str]) -> float:
+        return self.scores[key]
+
+    def add(self, rows: Iterable[tuple[str, str, float]]) -> None:
+        rows = list(rows)
+        for q, d, s in rows:
+            self.scores[(q, d)] = s
+        if self.path is None:
+            return
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a", encoding="utf-8")
+            if self._fh.tell() > 0:
+                self._fh.write("\n")  # a torn last line from an earlier run stays on its own line
+        self._fh.write("".join(json.dumps({"q": q, "d": d, "s": s}) + "\n" for q, d, s in rows))
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def default_cache_path(output: str | Path, encoder: CrossEncoder) -> Path:
+    out = Path(output)
+    return out.with_name(f".{out.name}.scores-{encoder.fingerprint()[:16]}.jsonl")
+
+
+@dataclass
+class RerankStats:
+    queries: int = 0
+    pairs: int = 0            # pairs in the re-ranked depth
+    scored: int = 0           # pairs scored by the model in this call (the rest came from the cache)
+
+
+def rerank(run: Run, topics: Mapping[str, str], passages: Mapping[str, str], encoder: CrossEncoder, *,
+           hits: int = 100, batch_size: int = 32, cache: ScoreCache | None = None,
+           stats: RerankStats | None = None) -> Run:
+    """Cross-encoder scores for the top `hits` of each query (deeper hits are dropped); queries in run order."""
+    if hits < 1:
+        raise PeftIRError(f"--hits must be at least 1, got {hits}")
+    cache = cache if cache is not None else ScoreCache(None)
+    stats = stats if stats is not None else RerankStats()
+    todo: list[tuple[str, str]] = []
+    depth: dict[str, list[str]] = {}
+    for qid, q_hits in run.items():
+        depth[qid] = [d for d, _ in ranked(q_hits, hits)]
+        todo += [(qid, d) for d in depth[qid] if (qid, d) not in cache]
+    stats.queries, stats.pairs = len(depth), sum(len(v) for v in depth.values())
+    for start in range(0, len(todo), CHUNK):
+        chunk = todo[start:start + CHUNK]
+
+        def store(idx: list[int], values: list[float], chunk: list[tuple[str, str]] = chunk) -> None:
+            cache.add((chunk[i][0], chunk[i][1], v) for i, v in zip(idx, values))
+            stats.scored += len(idx)
+
+        encoder.score([topics[q] for q, _ in chunk], [passages[d] for _, d in chunk], batch_size, on_batch=store)
+        log.info("scored %d of %d pairs", min(start + CHUNK, len(todo)), len(todo))
+    return {qid: {d: cache.get((qid, d)) for d in docs} for qid, docs in depth.items()}
+
+
+def load_inputs(run_path: str | Path, topics_spec: str | Path, corpus_spec: str | Path, hits: int, split: str = "test"
+                ) -> tuple[Run, dict[str, str], dict[str, str]]:
+    """Read the run, its topics and the text of the documents in its top `hits`; ids absent from the topics or
+    the corpus raise InputError naming the file at fault."""
+    from peft_ir.data import read_run  # noqa: PLC0415
+
+    run = read_run(run_path)
+    if not run:
+        raise InputError(run_path, None, None, "empty run")
+    topics = load_topics(topics_spec, split)
+    missing_q = [q for q in run if q not in topics]
+    if missing_q:
+        raise InputError(topics_spec, None, None, f"{len(missing_q)} query id(s) of run {run_path} are not in these "
+                         f"topics, e.g. {missing_q[:3]}")
+    needed = {d for q_hits in run.values() for d, _ in ranked(q_hits, hits)}
+    passages: dict[str, str] = {}
+    for doc in iter_documents(corpus_spec):
+        if doc.id in needed:
+            passages[doc.id] = doc.joined()
+    missing_d = sorted(needed - passages.keys())
+    if missing_d:
+        raise InputError(corpus_spec, None, None, f"{len(missing_d)} document id(s) of run {run_path} are not in this "
+                         f"corpus, e.g. {missing_d[:3]}")
+    return run, topics, passages
+
+
+def rerank_files(run_path: str | Path, topics_spec: str | Path, corpus_spec: str | Path, encoder: CrossEncoder,
+                 output: str | Path, *, hits: int = 100, batch_size: int = 32, split: str = "test",
+                 cache_path: str | Path | None = None, tag: str = "peft-ir-rerank") -> RerankStats:
+    """Re-rank a run file into a TREC run at `output` (atomic); the score cache sits beside it unless given."""
+    from peft_ir.data import write_run  # noqa: PLC0415
+
+    run, topics, passages = load_inputs(run_path, topics_spec, corpus_spec, hits, split)
+    cache = ScoreCache(cache_path or default_cache_path(output, encoder))
+    stats = RerankStats()
+    try:
+        reranked = rerank(run, topics, passages, encoder, hits=hits, batch_size=batch_size, cache=cache, stats=stats)
+    finally:
+        cache.close()
+    write_run(reranked, output, tag=tag)
+    return stats

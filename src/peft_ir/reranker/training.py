@@ -1,0 +1,295 @@
+"""Cross-encoder training with any tuning method on the Hugging Face Trainer.
+
+Losses (per query: one positive and n = group_size - 1 negatives sampled from the top-k non-relevant hits of a
+first-stage run, or from a training file's own negatives):
+- lce: localised contrastive estimation, softmax cross-entropy over the group's scores with the positive as target;
+- bce: pointwise binary cross-entropy on every pair of the same groups (positive 1, negatives 0).
+A dev split is carved from the training queries (seeded); the dev metric is nDCG@10 (ir-measures) of re-ranking
+each dev query's candidates (its positives and mined negatives). Checkpoints hold only the trainable weights
+(method modules + classification head) and the Trainer state; `resume` continues from the last complete one.
+Writes `<output>/adapter`, metrics.jsonl, curves.png, summary.json, cross_encoder.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from peft_ir.atomic import atomic_open
+from peft_ir.data import TrainingExample
+from peft_ir.errors import PeftIRError
+from peft_ir.reranker.model import CrossEncoder, CrossEncoderSpec, describe_spec
+from peft_ir.training.checkpoints import last_complete_checkpoint
+from peft_ir.training.logging import JsonlMetrics, plot_curves
+from peft_ir.training.tuned import TrainableOnlyCheckpoints
+from peft_ir.tuning import TuningConfig, apply_tuning, save_tuned, trainable_parameters
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("lce", "bce")
+DEV_METRIC = "eval_dev_nDCG@10"
+
+
+@dataclass
+class RerankerTrainConfig:
+    train: str                                  # BEIR folder (with split + negatives_run) or training file
+    output: str
+    split: str = "train"
+    negatives_run: str | None = None            # first-stage run whose top-k non-relevant hits are the negatives
+    negatives_from: int = 1
+    negatives_to: int = 100
+    negatives_pool: int = 32                    # negatives kept per query to sample groups (and dev candidates) from
+    cross_encoder: CrossEncoderSpec = field(default_factory=CrossEncoderSpec)
+    tuning: TuningConfig = field(default_factory=lambda: TuningConfig(method="iaa-l"))
+    loss: str = "lce"
+    group_size: int = 8                         # 1 positive + group_size - 1 negatives per query
+    batch_size: int = 8                         # queries per device per step
+    grad_accum: int = 1
+    epochs: float = 1.0
+    max_steps: int = -1
+    max_queries: int | None = None              # use only this many training queries (seeded); None = all
+    lr: float | None = None                     # None: 2e-5 for full, 1e-3 for PEFT methods
+    warmup_ratio: float = 0.1
+    dev_queries: int = 50
+    dev_candidates: int = 30                    # candidates re-ranked per dev query
+    eval_batch_size: int = 64
+    eval_steps: int = 50
+    save_steps: int = 50
+    logging_steps: int = 10
+    seed: int = 42
+    resume: bool = False
+    progress: bool = True
+
+    def learning_rate(self) -> float:
+        from peft_ir.retriever.train import DEFAULT_LR, PEFT_LR  # noqa: PLC0415
+
+        return self.lr if self.lr is not None else DEFAULT_LR.get(self.tuning.method, PEFT_LR)
+
+
+@dataclass
+class RerankDevSet:
+    queries: dict[str, str]
+    candidates: dict[str, list[str]]            # qid -> passage texts
+    qrels: dict[str, dict[str, int]]            # qid -> {candidate index as str: 1}
+
+
+def split_examples(examples: list[TrainingExample], dev_queries: int, seed: int, dev_candidates: int
+                   ) -> tuple[list[TrainingExample], RerankDevSet]:
+    """Hold out `dev_queries` examples (seeded shuffle); their positives + negatives are the dev candidates."""
+    if dev_queries >= len(examples):
+        raise PeftIRError(f"--dev-queries {dev_queries} leaves no training queries (only {len(examples)} examples)")
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    dev_idx = set(order[:dev_queries])
+    train = [examples[i] for i in order[dev_queries:]]
+    dev = RerankDevSet({}, {}, {})
+    for i in sorted(dev_idx):
+        ex = examples[i]
+        qid = ex.query_id or f"dev{i}"
+        cands = list(dict.fromkeys([*ex.positives, *ex.negatives]))[:max(dev_candidates, len(ex.positives))]
+        dev.queries[qid] = ex.query
+        dev.candidates[qid] = cands
+        dev.qrels[qid] = {str(j): 1 for j, text in enumerate(cands) if text in ex.positives}
+    return train, dev
+
+
+def dev_ndcg(encoder: CrossEncoder, dev: RerankDevSet, batch_size: int = 64) -> float:
+    from peft_ir.eval import evaluate, parse_measures  # noqa: PLC0415
+
+    qs, ps, keys = [], [], []
+    for qid, cands in dev.candidates.items():
+        for j, text in enumerate(cands):
+            qs.append(dev.queries[qid])
+            ps.append(text)
+            keys.append((qid, str(j)))
+    scores = encoder.score(qs, ps, batch_size)
+    run: dict[str, dict[str, float]] = {}
+    for (qid, j), s in zip(keys, scores):
+        run.setdefault(qid, {})[j] = s
+    measures = parse_measures(["nDCG@10"])
+    return float(evaluate(dev.qrels, run, measures)[str(measures[0])])
+
+
+def build_groups(examples: list[TrainingExample], group_size: int, seed: int) -> list[dict[str, Any]]:
+    """One row per (query, positive): [positive, negatives...] of length group_size, negatives sampled (seeded);
+    queries with fewer mined negatives than needed sample with replacement; queries with none are skipped."""
+    if group_size < 2:
+        raise PeftIRError(f"--group-size must be at least 2 (one positive, one negative), got {group_size}")
+    rng = random.Random(seed)
+    rows, skipped = [], 0
+    for ex in examples:
+        negs = list(dict.fromkeys(n for n in ex.negatives if n not in ex.positives))
+        if not negs:
+            skipped += 1
+            continue
+        for pos in ex.positives:
+            k = group_size - 1
+            picked = rng.sample(negs, k) if len(negs) >= k else rng.choices(negs, k=k)
+            rows.append({"query": ex.query, "passages": [pos, *picked]})
+    if skipped:
+        log.warning("%d of %d training queries have no negative and are skipped", skipped, len(examples))
+    if not rows:
+        raise PeftIRError("no usable training example (each needs a positive and at least one negative; "
+                          "give a BEIR folder with --negatives-run, or a training file with negatives)")
+    return rows
+
+
+class GroupCollator:
+    def __init__(self, encoder: CrossEncoder):
+        self.encoder = encoder
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        qs = [r["query"] for r in rows for _ in r["passages"]]
+        ps = [p for r in rows for p in r["passages"]]
+        batch = self.encoder.collate(self.encoder.pair_ids(qs, ps))
+        g = len(rows[0]["passages"])
+        labels = torch.zeros((len(rows), g))
+        labels[:, 0] = 1.0
+        batch["labels"] = labels
+        return batch
+
+
+def group_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str) -> torch.Tensor:
+    scores = logits.view(labels.shape).float()
+    if loss == "lce":
+        return torch.nn.functional.cross_entropy(scores, labels.argmax(dim=1))
+    if loss == "bce":
+        return torch.nn.functional.binary_cross_entropy_with_logits(scores, labels)
+    raise PeftIRError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+
+
+def _trainer_class():  # type: ignore[no-untyped-def]
+    from transformers import Trainer  # noqa: PLC0415
+
+    class RerankerTrainer(TrainableOnlyCheckpoints, Trainer):
+        peft_ir_loss = "lce"
+        peft_ir_encoder: CrossEncoder
+        peft_ir_dev: RerankDevSet
+        peft_ir_eval_batch = 64
+
+        def tuned_model(self):  # type: ignore[no-untyped-def]
+            return self.peft_ir_encoder.model
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[no-untyped-def]
+            labels = inputs.pop("labels")
+            out = model(**inputs)
+            loss = group_loss(out.logits[:, 0], labels, self.peft_ir_loss)
+            return (loss, out) if return_outputs else loss
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):  # type: ignore[no-untyped-def]
+            value = dev_ndcg(self.peft_ir_encoder, self.peft_ir_dev, self.peft_ir_eval_batch)
+            metrics = {f"{metric_key_prefix}_dev_nDCG@10": value}
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            return metrics
+
+    return RerankerTrainer
+
+
+def load_training_examples(cfg: RerankerTrainConfig) -> list[TrainingExample]:
+    from peft_ir.retriever.training_data import load_examples  # noqa: PLC0415
+
+    examples, _ = load_examples(cfg.train, cfg.split, cfg.negatives_run, depth_from=cfg.negatives_from,
+                                depth_to=cfg.negatives_to, num_negatives=cfg.negatives_pool, seed=cfg.seed)
+    return examples
+
+
+def train_reranker(cfg: RerankerTrainConfig) -> dict[str, Any]:
+    """Train, keep the best dev checkpoint, write the adapter, metrics, curves and summary; returns the summary."""
+    from transformers import TrainingArguments, set_seed  # noqa: PLC0415
+
+    if cfg.loss not in LOSSES:
+        raise PeftIRError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(LOSSES)}")
+    out = Path(cfg.output)
+    if (out / "summary.json").is_file() and not cfg.resume:
+        raise PeftIRError(f"{out} already holds a finished training run; choose another --output or pass --resume")
+    ckpt_dir = out / "checkpoints"
+    resume_from = last_complete_checkpoint(ckpt_dir) if cfg.resume else None
+    if not cfg.resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
+        raise PeftIRError(f"{ckpt_dir} has checkpoints of an earlier run; pass --resume to continue it")
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume_from:
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+
+    set_seed(cfg.seed)
+    examples = load_training_examples(cfg)
+    train_ex, dev = split_examples(examples, cfg.dev_queries, cfg.seed, cfg.dev_candidates)
+    if cfg.max_queries is not None:
+        train_ex = train_ex[:cfg.max_queries]  # already in seeded-shuffle order
+    rows = build_groups(train_ex, cfg.group_size, cfg.seed)
+
+    cuda = torch.cuda.is_available()
+    encoder = CrossEncoder(cfg.cross_encoder, device="cuda" if cuda else "cpu")
+    tuned = apply_tuning(encoder.model, cfg.tuning)
+    trainable, total = trainable_parameters(tuned)
+    base_name = cfg.cross_encoder.model or describe_spec(cfg.cross_encoder)["model"]
+
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate(),
+        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps (transformers 5)
+        lr_scheduler_type="linear",
+        eval_strategy="steps",
+        eval_steps=cfg.eval_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model=DEV_METRIC,
+        greater_is_better=True,
+        logging_steps=cfg.logging_steps,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        remove_unused_columns=False,
+        report_to=[],
+        disable_tqdm=not cfg.progress,
+        dataloader_num_workers=0,
+        use_cpu=not cuda,
+    )
+    trainer = _trainer_class()(model=tuned, args=args, train_dataset=rows, eval_dataset=[0],
+                               data_collator=GroupCollator(encoder),
+                               callbacks=[JsonlMetrics(out / "metrics.jsonl")])
+    trainer.peft_ir_base = base_name
+    trainer.peft_ir_loss = cfg.loss
+    trainer.peft_ir_encoder = encoder
+    trainer.peft_ir_dev = dev
+    trainer.peft_ir_eval_batch = cfg.eval_batch_size
+    t0 = time.perf_counter()
+    if resume_from is None:
+        trainer.evaluate()  # the zero-step point of the curve: the untrained model (new head)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    wall = time.perf_counter() - t0
+    final_dev = dev_ndcg(encoder, dev, cfg.eval_batch_size)
+
+    save_tuned(tuned, out / "adapter", base_name)
+    plot_curves(out / "metrics.jsonl", out / "curves.png", DEV_METRIC,
+                title=f"{cfg.tuning.method} cross-encoder, {cfg.loss} ({trainable / total:.2%} trainable)")
+    summary = {
+        "method": cfg.tuning.method, "loss": cfg.loss, "trainable": trainable, "total": total,
+        "share": trainable / total, "steps": trainer.state.global_step,
+        "best_checkpoint": trainer.state.best_model_checkpoint, "best_dev": trainer.state.best_metric,
+        "final_dev": final_dev, "dev_metric": DEV_METRIC, "train_groups": len(rows),
+        "train_queries": len(train_ex), "dev_queries": len(dev.queries),
+        "dev_pairs": sum(len(c) for c in dev.candidates.values()), "wall_seconds": wall,
+        "resumed_from": str(resume_from) if resume_from else None, "config": _jsonable(asdict(cfg)),
+    }
+    with atomic_open(out / "cross_encoder.json") as fh:
+        json.dump(_jsonable(asdict(cfg.cross_encoder)) | {"adapter": str(out / "adapter")}, fh, indent=2)
+    with atomic_open(out / "summary.json") as fh:
+        json.dump(summary, fh, indent=2)
+    return summary
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))

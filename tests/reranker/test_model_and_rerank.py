@@ -1,0 +1,123 @@
+"""Cross-encoder scoring, save/reload of every method (head included), re-ranking with a resumable cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from peft_ir.data import read_run
+from peft_ir.errors import InputError, PeftIRError
+from peft_ir.reranker.model import CrossEncoder, CrossEncoderSpec
+from peft_ir.reranker.rerank import RerankStats, ScoreCache, load_inputs, rerank, rerank_files
+from peft_ir.tuning import METHODS, TuningConfig, apply_tuning, save_tuned
+
+QUERIES = ["alpha beta gamma", "river stone", "light metal glass paper water"]
+PASSAGES = ["alpha beta gamma delta", "cloud tree north south east west red blue green", "fire"]
+
+
+def _spec(model: Path, **kw) -> CrossEncoderSpec:  # type: ignore[no-untyped-def]
+    return CrossEncoderSpec(model=str(model), query_max_length=8, passage_max_length=16, **kw)
+
+
+def test_head_is_seeded_and_lengths_are_capped(tiny_bert_dir: Path) -> None:
+    a, b = CrossEncoder(_spec(tiny_bert_dir)), CrossEncoder(_spec(tiny_bert_dir))
+    c = CrossEncoder(_spec(tiny_bert_dir, seed=7))
+    assert a.score(QUERIES, PASSAGES) == b.score(QUERIES, PASSAGES)
+    assert a.score(QUERIES, PASSAGES) != c.score(QUERIES, PASSAGES)  # a new head, from its seed
+    ids = a.pair_ids(["w " * 50], ["v " * 100])[0][0]
+    assert len(ids) == 8 + 16 + 3
+    # batched, length-sorted scoring equals one-by-one scoring (padding does not change a score)
+    batched = a.score(QUERIES * 3, PASSAGES[::-1] * 3, batch_size=4)
+    single = [a.score([q], [p])[0] for q, p in zip(QUERIES * 3, PASSAGES[::-1] * 3)]
+    assert batched == pytest.approx(single, abs=1e-5)
+
+
+def _perturb(model: torch.nn.Module) -> None:
+    """Move every trainable weight off its (identity) initialisation so a lost weight would change the scores."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_save_reload_gives_identical_scores(method: str, tiny_bert_dir: Path, tmp_path: Path) -> None:
+    ce = CrossEncoder(_spec(tiny_bert_dir))
+    sizes = {"r": 4, "ar": 4, "prefix_len": 4, "lora_r": 4}
+    used = set(TuningConfig(method=method).used_fields())
+    apply_tuning(ce.model, TuningConfig.from_dict({"method": method, **{k: v for k, v in sizes.items() if k in used}}))
+    _perturb(ce.model)
+    ce.model.eval()
+    before = ce.score(QUERIES, PASSAGES)
+    save_tuned(ce.model, tmp_path / "adapter", str(tiny_bert_dir))
+    other_head = CrossEncoder(_spec(tiny_bert_dir, seed=3), adapter=tmp_path / "adapter")  # head must come from disk
+    assert other_head.score(QUERIES, PASSAGES) == pytest.approx(before, abs=1e-6)
+    assert other_head.fingerprint() == ce.fingerprint()  # the score-cache key: same model state, same key
+    untuned = CrossEncoder(_spec(tiny_bert_dir)).score(QUERIES, PASSAGES)
+    assert untuned != pytest.approx(before, abs=1e-6)
+
+
+def test_rerank_is_deterministic_and_resumes_from_cache(synthetic_beir: Path, synthetic_runs: dict, tiny_bert_dir: Path,
+                                                         tmp_path: Path) -> None:
+    ce = CrossEncoder(_spec(tiny_bert_dir))
+    out = tmp_path / "reranked.trec"
+    s1 = rerank_files(synthetic_runs["test"], synthetic_beir, synthetic_beir, ce, out, hits=10, batch_size=7)
+    assert s1.scored == s1.pairs == 10 * 10
+    first = out.read_text()
+    run = read_run(out)
+    assert all(len(h) == 10 for h in run.values())
+    s2 = rerank_files(synthetic_runs["test"], synthetic_beir, synthetic_beir, ce, out, hits=10, batch_size=7)
+    assert s2.scored == 0 and out.read_text() == first  # everything came from the cache, same bytes
+
+    # a simulated interruption: a cache holding only the first 3 batches (and a torn last line)
+    run_in, topics, passages = load_inputs(synthetic_runs["test"], synthetic_beir, synthetic_beir, hits=10)
+    cache_path = tmp_path / "partial.jsonl"
+    partial = ScoreCache(cache_path)
+
+    class Stop(Exception):
+        pass
+
+    calls = {"n": 0}
+    original = ce.logits
+
+    def failing(batch):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise Stop
+        return original(batch)
+
+    ce.logits = failing  # type: ignore[method-assign]
+    with pytest.raises(Stop):
+        rerank(run_in, topics, passages, ce, hits=10, batch_size=7, cache=partial)
+    partial.close()
+    ce.logits = original  # type: ignore[method-assign]
+    with open(cache_path, "a") as fh:
+        fh.write('{"q": "q4')  # torn write
+    resumed = ScoreCache(cache_path)
+    assert len(resumed) == 21
+    stats = RerankStats()
+    rerank(run_in, topics, passages, ce, hits=10, batch_size=7, cache=resumed, stats=stats)
+    resumed.close()
+    assert stats.scored == 100 - 21
+    out2 = tmp_path / "resumed.trec"
+    rerank_files(synthetic_runs["test"], synthetic_beir, synthetic_beir, ce, out2, hits=10, cache_path=cache_path)
+    assert out2.read_text() == first  # identical run after the interruption
+
+
+def test_bad_inputs_name_the_file(synthetic_beir: Path, synthetic_runs: dict, tiny_bert_dir: Path, tmp_path: Path) -> None:
+    ce = CrossEncoder(_spec(tiny_bert_dir))
+    bad_doc = tmp_path / "bad_doc.trec"
+    bad_doc.write_text("q40 Q0 nosuchdoc 1 3.0 x\n")
+    with pytest.raises(InputError, match="corpus.jsonl.*nosuchdoc"):
+        rerank_files(bad_doc, synthetic_beir, synthetic_beir / "corpus.jsonl", ce, tmp_path / "o.trec")
+    bad_q = tmp_path / "bad_q.trec"
+    bad_q.write_text("zz9 Q0 d1 1 3.0 x\n")
+    topics = synthetic_beir / "queries.jsonl"
+    with pytest.raises(InputError, match=r"queries\.jsonl.*zz9"):
+        rerank_files(bad_q, topics, synthetic_beir, ce, tmp_path / "o.trec")
+    with pytest.raises(PeftIRError, match="hits"):
+        rerank_files(synthetic_runs["test"], synthetic_beir, synthetic_beir, ce, tmp_path / "o.trec", hits=0)
+    assert not (tmp_path / "o.trec").exists()

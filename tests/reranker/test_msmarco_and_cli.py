@@ -1,0 +1,71 @@
+"""MS MARCO-domain training data (BM25 negatives over the positive pool) and the CLI commands end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from peft_ir.cli import main
+from peft_ir.data import read_training
+from peft_ir.errors import InputError
+from peft_ir.reranker.msmarco import build_training_set
+
+ROWS = [
+    ("q1", "what is the boiling point of water", "p1", "Water boils at 100 degrees Celsius at sea level."),
+    ("q2", "capital of france", "p2", "Paris is the capital and largest city of France."),
+    ("q3", "how tall is mount everest", "p3", "Mount Everest is 8,849 metres tall, the highest mountain."),
+    ("q4", "boiling water altitude", "p4", "At high altitude water boils at a lower temperature than at sea level."),
+    ("q5", "largest city in france", "p2", "Paris is the capital and largest city of France."),
+]
+
+
+def _positives(path: Path) -> Path:
+    with open(path, "w") as fh:
+        for qid, q, pid, text in ROWS:
+            fh.write(json.dumps({"query_id": qid, "query": q, "positive_id": pid, "positive": text}) + "\n")
+    return path
+
+
+def test_msmarco_training_set_has_bm25_negatives_from_the_pool(tmp_path: Path) -> None:
+    pytest.importorskip("pyserini")
+    out = tmp_path / "train.jsonl"
+    stats = build_training_set(_positives(tmp_path / "pos.jsonl"), tmp_path / "index", out, depth=3, num_negatives=2)
+    assert stats["pool"] == 4 and stats["queries"] == 5
+    examples = {e.query_id: e for e in read_training(out)}
+    pool = {text for *_, text in ROWS}
+    for qid, _, _, text in ROWS:
+        ex = examples[qid]
+        assert ex.positives == [text] and text not in ex.negatives and set(ex.negatives) <= pool
+    # the BM25 top non-relevant hit of "boiling water altitude" is the other boiling-water passage
+    assert examples["q4"].negatives[0] == ROWS[0][3]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"query_id": "q1", "query": "x", "positive_id": "p1"}\n')
+    with pytest.raises(InputError, match=r"bad\.jsonl:1: field 'positive'"):
+        build_training_set(bad, tmp_path / "index2", tmp_path / "o.jsonl")
+
+
+def test_cli_train_and_rerank(synthetic_beir: Path, synthetic_runs: dict, tiny_ce_dir: Path, tmp_path: Path,
+                              capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "ce"
+    rc = main(["train", "reranker", "--train", str(synthetic_beir), "--negatives-run", str(synthetic_runs["train"]),
+               "--output", str(out), "--model", str(tiny_ce_dir), "--method", "lora", "--tuning", "lora_r=2",
+               "--query-max-length", "8", "--passage-max-length", "24", "--group-size", "4", "--batch-size", "8",
+               "--max-steps", "4", "--eval-steps", "2", "--save-steps", "2", "--dev-queries", "8",
+               "--loss", "bce"])
+    assert rc == 0 and (out / "adapter" / "adapter_config.json").is_file()
+    run = tmp_path / "reranked.trec"
+    args = ["rerank", "--run", str(synthetic_runs["test"]), "--topics", str(synthetic_beir), "--corpus",
+            str(synthetic_beir), "--model", str(tiny_ce_dir), "--adapter", str(out / "adapter"), "--hits", "5",
+            "--query-max-length", "8", "--passage-max-length", "24", "--output", str(run)]
+    assert main(args) == 0
+    assert "50 scored, 0 from the cache" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "0 scored, 50 from the cache" in capsys.readouterr().out
+    assert len(run.read_text().splitlines()) == 50
+    bad = tmp_path / "bad.trec"
+    bad.write_text("q40 Q0 missing-doc 1 1.0 x\n")
+    assert main([*args[:2], str(bad), *args[3:]]) == 2
+    err = capsys.readouterr().err
+    assert f"{synthetic_beir}: 1 document id(s) of run {bad} are not in this corpus" in err
