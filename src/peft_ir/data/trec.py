@@ -78,4 +78,4 @@ def write_run(run: Run, path: str | Path, tag: str = "peft-ir", hits: int | None
     with atomic_open(path) as fh:
         for qid, docs in run.items():
             for rank, (docid, score) in enumerate(ranked(docs, hits), start=1):
-                fh.write(f"{qid} Q0 {docid} {rank} {score:.9g} {tag}\n")  # 9 digits: fused scores stay distinct
+                fh.write(f"{qid} Q0 {docid} {rank} {float(score)!r} {tag}\n")  # shortest exact repr: no ties by rounding
