@@ -27,7 +27,7 @@ ASIDE = {
     "sublayer": r"\.layer\.\d+\.tuning_aside_(attn|ffn)\.",
     "model": r"^(\w+\.)?(encoder|transformer)\.tuning_aside\.",
 }
-HEAD = r"^(classifier|pre_classifier)\."
+HEAD = r"^(classifier|pre_classifier|bert\.pooler)\."  # a BERT pooler trains with the head
 # Gradients that are zero by the maths, whatever the weights: softmax ignores a shift shared by all keys.
 STRUCTURALLY_ZERO = r"(attention\.self\.key\.bias|attention\.k_lin\.bias)$"
 

@@ -68,6 +68,11 @@ class Arch:
     def is_cross_encoder(self) -> bool:
         return bool(self.head)
 
+    def encoder_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """The encoder's parameters less those of the task head (a BERT pooler belongs to the head)."""
+        in_head = {id(p) for _, m in self.head for p in m.parameters()}
+        return [(n, p) for n, p in self.encoder.named_parameters() if id(p) not in in_head]
+
 
 def _bert_like(encoder: nn.Module) -> list[LayerSlots] | None:
     layers = getattr(getattr(encoder, "encoder", None), "layer", None)
@@ -127,6 +132,12 @@ def detect(model: nn.Module) -> Arch:
     head = []
     if encoder is not model:  # a task model: its children other than the encoder form the head
         head = [(n, m) for n, m in model.named_children() if m is not encoder and any(True for _ in m.parameters())]
+        pooler = getattr(encoder, "pooler", None)
+        if isinstance(pooler, nn.Module) and any(True for _ in pooler.parameters()):
+            # BERT's classifier reads the pooler, which task fine-tuning trains with it; sentence-transformers
+            # checkpoints (MiniLM) never trained theirs, so a frozen pooler would choke every training signal.
+            encoder_name = next(n for n, m in model.named_children() if m is encoder)
+            head.insert(0, (f"{encoder_name}.pooler", pooler))
     slots = _bert_like(encoder)
     if slots is not None:
         sa = slots[0].self_attention

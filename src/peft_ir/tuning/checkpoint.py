@@ -82,7 +82,7 @@ def from_peft_key(key: str) -> str:
 
 
 def _is_peft_carried(name: str, head_names: list[str]) -> bool:
-    return ".lora_" in name or name.split(".", 1)[0] in head_names
+    return ".lora_" in name or any(name == h or name.startswith(h + ".") for h in head_names)
 
 
 def save_tuned(model: nn.Module, path: str | Path, base_name_or_path: str | None = None) -> Path:

@@ -9,9 +9,10 @@ from peft_ir.tuning.config import TuningConfig
 from peft_ir.tuning.registry import Method, Part, register
 
 
-def bias_parameters(encoder: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """Every bias of the encoder: q/k/v/output projections, FFN, LayerNorms, embeddings' LayerNorm, pooler."""
-    return [(n, p) for n, p in encoder.named_parameters() if n == "bias" or n.endswith(".bias")]
+def bias_parameters(arch: Arch) -> list[tuple[str, nn.Parameter]]:
+    """Every bias of the encoder: q/k/v/output projections, FFN, LayerNorms, embeddings' LayerNorm (the pooler's
+    belongs to a cross-encoder's head, which trains whole)."""
+    return [(n, p) for n, p in arch.encoder_parameters() if n == "bias" or n.endswith(".bias")]
 
 
 @register
@@ -22,10 +23,10 @@ class BitFit(Method):
     merge_blocker = None  # the trained biases are base parameters already; nothing to fold
 
     def parts(self, arch: Arch, config: TuningConfig) -> list[Part]:
-        biases = bias_parameters(arch.encoder)
+        biases = bias_parameters(arch)
         total = sum(p.numel() for _, p in biases)
         return [Part(f"bias terms ({len(biases)} tensors)", "every *.bias of the encoder (in place)", total, 1)]
 
     def inject(self, arch: Arch, config: TuningConfig) -> None:
-        for _, p in bias_parameters(arch.encoder):
+        for _, p in bias_parameters(arch):
             p.requires_grad_(True)

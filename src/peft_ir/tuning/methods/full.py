@@ -16,7 +16,7 @@ class Full(Method):
     merge_blocker = None  # nothing was added: the trained weights are the model
 
     def parts(self, arch: Arch, config: TuningConfig) -> list[Part]:
-        total = sum(p.numel() for p in arch.encoder.parameters())
+        total = sum(p.numel() for _, p in arch.encoder_parameters())
         return [Part("all encoder parameters", arch.name_of(arch.encoder) or "the whole encoder", total, 1)]
 
     def inject(self, arch: Arch, config: TuningConfig) -> None:
