@@ -108,3 +108,13 @@ def test_hnsw_and_ivfpq_factories(encoder: BiEncoder, tmp_path: Path) -> None:
     with pytest.raises(PeftIRError, match="factory"):
         build_index(tmp_path / "emb", tmp_path / "bad", "NotAFactory", progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_stale_temporary_chunks_of_this_shard_are_removed(encoder: BiEncoder, tmp_path: Path) -> None:
+    chunks = tmp_path / "emb" / "chunks"
+    chunks.mkdir(parents=True)
+    mine, other = chunks / ".chunk-000002.npz.tmp-999999", chunks / ".chunk-000001.npz.tmp-999999"
+    mine.write_bytes(b"half a chunk")
+    other.write_bytes(b"another shard's chunk in progress")
+    encode_corpus(encoder, DOCS, tmp_path / "emb", chunk_size=8, shard_id=0, num_shards=2, progress=False)
+    assert not mine.exists() and other.exists()

@@ -58,6 +58,9 @@ def encode_corpus(encoder: BiEncoder, docs: Iterable[Document], out_dir: str | P
         raise PeftIRError(f"--shard-id must be in [0, {num_shards}), got {shard_id}")
     out_dir = Path(out_dir)
     (out_dir / "chunks").mkdir(parents=True, exist_ok=True)
+    for stale in (out_dir / "chunks").glob(".chunk-*.npz.tmp-*"):  # this shard's, left by a process killed mid-write
+        if int(stale.name[len(".chunk-"):].split(".", 1)[0]) % num_shards == shard_id:
+            stale.unlink(missing_ok=True)
     manifest = encoder.manifest()
     manifest["fingerprint"] = fingerprint(manifest)
     _check_encoder(out_dir, manifest)
