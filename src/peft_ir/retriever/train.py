@@ -25,7 +25,8 @@ from peft_ir.retriever.encoder import BiEncoder, EncoderSpec
 from peft_ir.retriever.training_data import load_examples, split_dev
 from peft_ir.training.checkpoints import last_complete_checkpoint
 from peft_ir.training.logging import JsonlMetrics, plot_curves
-from peft_ir.tuning import TuningConfig, apply_tuning, load_trainable, save_tuned, trainable_parameters
+from peft_ir.training.tuned import TrainableOnlyCheckpoints
+from peft_ir.tuning import TuningConfig, apply_tuning, save_tuned, trainable_parameters
 
 log = logging.getLogger(__name__)
 
@@ -68,20 +69,11 @@ class RetrieverTrainConfig:
 def _trainer_class():  # type: ignore[no-untyped-def]
     from sentence_transformers import SentenceTransformerTrainer  # noqa: PLC0415
 
-    class TunedTrainer(SentenceTransformerTrainer):
+    class TunedTrainer(TrainableOnlyCheckpoints, SentenceTransformerTrainer):
         """Saves and restores only what the tuning method trains (plus the Trainer's own state files)."""
 
-        def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
-            out = Path(output_dir or self.args.output_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            save_tuned(self.model[0].auto_model, out / "adapter", self.peft_ir_base)
-
-        def _load_from_checkpoint(self, checkpoint_path: str, model: Any = None) -> None:
-            load_trainable(self.model[0].auto_model, Path(checkpoint_path) / "adapter")
-
-        def _load_best_model(self) -> None:
-            if self.state.best_model_checkpoint:
-                self._load_from_checkpoint(self.state.best_model_checkpoint)
+        def tuned_model(self) -> torch.nn.Module:
+            return self.model[0].auto_model
 
     return TunedTrainer
 
@@ -129,7 +121,7 @@ def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
     if not cfg.resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
         raise PeftIRError(f"{ckpt_dir} has checkpoints of an earlier run; pass --resume to continue it")
     out.mkdir(parents=True, exist_ok=True)
-    if not resume_from:
+    if not resume_from and int(os.environ.get("RANK", "0")) == 0:
         (out / "metrics.jsonl").unlink(missing_ok=True)
 
     set_seed(cfg.seed)

@@ -21,6 +21,8 @@ class TrainableOnlyCheckpoints:
         raise NotImplementedError
 
     def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+        if not self.args.should_save:  # type: ignore[attr-defined]
+            return  # under DDP every rank may get here; one writer, or the ranks race on the same folder
         out = Path(output_dir or self.args.output_dir)  # type: ignore[attr-defined]
         out.mkdir(parents=True, exist_ok=True)
         save_tuned(self.tuned_model(), out / ADAPTER_DIR, self.peft_ir_base)
