@@ -118,3 +118,11 @@ def test_malformed_input_names_file_line_field(tmp_path: Path, reader, name, con
 def test_missing_beir_split(scifact: Path) -> None:
     with pytest.raises(InputError, match="split 'dev'"):
         BeirDataset(scifact, "dev")
+
+
+def test_irds_ids_fail_clearly_without_the_package_or_network() -> None:
+    from peft_ir.errors import PeftIRError
+
+    with pytest.raises(PeftIRError, match="irds:msmarco-passage/dev/small") as info:
+        load_topics("irds:msmarco-passage/dev/small")
+    assert "ir_datasets" in str(info.value)

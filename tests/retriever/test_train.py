@@ -34,6 +34,7 @@ def test_training_writes_adapter_metrics_and_curve(synthetic_beir: Path, tiny_be
     s = train_retriever(_cfg(synthetic_beir, tiny_bert_dir, tmp_path / "run"))
     out = tmp_path / "run"
     assert s["steps"] == 12 and s["method"] == "iaa-l" and 0 < s["share"] < 1
+    assert s["loss"] == "MultipleNegativesRankingLoss"
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("loss" in r for r in rows)
     dev = [r[s["dev_metric"]] for r in rows if s["dev_metric"] in r]
@@ -99,3 +100,13 @@ def test_ddp_two_processes_on_cpu(synthetic_beir: Path, tiny_bert_dir: Path, tmp
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 4 and summary["config"]["tuning"]["method"] == "lora"
     assert summary["world_size"] == 2
+
+
+def test_gradcache_loss_trains(synthetic_beir: Path, tiny_bert_dir: Path, tmp_path: Path) -> None:
+    """--cache-mini-batch switches to the cached (GradCache) loss, which trains in mini-batches of 2."""
+    s = train_retriever(_cfg(synthetic_beir, tiny_bert_dir, tmp_path / "cached", cache_mini_batch=2, max_steps=6,
+                             eval_steps=6, save_steps=6))
+    rows = [json.loads(x) for x in (tmp_path / "cached" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert s["steps"] == 6 and losses and all(loss == loss and loss > 0 for loss in losses)
+    assert s["config"]["cache_mini_batch"] == 2 and s["loss"] == "CachedMultipleNegativesRankingLoss"

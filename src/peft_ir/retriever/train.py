@@ -197,7 +197,7 @@ def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
             "steps": trainer.state.global_step, "best_checkpoint": trainer.state.best_model_checkpoint,
             "best_dev": trainer.state.best_metric, "dev_metric": metric,
             "train_examples": len(dataset), "dev_queries": len(dev.queries), "dev_corpus": len(dev.corpus),
-            "wall_seconds": wall, "world_size": world, "resumed_from": str(resume_from) if resume_from else None,
+            "wall_seconds": wall, "world_size": world, "loss": type(loss).__name__, "resumed_from": str(resume_from) if resume_from else None,
             "config": _jsonable(asdict(cfg)),
         }
         with atomic_open(out / "encoder.json") as fh:
