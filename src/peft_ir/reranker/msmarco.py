@@ -9,14 +9,13 @@ distinct topics such false negatives are rare.) Written as a FlagEmbedding-style
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from peft_ir.data import Document, TrainingExample, ranked, write_training
-from peft_ir.data.textfile import iter_lines
+from peft_ir.data.textfile import iter_jsonl
 from peft_ir.errors import InputError, PeftIRError
 
 log = logging.getLogger(__name__)
@@ -25,13 +24,8 @@ FIELDS = ("query_id", "query", "positive_id", "positive")
 
 
 def read_positives(path: str | Path) -> Iterator[dict[str, str]]:
-    for lineno, line in iter_lines(path):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(path, lineno, None, f"invalid JSON: {exc.msg}") from None
-        if not isinstance(row, dict):
-            raise InputError(path, lineno, None, "expected a JSON object")
+    """Rows of train-positives.jsonl; every field must be present and non-empty."""
+    for lineno, row in iter_jsonl(path):
         for key in FIELDS:
             if not isinstance(row.get(key), (str, int)) or str(row.get(key)).strip() == "":
                 raise InputError(path, lineno, key, "missing or empty")
