@@ -28,6 +28,7 @@ from peft_ir.errors import PeftIRError
 from peft_ir.reranker.model import CrossEncoder, CrossEncoderSpec, describe_spec
 from peft_ir.training.checkpoints import last_complete_checkpoint
 from peft_ir.training.logging import JsonlMetrics, plot_curves
+from peft_ir.training.args import common_trainer_args
 from peft_ir.training.tuned import TrainableOnlyCheckpoints
 from peft_ir.tuning import TuningConfig, apply_tuning, save_tuned, trainable_parameters
 
@@ -231,32 +232,7 @@ def train_reranker(cfg: RerankerTrainConfig) -> dict[str, Any]:
     trainable, total = trainable_parameters(tuned)
     base_name = cfg.cross_encoder.model or describe_spec(cfg.cross_encoder)["model"]
 
-    args = TrainingArguments(
-        output_dir=str(ckpt_dir),
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate(),
-        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps (transformers 5)
-        lr_scheduler_type="linear",
-        eval_strategy="steps",
-        eval_steps=cfg.eval_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=2,
-        load_best_model_at_end=True,
-        metric_for_best_model=DEV_METRIC,
-        greater_is_better=True,
-        logging_steps=cfg.logging_steps,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        remove_unused_columns=False,
-        report_to=[],
-        disable_tqdm=not cfg.progress,
-        dataloader_num_workers=0,
-        use_cpu=not cuda,
-    )
+    args = TrainingArguments(**common_trainer_args(cfg, ckpt_dir, DEV_METRIC), remove_unused_columns=False)
     trainer = _trainer_class()(model=tuned, args=args, train_dataset=rows, eval_dataset=[0],
                                data_collator=GroupCollator(encoder),
                                callbacks=[JsonlMetrics(out / "metrics.jsonl")])

@@ -25,6 +25,7 @@ from peft_ir.retriever.encoder import BiEncoder, EncoderSpec
 from peft_ir.retriever.training_data import load_examples, split_dev
 from peft_ir.training.checkpoints import last_complete_checkpoint
 from peft_ir.training.logging import JsonlMetrics, plot_curves
+from peft_ir.training.args import common_trainer_args
 from peft_ir.training.tuned import TrainableOnlyCheckpoints
 from peft_ir.tuning import TuningConfig, apply_tuning, save_tuned, trainable_parameters
 
@@ -151,32 +152,9 @@ def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
     prompts = {"query": cfg.encoder.query_prefix, "positive": cfg.encoder.passage_prefix,
                **{f"negative_{i + 1}": cfg.encoder.passage_prefix for i in range(cfg.num_negatives)}}
     args = SentenceTransformerTrainingArguments(
-        output_dir=str(ckpt_dir),
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate(),
-        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps (transformers 5)
-        lr_scheduler_type="linear",
-        eval_strategy="steps",
-        eval_steps=cfg.eval_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=2,
-        load_best_model_at_end=True,
-        metric_for_best_model=metric,
-        greater_is_better=True,
-        logging_steps=cfg.logging_steps,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
+        **common_trainer_args(cfg, ckpt_dir, metric),
         batch_sampler=BatchSamplers.NO_DUPLICATES,
         prompts={k: v for k, v in prompts.items() if v} or None,
-        report_to=[],
-        disable_tqdm=not cfg.progress,
-        dataloader_num_workers=0,
-        ddp_backend="gloo" if world > 1 and not torch.cuda.is_available() else None,
-        use_cpu=not torch.cuda.is_available(),
     )
     trainer = _trainer_class()(model=st, args=args, train_dataset=dataset, loss=loss, evaluator=evaluator,
                                callbacks=[JsonlMetrics(out / "metrics.jsonl")])
