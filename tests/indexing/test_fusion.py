@@ -113,7 +113,7 @@ def test_cli_fuse_rrf_and_interpolate(tmp_path, capsys):
                  "--output", str(out), "--hits", "3"]) == 0
     lines = out.read_text().splitlines()
     assert [line.split()[2] for line in lines] == ["d2", "d1", "d4"]
-    assert lines[0].split() == ["q1", "Q0", "d2", "1", f"{1 / 3 + 3 / 2:.6f}", "rrf-k1"]
+    assert lines[0].split() == ["q1", "Q0", "d2", "1", repr(1 / 3 + 3 / 2), "rrf-k1"]
     assert main(["fuse", "--runs", str(a), str(b), "--method", "interpolate", "--norm", "minmax",
                  "--output", str(out)]) == 0
     assert read_run(out)["q1"] == pytest.approx({"d1": 0.5, "d2": 0.75, "d3": 0.0, "d4": 0.0})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -21,8 +22,18 @@ def last_complete_checkpoint(folder: str | Path) -> Path | None:
     found = sorted(((int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CKPT.match(p.name))),
                    reverse=True)
     for _, path in found:
-        if (path / COMPLETE_MARKER).is_file():
+        if _complete(path):
             return path
         log.warning("removing incomplete checkpoint %s (interrupted while saving)", path)
         shutil.rmtree(path, ignore_errors=True)
     return None
+
+
+def _complete(path: Path) -> bool:
+    """The Trainer writes its state last and not atomically: it must exist and parse, as must our adapter config."""
+    try:
+        json.loads((path / COMPLETE_MARKER).read_text(encoding="utf-8"))
+        json.loads((path / "adapter" / "tuning_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
