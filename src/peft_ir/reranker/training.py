@@ -28,9 +28,9 @@ from peft_ir.errors import PeftIRError
 from peft_ir.reranker.model import CrossEncoder, CrossEncoderSpec, describe_spec
 from peft_ir.training.checkpoints import last_complete_checkpoint
 from peft_ir.training.logging import JsonlMetrics, plot_curves
-from peft_ir.training.args import common_trainer_args
+from peft_ir.training.args import ScheduleConfig, common_trainer_args
 from peft_ir.training.tuned import TrainableOnlyCheckpoints
-from peft_ir.tuning import TuningConfig, apply_tuning, save_tuned, trainable_parameters
+from peft_ir.tuning import apply_tuning, save_tuned, trainable_parameters
 
 log = logging.getLogger(__name__)
 
@@ -38,40 +38,16 @@ LOSSES = ("lce", "bce")
 DEV_METRIC = "eval_dev_nDCG@10"
 
 
-@dataclass
-class RerankerTrainConfig:
-    train: str                                  # BEIR folder (with split + negatives_run) or training file
-    output: str
-    split: str = "train"
-    negatives_run: str | None = None            # first-stage run whose top-k non-relevant hits are the negatives
-    negatives_from: int = 1
-    negatives_to: int = 100
+@dataclass(kw_only=True)
+class RerankerTrainConfig(ScheduleConfig):
     negatives_pool: int = 32                    # negatives kept per query to sample groups (and dev candidates) from
     cross_encoder: CrossEncoderSpec = field(default_factory=CrossEncoderSpec)
-    tuning: TuningConfig = field(default_factory=lambda: TuningConfig(method="iaa-l"))
     loss: str = "lce"
     group_size: int = 8                         # 1 positive + group_size - 1 negatives per query
     batch_size: int = 8                         # queries per device per step
-    grad_accum: int = 1
-    epochs: float = 1.0
-    max_steps: int = -1
     max_queries: int | None = None              # use only this many training queries (seeded); None = all
-    lr: float | None = None                     # None: 2e-5 for full, 1e-3 for PEFT methods
-    warmup_ratio: float = 0.1
-    dev_queries: int = 50
     dev_candidates: int = 30                    # candidates re-ranked per dev query
     eval_batch_size: int = 64
-    eval_steps: int = 50
-    save_steps: int = 50
-    logging_steps: int = 10
-    seed: int = 42
-    resume: bool = False
-    progress: bool = True
-
-    def learning_rate(self) -> float:
-        from peft_ir.retriever.train import DEFAULT_LR, PEFT_LR  # noqa: PLC0415
-
-        return self.lr if self.lr is not None else DEFAULT_LR.get(self.tuning.method, PEFT_LR)
 
 
 @dataclass

@@ -43,7 +43,7 @@ class BiEncoder:
     def __init__(self, spec: EncoderSpec, device: str | None = None, dtype: torch.dtype | None = None,
                  merge: bool = True):
         from sentence_transformers import SentenceTransformer  # noqa: PLC0415
-        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer  # noqa: PLC0415
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer  # noqa: PLC0415
 
         self.spec = spec
         path = resolve_model(spec.model)

@@ -18,53 +18,26 @@ from typing import Any
 
 import torch
 
-from peft_ir.atomic import atomic_open, atomic_path
+from peft_ir.atomic import atomic_open
 from peft_ir.errors import PeftIRError
 from peft_ir.retriever.dev_eval import DevEvaluator
 from peft_ir.retriever.encoder import BiEncoder, EncoderSpec
 from peft_ir.retriever.training_data import load_examples, split_dev
 from peft_ir.training.checkpoints import last_complete_checkpoint
 from peft_ir.training.logging import JsonlMetrics, plot_curves
-from peft_ir.training.args import common_trainer_args
+from peft_ir.training.args import ScheduleConfig, common_trainer_args
 from peft_ir.training.tuned import TrainableOnlyCheckpoints
-from peft_ir.tuning import TuningConfig, apply_tuning, save_tuned, trainable_parameters
+from peft_ir.tuning import apply_tuning, save_tuned, trainable_parameters
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LR = {"full": 2e-5, "bitfit": 1e-3}
-PEFT_LR = 1e-3
-
-
-@dataclass
-class RetrieverTrainConfig:
-    train: str                                  # BEIR folder or training file
-    output: str
-    split: str = "train"
-    negatives_run: str | None = None            # first-stage run to mine hard negatives from (BEIR input)
-    negatives_from: int = 1
-    negatives_to: int = 100
+@dataclass(kw_only=True)
+class RetrieverTrainConfig(ScheduleConfig):
     num_negatives: int = 1                      # hard negatives per query in each batch
     encoder: EncoderSpec = field(default_factory=EncoderSpec)
-    tuning: TuningConfig = field(default_factory=lambda: TuningConfig(method="iaa-l"))
-    batch_size: int = 16                        # queries per device per step
-    grad_accum: int = 1
     cache_mini_batch: int | None = None         # GradCache mini-batch; None = plain in-batch loss
-    epochs: float = 1.0
-    max_steps: int = -1
-    lr: float | None = None                     # None: per-method default
-    warmup_ratio: float = 0.1
     temperature: float = 0.05
-    dev_queries: int = 50
-    dev_corpus: int = 2000
-    eval_steps: int = 50
-    save_steps: int = 50
-    logging_steps: int = 10
-    seed: int = 42
-    resume: bool = False
-    progress: bool = True
-
-    def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR.get(self.tuning.method, PEFT_LR)
+    dev_corpus: int = 2000                      # passages in the dev corpus
 
 
 def _trainer_class():  # type: ignore[no-untyped-def]

@@ -3,13 +3,48 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from peft_ir.tuning import TuningConfig
 
-def common_trainer_args(cfg: Any, output_dir: Path, metric: str) -> dict[str, Any]:
+DEFAULT_LR = {"full": 2e-5, "bitfit": 1e-3}
+PEFT_LR = 1e-3  # every other method
+
+
+@dataclass(kw_only=True)
+class ScheduleConfig:
+    """What the retriever's and the reranker's training configs share: method, schedule, checkpoints, seed."""
+
+    train: str                                  # BEIR folder (with split) or training file
+    output: str                                 # run folder
+    split: str = "train"
+    negatives_run: str | None = None            # first-stage run to take hard negatives from (BEIR input)
+    negatives_from: int = 1
+    negatives_to: int = 100
+    tuning: TuningConfig = field(default_factory=lambda: TuningConfig(method="iaa-l"))
+    batch_size: int = 16                        # queries per device per step
+    grad_accum: int = 1
+    epochs: float = 1.0
+    max_steps: int = -1
+    lr: float | None = None                     # None: 2e-5 for full, 1e-3 for the PEFT methods
+    warmup_ratio: float = 0.1
+    dev_queries: int = 50                       # training queries held out for model selection
+    eval_steps: int = 50
+    save_steps: int = 50
+    logging_steps: int = 10
+    seed: int = 42
+    resume: bool = False
+    progress: bool = True
+
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR.get(self.tuning.method, PEFT_LR)
+
+
+def common_trainer_args(cfg: ScheduleConfig, output_dir: Path, metric: str) -> dict[str, Any]:
     """Keyword arguments for (SentenceTransformer)TrainingArguments from a retriever or reranker config.
 
     Keeps the best dev checkpoint (`metric`, higher is better) and at most two checkpoints on disk.
