@@ -23,13 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"peft_ir.cli.{name}")
-        except ModuleNotFoundError as exc:  # a command group not built yet in this checkout
-            if exc.name == f"peft_ir.cli.{name}":
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(f"peft_ir.cli.{name}").register(sub)
     return parser
 
 

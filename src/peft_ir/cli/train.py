@@ -39,7 +39,7 @@ def _parse_value(value: str):  # type: ignore[no-untyped-def]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    t = sub.add_parser("train", help="train a retriever with a PEFT method")
+    t = sub.add_parser("train", help="train a retriever or reranker with a PEFT method")
     tsub = t.add_subparsers(dest="what", required=True, metavar="WHAT")
     r = tsub.add_parser("retriever", help="contrastive bi-encoder training (InfoNCE, in-batch + hard negatives)")
     r.add_argument("--train", required=True, help="BEIR folder (with --split) or training file (Tevatron/FlagEmbedding/triples)")
