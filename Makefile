@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test bench install install-test clean
+.PHONY: run test install install-test clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -29,9 +29,6 @@ run: install
 
 test: install-test
 	$(BIN)/python -m pytest -q tests
-
-bench: install-test
-	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) runs/quickstart
