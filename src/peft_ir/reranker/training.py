@@ -17,7 +17,6 @@ import logging
 import random
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,7 +25,7 @@ from peft_ir.atomic import atomic_open
 from peft_ir.data import TrainingExample
 from peft_ir.errors import PeftIRError
 from peft_ir.reranker.model import CrossEncoder, CrossEncoderSpec, describe_spec
-from peft_ir.training.checkpoints import last_complete_checkpoint
+from peft_ir.training.checkpoints import prepare_run_dir
 from peft_ir.training.logging import JsonlMetrics, plot_curves
 from peft_ir.training.args import ScheduleConfig, common_trainer_args
 from peft_ir.training.tuned import TrainableOnlyCheckpoints
@@ -184,16 +183,7 @@ def train_reranker(cfg: RerankerTrainConfig) -> dict[str, Any]:
 
     if cfg.loss not in LOSSES:
         raise PeftIRError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(LOSSES)}")
-    out = Path(cfg.output)
-    if (out / "summary.json").is_file() and not cfg.resume:
-        raise PeftIRError(f"{out} already holds a finished training run; choose another --output or pass --resume")
-    ckpt_dir = out / "checkpoints"
-    resume_from = last_complete_checkpoint(ckpt_dir) if cfg.resume else None
-    if not cfg.resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
-        raise PeftIRError(f"{ckpt_dir} has checkpoints of an earlier run; pass --resume to continue it")
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume_from:
-        (out / "metrics.jsonl").unlink(missing_ok=True)
+    out, ckpt_dir, resume_from = prepare_run_dir(cfg.output, cfg.resume)
 
     set_seed(cfg.seed)
     examples = load_training_examples(cfg)

@@ -13,7 +13,6 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,7 +22,7 @@ from peft_ir.errors import PeftIRError
 from peft_ir.retriever.dev_eval import DevEvaluator
 from peft_ir.retriever.encoder import BiEncoder, EncoderSpec
 from peft_ir.retriever.training_data import load_examples, split_dev
-from peft_ir.training.checkpoints import last_complete_checkpoint
+from peft_ir.training.checkpoints import prepare_run_dir
 from peft_ir.training.logging import JsonlMetrics, plot_curves
 from peft_ir.training.args import ScheduleConfig, common_trainer_args
 from peft_ir.training.tuned import TrainableOnlyCheckpoints
@@ -87,16 +86,7 @@ def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
     )
     from transformers import set_seed  # noqa: PLC0415
 
-    out = Path(cfg.output)
-    if (out / "summary.json").is_file() and not cfg.resume:
-        raise PeftIRError(f"{out} already holds a finished training run; choose another --output or pass --resume")
-    ckpt_dir = out / "checkpoints"
-    resume_from = last_complete_checkpoint(ckpt_dir) if cfg.resume else None
-    if not cfg.resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
-        raise PeftIRError(f"{ckpt_dir} has checkpoints of an earlier run; pass --resume to continue it")
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume_from and int(os.environ.get("RANK", "0")) == 0:
-        (out / "metrics.jsonl").unlink(missing_ok=True)
+    out, ckpt_dir, resume_from = prepare_run_dir(cfg.output, cfg.resume)
 
     set_seed(cfg.seed)
     examples, distractors = load_examples(cfg.train, cfg.split, cfg.negatives_run, depth_from=cfg.negatives_from,

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 from pathlib import Path
+
+from peft_ir.errors import PeftIRError
 
 log = logging.getLogger(__name__)
 
@@ -37,3 +40,22 @@ def _complete(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     return True
+
+
+def prepare_run_dir(output: str | Path, resume: bool) -> tuple[Path, Path, Path | None]:
+    """Check and create a training run folder; returns (folder, checkpoint folder, checkpoint to resume from).
+
+    A finished run or leftover checkpoints are never overwritten silently: they need `resume`. A fresh run starts a
+    fresh metrics log (rank 0 only, so DDP ranks do not delete each other's lines).
+    """
+    out = Path(output)
+    if (out / "summary.json").is_file() and not resume:
+        raise PeftIRError(f"{out} already holds a finished training run; choose another --output or pass --resume")
+    ckpt_dir = out / "checkpoints"
+    resume_from = last_complete_checkpoint(ckpt_dir) if resume else None
+    if not resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
+        raise PeftIRError(f"{ckpt_dir} has checkpoints of an earlier run; pass --resume to continue it")
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume_from and int(os.environ.get("RANK", "0")) == 0:
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+    return out, ckpt_dir, resume_from
