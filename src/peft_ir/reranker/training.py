@@ -29,7 +29,7 @@ from peft_ir.training.checkpoints import prepare_run_dir
 from peft_ir.training.logging import JsonlMetrics, plot_curves
 from peft_ir.training.args import ScheduleConfig, common_trainer_args
 from peft_ir.training.tuned import TrainableOnlyCheckpoints
-from peft_ir.tuning import apply_tuning, save_tuned, trainable_parameters
+from peft_ir.tuning import apply_tuning, head_parameters, save_tuned, trainable_parameters
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def train_reranker(cfg: RerankerTrainConfig) -> dict[str, Any]:
                 title=f"{cfg.tuning.method} cross-encoder, {cfg.loss} ({trainable / total:.2%} trainable)")
     summary = {
         "method": cfg.tuning.method, "loss": cfg.loss, "trainable": trainable, "total": total,
-        "share": trainable / total, "steps": trainer.state.global_step,
+        "share": trainable / total, "method_share": (trainable - head_parameters(tuned)) / total, "steps": trainer.state.global_step,
         "best_checkpoint": trainer.state.best_model_checkpoint, "best_dev": trainer.state.best_metric,
         "final_dev": final_dev, "dev_metric": DEV_METRIC, "train_groups": len(rows),
         "train_queries": len(train_ex), "dev_queries": len(dev.queries),

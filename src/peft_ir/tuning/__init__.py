@@ -7,6 +7,7 @@ Public API:
                  activation, seed)             .to_dict() / .from_dict()
     apply_tuning(model, config) -> model       freeze the base, inject modules (in place)
     trainable_parameters(model) -> (trainable, total)   share = trainable / base parameters
+    head_parameters(model) -> int                       a cross-encoder's task head (trains under every method)
     budget_config(model, method, share, **fixed) -> TuningConfig
     save_tuned(model, path, base_name_or_path) / load_tuned(base_model, path) -> model
     load_trainable(model, path) -> model       reload trainable weights into an already tuned model (resume)
@@ -14,7 +15,7 @@ Public API:
     describe(model, config) -> str
 """
 
-from peft_ir.tuning.apply import apply_tuning, merge_tuned, trainable_parameters, tuning_state
+from peft_ir.tuning.apply import apply_tuning, head_parameters, merge_tuned, trainable_parameters, tuning_state
 from peft_ir.tuning.budget import budget_config
 from peft_ir.tuning.checkpoint import base_fingerprint, load_trainable, load_tuned, save_tuned
 from peft_ir.tuning.config import TuningConfig, parse_share
@@ -37,5 +38,6 @@ __all__ = [
     "parse_share",
     "save_tuned",
     "trainable_parameters",
+    "head_parameters",
     "tuning_state",
 ]

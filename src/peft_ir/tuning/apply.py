@@ -27,6 +27,7 @@ from peft_ir.tuning.modules import TuningModule
 from peft_ir.tuning.registry import Part, get_method
 
 STATE_ATTR = "peft_ir_tuning"
+HEAD_PART = "task head (always trains)"
 
 
 @dataclass
@@ -51,7 +52,7 @@ def config_parts(arch: Arch, config: TuningConfig) -> list[Part]:
     if arch.head:
         names = ", ".join(name for name, _ in arch.head)
         total = sum(p.numel() for _, m in arch.head for p in m.parameters())
-        parts.append(Part("task head (always trains)", names, total, 1))
+        parts.append(Part(HEAD_PART, names, total, 1))
     return parts
 
 
@@ -108,6 +109,11 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
         return trainable, state.base_total
     added = added_parameter_ids(model)
     return trainable, sum(p.numel() for p in model.parameters() if id(p) not in added)
+
+
+def head_parameters(model: nn.Module) -> int:
+    """Parameters of a cross-encoder's task head (BERT pooler included); 0 for a bare encoder."""
+    return sum(p.numel() for _, m in detect(model).head for p in m.parameters())
 
 
 def merge_tuned(model: nn.Module) -> nn.Module:

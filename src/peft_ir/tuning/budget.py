@@ -4,6 +4,10 @@ Sizes passed in `fixed` stay as given; every other budget size of the method (it
 when aside modules are attached) is set to one common integer k, the k whose closed-form count comes closest to
 target share x base parameters. E.g. iaa-l at 0.5 % on BERT-base gives r = ar = 9 (0.48 %); fixing r=50 at 6.7 %
 solves ar = 296 (the paper used 300).
+
+The target counts the method's own parameters only. A cross-encoder's task head trains alike under every method
+(and on all-MiniLM-L6-v2 the BERT pooler that belongs to it is 0.65 % of the model by itself, so a head-inclusive
+0.5 % budget would be unreachable); the share reported after tuning still includes the head.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 from torch import nn
 
 from peft_ir.errors import PeftIRError
-from peft_ir.tuning.apply import config_parts, trainable_parameters
+from peft_ir.tuning.apply import HEAD_PART, config_parts, trainable_parameters
 from peft_ir.tuning.arch import Arch, detect
 from peft_ir.tuning.config import TuningConfig, parse_share
 from peft_ir.tuning.registry import get_method
@@ -23,12 +27,12 @@ TOLERANCE = 0.25  # relative distance from the target beyond which the budget is
 
 
 def count(arch: Arch, config: TuningConfig) -> int:
-    """Closed-form trainable parameter count of `config` on `arch`."""
-    return sum(part.total for part in config_parts(arch, config))
+    """Closed-form count of the parameters that `config` trains on `arch`, the task head excluded."""
+    return sum(part.total for part in config_parts(arch, config) if part.what != HEAD_PART)
 
 
 def budget_config(model: nn.Module, method: str, share: float | str, **fixed: Any) -> TuningConfig:
-    """A TuningConfig for `method` whose trainable share of the base parameters is closest to `share`."""
+    """A TuningConfig for `method` whose own share of the base parameters (head excluded) is closest to `share`."""
     target_share = parse_share(share)
     arch = detect(model)
     _, total = trainable_parameters(model)
