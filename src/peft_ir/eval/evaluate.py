@@ -29,6 +29,9 @@ def per_query(qrels: Qrels, run: Run, measures: Sequence[Measure], *, ignore_sel
     if ignore_self:
         run = drop_self_hits(run)
     judged = set(qrels)
+    unjudged = len(set(run) - judged)
+    if unjudged:
+        log.warning("%d of %d run queries are not judged in the qrels and are ignored", unjudged, len(run))
     run = {qid: hits for qid, hits in run.items() if qid in judged}
     if not run:
         raise PeftIRError("no query of the run is judged in the qrels: are the run and the qrels from the same collection?")

@@ -8,6 +8,7 @@ corpus when one is given), large enough that nDCG@10 separates models but small 
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from pathlib import Path
 from peft_ir.data import BeirDataset, Document, TrainingExample, load_corpus, read_run, read_training
 from peft_ir.data.trec import ranked
 from peft_ir.errors import PeftIRError
+
+log = logging.getLogger(__name__)
 
 
 def mine_negatives(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]], *, depth_from: int = 1,
@@ -37,15 +40,24 @@ def mine_negatives(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, 
 
 def beir_examples(dataset: BeirDataset, corpus: dict[str, Document], negatives: dict[str, list[str]] | None = None
                   ) -> list[TrainingExample]:
-    """One example per judged query: its relevant documents as positives, mined negatives if any."""
+    """One example per judged query: its relevant documents as positives, mined negatives if any.
+
+    Tolerant by design (a counted warning, not an error): judged or mined docids absent from the corpus are
+    skipped, and a query left without a positive is dropped."""
     queries = dataset.queries()
-    examples = []
+    examples, absent, dropped = [], set(), 0
     for qid, judged in dataset.qrels().items():
+        wanted = [d for d, g in judged.items() if g > 0] + list((negatives or {}).get(qid, []))
+        absent.update(d for d in wanted if d not in corpus)
         pos = [corpus[d].joined() for d, g in judged.items() if g > 0 and d in corpus]
         if not pos:
+            dropped += 1
             continue
         neg = [corpus[d].joined() for d in (negatives or {}).get(qid, []) if d in corpus]
         examples.append(TrainingExample(queries[qid], pos, neg, qid))
+    if absent:
+        log.warning("%s: %d docid(s) of the qrels or negatives run are absent from the corpus and skipped, e.g. %r; "
+                    "%d quer(ies) left without a positive", dataset.qrels_path, len(absent), sorted(absent)[0], dropped)
     return examples
 
 
