@@ -41,6 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     except PeftIRError as exc:
         print(f"peft-ir {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # torch.load(weights_only=True) met a pickle that is not plain weights
+        if type(exc).__name__ != "UnpicklingError":
+            raise
+        why = next((ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln), "not plain tensors")
+        print(f"peft-ir {args.command}: error: refused to load a checkpoint file holding more than weights "
+              f"(a pickle that could run code): {why}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"peft-ir {args.command}: interrupted", file=sys.stderr)
         return 130
