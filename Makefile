@@ -1,4 +1,4 @@
-# Two targets do all the set-up on a fresh machine: `make run` and `make test`.
+# Two targets do all the set-up on a fresh machine: `make run` and `make test`; `make bench` re-measures bench/.
 PYTHON ?= python3
 VENV   ?= .venv
 FAISS  ?= cpu            # `make run FAISS=gpu` installs faiss-gpu instead of faiss-cpu
@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test install install-test clean
+.PHONY: run test bench install install-test clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,21 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 run: install
-	$(BIN)/peft-ir quickstart
+	$(BIN)/peft-ir run configs/quickstart.yaml
+
+# The benchmark scripts behind bench/results/, with the commands recorded there; fresh results go to runs/bench/
+# (git-ignored) so that the committed, annotated ones are compared, not overwritten. rerank_throughput reads
+# ../shared/data.
+bench: install
+	mkdir -p runs/bench
+	$(BIN)/python bench/encode_throughput.py --docs 256 --batch-size 32 --max-length 256 --rounds 5 \
+		--output runs/bench/encode_throughput.md
+	$(BIN)/python bench/rerank_throughput.py --pairs 384 --rounds 5 --passage-max-length 192 \
+		--output runs/bench/rerank_throughput.md
+	$(BIN)/python bench/bm25_scifact.py --dense --work runs/bench/bm25-scifact --output runs/bench/bm25_scifact.md
 
 test: install-test
 	$(BIN)/python -m pytest -q tests
 
 clean:
-	rm -rf $(VENV) runs/quickstart
+	rm -rf $(VENV) runs/quickstart runs/quickstart-iaa-l

@@ -1,0 +1,93 @@
+"""The evaluate stage: score every run an experiment produced, write metrics.json and the run's report.md.
+
+metrics.json keeps per-query values next to the means so that `peft-ir report` can test significance across run
+folders without reading the qrels or the runs again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from peft_ir.atomic import atomic_open
+from peft_ir.experiment.config import ExperimentConfig
+from peft_ir.experiment.rundir import RunDir
+
+
+def final_kind(cfg: ExperimentConfig) -> str:
+    """The run an experiment is judged by: re-ranked, else fused, else the first stage."""
+    return "reranked" if cfg.reranker else "fused" if cfg.fuse else cfg.first_stage
+
+
+def evaluate_runs(cfg: ExperimentConfig, produced: dict[str, dict[str, Path]], rundir: RunDir) -> dict[str, Any]:
+    """produced: test set name -> run kind -> TREC file. Writes and returns metrics.json's content."""
+    from peft_ir.data import load_qrels, read_run  # noqa: PLC0415
+    from peft_ir.eval import aggregate, default_measures, parse_measures, per_query  # noqa: PLC0415
+
+    sets: dict[str, Any] = {}
+    for t in cfg.data.test:
+        qrels = load_qrels(t.qrels, t.split)
+        measures = parse_measures(cfg.eval.measures) if cfg.eval.measures else default_measures(qrels, cfg.eval.preset)
+        runs = {}
+        for kind, path in produced[t.name].items():
+            values = per_query(qrels, read_run(path), measures, ignore_self=cfg.eval.ignore_self)
+            runs[kind] = {"file": _shown(path, rundir.root), "means": aggregate(values), "per_query": values}
+        sets[t.name] = {"qrels": t.qrels, "split": t.split, "measures": [str(m) for m in measures], "runs": runs}
+    metrics = {"name": cfg.name, "final": final_kind(cfg), "sets": sets}
+    with atomic_open(rundir.metrics) as fh:
+        json.dump(metrics, fh, indent=1)
+    return metrics
+
+
+def training_summaries(rundir: RunDir) -> dict[str, dict[str, Any]]:
+    """The summary.json of each trained model in the run folder ('retriever', 'reranker')."""
+    out = {}
+    for part in ("retriever", "reranker"):
+        summary = RunDir.read_json(getattr(rundir, part) / "summary.json")
+        if summary:
+            out[part] = summary
+    return out
+
+
+def write_run_report(cfg: ExperimentConfig, metrics: dict[str, Any], rundir: RunDir) -> None:
+    """report.md of one run: metrics of every produced run per test set, the trained models, the stage times."""
+    from peft_ir.eval import metrics_table  # noqa: PLC0415
+
+    lines = [f"# {cfg.name}", ""]
+    if cfg.description:
+        lines += [cfg.description.strip(), ""]
+    lines += [f"Config: `{RunDir(rundir.root).config.name}` (resolved). Judged by the `{metrics['final']}` run.", ""]
+    for name, s in metrics["sets"].items():
+        lines += [f"## Test set {name} ({len(next(iter(s['runs'].values()))['per_query'][s['measures'][0]])} "
+                  "judged queries)", ""]
+        lines.append(metrics_table({kind: r["means"] for kind, r in s["runs"].items()}).rstrip())
+        lines.append("")
+    summaries = training_summaries(rundir)
+    if summaries:
+        lines += ["## Trained models", "", "| model | method | trainable | share | steps | best dev | train s |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for part, s in summaries.items():
+            lines.append(f"| {part} | {s['method']} | {s['trainable']:,} | {s['share']:.3%} | {s['steps']} | "
+                         f"{_num(s.get('best_dev'))} | {s['wall_seconds']:.0f} |")
+        lines.append("")
+    timings = RunDir.read_json(rundir.timings) or {}
+    if timings:
+        lines += ["## Stage times (this machine; seconds)", ""]
+        lines += [f"- {stage}: {seconds:.0f}" for stage, seconds in timings.items()]
+        lines.append("")
+    with atomic_open(rundir.report) as fh:
+        fh.write("\n".join(lines))
+
+
+def _shown(path: Path, root: Path) -> str:
+    """Paths inside the run folder relative to it (the folder can move); others absolute."""
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return os.path.abspath(path)
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else ""

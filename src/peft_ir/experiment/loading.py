@@ -1,0 +1,129 @@
+"""Read a config YAML: follow `extends` (relative to the file, recursively), deep-merge, apply `--set` overrides.
+
+Each dotted key remembers the file (or '--set') that set it last, so an error names the file to fix. Mappings
+merge key by key; lists and scalars replace; `null` replaces too (e.g. `reranker: null` drops a base's reranker).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from peft_ir.errors import InputError
+from peft_ir.experiment.config import ExperimentConfig
+from peft_ir.experiment.schema import ConfigError, Origins, build, to_plain
+from peft_ir.experiment.validate import check_inputs, resolve_paths, validate
+
+SET = "--set"
+
+
+def read_layers(path: str | Path, _seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict[str, str]]:
+    """The merged mapping of `path` and everything it extends, and the origin of every dotted key."""
+    path = Path(path).resolve()
+    if path in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path))
+        raise ConfigError(f"{path}: 'extends' forms a cycle: {chain}")
+    data = _read_yaml(path)
+    base_ref = data.pop("extends", None)
+    merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    if base_ref is not None:
+        if not isinstance(base_ref, str) or not base_ref:
+            raise ConfigError(f"{path}: 'extends': expected a relative path to another YAML file, got {base_ref!r}")
+        base = (path.parent / base_ref).resolve()
+        if not base.is_file():
+            raise ConfigError(f"{path}: 'extends': {base} not found (paths are relative to the extending file)")
+        merged, origins = read_layers(base, (*_seen, path))
+    deep_merge(merged, data, "", origins, str(path))
+    return merged, origins
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any], prefix: str, origins: dict[str, str], source: str) -> None:
+    """Merge `over` into `base` in place, recording `source` as the origin of every key it sets."""
+    for key, value in over.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            origins.setdefault(dotted, source)
+            deep_merge(base[key], value, dotted, origins, source)
+        else:
+            base[key] = value
+            _mark(dotted, value, origins, source)
+
+
+def apply_override(data: dict[str, Any], item: str, origins: dict[str, str]) -> None:
+    """Apply one `key.sub=value` override; the value is read as a YAML scalar (40, 1e-3, true, null, [a, b])."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"{SET} {item!r}: expected KEY=VALUE with a dotted key, e.g. retriever.max_steps=40")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{SET} {item!r}: the value is not valid YAML ({exc.problem})") from None
+    *parents, leaf = key.split(".")
+    node = data
+    for i, part in enumerate(parents):
+        if not isinstance(node.get(part), dict):
+            if node.get(part) is not None:
+                raise ConfigError(f"{SET} {item!r}: '{'.'.join(parents[:i + 1])}' is {node[part]!r}, not a section")
+            node[part] = {}
+        node = node[part]
+    node[leaf] = value
+    _mark(key, value, origins, SET)
+
+
+def _mark(dotted: str, value: Any, origins: dict[str, str], source: str) -> None:
+    origins[dotted] = source
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _mark(f"{dotted}.{key}", inner, origins, source)
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            _mark(f"{dotted}[{i}]", inner, origins, source)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(path, None, None, "not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise InputError(path, line, None, f"invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = (), *, check_files: bool = True,
+                cwd: str | Path | None = None) -> ExperimentConfig:
+    """Read, merge, override, type-check and validate a config; with `check_files` also every input on disk.
+
+    `name` defaults to the file's stem. Relative paths are resolved against `cwd` (default: the working directory).
+    """
+    path = Path(path)
+    data, table = read_layers(path)
+    for item in overrides:
+        apply_override(data, item, table)
+    origins = Origins(str(path.resolve()), table)
+    if data.get("name") is None:
+        data["name"] = path.stem
+    cfg = build(ExperimentConfig, data, "", origins)
+    cfg = resolve_paths(cfg, Path(cwd) if cwd is not None else Path.cwd())
+    validate(cfg, origins)
+    if check_files:
+        check_inputs(cfg, origins)
+    return cfg
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML, keys in schema order."""
+    return yaml.safe_dump(to_plain(cfg), sort_keys=False, allow_unicode=True)

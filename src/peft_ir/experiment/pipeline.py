@@ -1,0 +1,325 @@
+"""Run an experiment config stage by stage with the library's own functions, resumably.
+
+Stages (only those the config needs): training data -> BM25 index -> BM25 run of the training queries (hard
+negatives) -> train retriever -> encode -> index -> dense search -> BM25 search -> fuse -> train reranker ->
+re-rank -> evaluate. A stage is skipped when all its outputs exist; every output is written atomically, so an
+existing output is a complete one. Inside a stage the library resumes on its own (training from its last
+complete checkpoint, encoding from its finished chunks, re-ranking from its score cache), so re-running
+`peft-ir run` after a kill continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from peft_ir.experiment.config import ExperimentConfig, ScheduleSection, TestSet, TunedModelSection
+from peft_ir.experiment.rundir import RunDir
+from peft_ir.experiment.tuning import resolve_tuning
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stage:
+    title: str
+    outputs: list[Path]                 # the stage is complete when every one exists
+    action: Callable[[], None]
+
+    def done(self) -> bool:
+        return all(p.exists() for p in self.outputs)
+
+
+def schedule_kwargs(section: ScheduleSection) -> dict[str, Any]:
+    """The shared schedule fields, by name, for RetrieverTrainConfig / RerankerTrainConfig."""
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(ScheduleSection)}
+
+
+class Pipeline:
+    """One experiment's stages over one run folder; heavy models are loaded once, on first use."""
+
+    def __init__(self, cfg: ExperimentConfig, *, progress: bool = True, echo: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.dir = RunDir.of(cfg)
+        self.progress = progress
+        self._echo = echo
+        self._bi_encoder: Any = None
+        self._cross_encoder: Any = None
+        self._bm25: Any = None
+
+    # -- planning -----------------------------------------------------------------------------------------------
+    def stages(self) -> list[Stage]:
+        cfg, d = self.cfg, self.dir
+        kinds = cfg.run_kinds()
+        tests = cfg.data.test
+        out: list[Stage] = []
+        if cfg.data.build_train_from and (cfg.trains(cfg.retriever) or cfg.trains(cfg.reranker)):
+            out.append(Stage(f"training data with BM25 negatives from {cfg.data.build_train_from}",
+                             [Path(cfg.data.train)], self._build_training_data))  # type: ignore[arg-type]
+        if "bm25" in kinds or "bm25" in self._train_run_kinds():
+            out.append(Stage("BM25 index of the corpus", [d.bm25_index], self._bm25_index))
+        if "bm25" in self._train_run_kinds():
+            out.append(Stage("BM25 run of the training queries (hard negatives)", [d.run_file("train", "bm25")],
+                             lambda: self._bm25_search([self._train_set()])))
+        if cfg.trains(cfg.retriever):
+            out.append(Stage(f"train retriever: {_describe(cfg.retriever)}", [d.retriever / "summary.json"],
+                             self._train_retriever))
+        if "dense" in kinds:
+            out.append(Stage(f"encode the corpus (max length {cfg.encode.max_length})", [d.embeddings / "manifest.json"],
+                             self._encode))
+            out.append(Stage(f"index (FAISS {cfg.index.factory})", [d.index / "manifest.json"], self._index))
+            sets = tests + ([self._train_set()] if "dense" in self._train_run_kinds() else [])
+            out.append(Stage(f"dense search, top {cfg.search.hits}", [d.run_file(t.name, "dense") for t in sets],
+                             lambda: self._dense_search(sets)))
+        if "bm25" in kinds:
+            out.append(Stage(f"BM25 search, top {cfg.search.hits}", [d.run_file(t.name, "bm25") for t in tests],
+                             lambda: self._bm25_search(tests)))
+        if cfg.fuse:
+            out.append(Stage(f"fuse {' + '.join(cfg.fuse.runs)} ({cfg.fuse.method})",
+                             [d.run_file(t.name, "fused") for t in tests], self._fuse))
+        if cfg.trains(cfg.reranker):
+            out.append(Stage(f"train reranker: {_describe(cfg.reranker)}", [d.reranker / "summary.json"],
+                             self._train_reranker))
+        if cfg.reranker:
+            out.append(Stage(f"re-rank the top {cfg.reranker.hits}", [d.run_file(t.name, "reranked") for t in tests],
+                             self._rerank))
+        out.append(Stage("evaluate", [d.metrics, d.report], self._evaluate))
+        return out
+
+    def run(self) -> dict[str, Any]:
+        """Claim the run folder, run every incomplete stage, return the metrics (metrics.json)."""
+        resumed = self.dir.claim(self.cfg)
+        handler = logging.FileHandler(self.dir.log, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+        logging.getLogger("peft_ir").addHandler(handler)
+        try:
+            stages = self.stages()
+            self.echo(f"{'resuming' if resumed else 'starting'} {self.cfg.name} in {self.dir.root} ({len(stages)} stages)")
+            for k, stage in enumerate(stages, 1):
+                if stage.done():
+                    self.echo(f"[{k}/{len(stages)}] {stage.title}: already done")
+                    continue
+                self.echo(f"[{k}/{len(stages)}] {stage.title}")
+                t0 = time.perf_counter()
+                stage.action()
+                seconds = time.perf_counter() - t0
+                self.dir.record_time(stage.title, seconds)
+                self.echo(f"[{k}/{len(stages)}] {stage.title}: done in {seconds:.0f} s")
+        finally:
+            logging.getLogger("peft_ir").removeHandler(handler)
+            handler.close()
+            if self._bm25 is not None:
+                self._bm25.close()
+        return RunDir.read_json(self.dir.metrics)
+
+    def echo(self, line: str) -> None:
+        self._echo(line)
+        self.dir.append_log(line)
+
+    # -- inputs ---------------------------------------------------------------------------------------------------
+    def _train_set(self) -> TestSet:
+        """The training queries of a BEIR folder, searched for hard negatives."""
+        return TestSet(name="train", topics=self.cfg.data.train, qrels=self.cfg.data.train,  # type: ignore[arg-type]
+                       split=self.cfg.data.train_split)
+
+    def _train_run_kinds(self) -> set[str]:
+        kinds = set()
+        for s in (self.cfg.retriever, self.cfg.reranker):
+            if s is not None and s.negatives == "bm25":
+                kinds.add("bm25")
+            elif s is not None and s.negatives == "first_stage":
+                kinds.add(self.cfg.first_stage)
+        return kinds
+
+    def _train_hits(self) -> int:
+        return max([s.negatives_window[1] for s in (self.cfg.retriever, self.cfg.reranker)
+                    if s is not None and s.negatives is not None] or [100])
+
+    def _negatives_run(self, s: TunedModelSection) -> str | None:
+        if s.negatives == "bm25":
+            return str(self.dir.run_file("train", "bm25"))
+        if s.negatives == "first_stage":
+            return str(self.dir.run_file("train", self.cfg.first_stage))
+        return s.negatives
+
+    def _first_stage_file(self, t: TestSet, kind: str) -> Path:
+        return Path(t.run) if kind == "run" else self.dir.run_file(t.name, kind)  # type: ignore[arg-type]
+
+    def _rerank_input(self, t: TestSet) -> Path:
+        return self.dir.run_file(t.name, "fused") if self.cfg.fuse else self._first_stage_file(t, self.cfg.first_stage)
+
+    # -- stages ---------------------------------------------------------------------------------------------------
+    def _build_training_data(self) -> None:
+        from peft_ir.indexing.bm25 import default_threads  # noqa: PLC0415
+        from peft_ir.reranker.msmarco import build_training_set  # noqa: PLC0415
+
+        # shared by every run that trains on this file, so it sits beside the file, not in the run folder
+        train = Path(self.cfg.data.train)  # type: ignore[arg-type]
+        positives = self.cfg.data.build_train_from
+        assert positives is not None
+        s = build_training_set(positives, train.parent / f"{train.stem}.bm25-pool", train,
+                               threads=self.cfg.bm25.threads or default_threads(), k1=self.cfg.bm25.k1, b=self.cfg.bm25.b)
+        self.echo(f"    {s['queries']} queries, {s['negatives']} negatives -> {s['output']}")
+
+    def _bm25_index(self) -> None:
+        from peft_ir.data import iter_documents  # noqa: PLC0415
+        from peft_ir.indexing.bm25 import build_index, default_threads  # noqa: PLC0415
+
+        build_index(iter_documents(self.cfg.data.corpus), self.dir.bm25_index,  # type: ignore[arg-type]
+                    threads=self.cfg.bm25.threads or default_threads(), source=self.cfg.data.corpus)
+
+    def _bm25_search(self, sets: list[TestSet]) -> None:
+        from peft_ir.data import load_topics, write_run  # noqa: PLC0415
+        from peft_ir.indexing.bm25 import BM25Searcher, default_threads  # noqa: PLC0415
+
+        if self._bm25 is None:
+            self._bm25 = BM25Searcher(self.dir.bm25_index, k1=self.cfg.bm25.k1, b=self.cfg.bm25.b)
+        for t in sets:
+            out = self.dir.run_file(t.name, "bm25")
+            if out.exists():
+                continue
+            hits = self._train_hits() if t.name == "train" else self.cfg.search.hits
+            run = self._bm25.search(load_topics(t.topics, t.split), hits=hits,
+                                    threads=self.cfg.bm25.threads or default_threads())
+            write_run(run, out, tag=f"{self.cfg.name}-bm25", hits=hits)
+
+    def _train_retriever(self) -> None:
+        from peft_ir.retriever.train import RetrieverTrainConfig, train_retriever  # noqa: PLC0415
+
+        s, d = self.cfg.retriever, self.cfg.data
+        assert s is not None
+        lo, hi = s.negatives_window
+        train_retriever(RetrieverTrainConfig(
+            train=d.train, output=str(self.dir.retriever), split=d.train_split,  # type: ignore[arg-type]
+            negatives_run=self._negatives_run(s), negatives_from=lo, negatives_to=hi,
+            num_negatives=s.num_negatives, encoder=self._encoder_spec(s.passage_max_length, adapter=False),
+            tuning=resolve_tuning(s, cross_encoder=False, seed=self.cfg.seed), cache_mini_batch=s.cache_mini_batch,
+            temperature=s.temperature, dev_corpus=s.dev_corpus, seed=self.cfg.seed, resume=True,
+            progress=self.progress, **schedule_kwargs(s)))
+
+    def _encoder_spec(self, passage_max_length: int, adapter: bool) -> Any:
+        from peft_ir.retriever import EncoderSpec  # noqa: PLC0415
+
+        s = self.cfg.retriever
+        assert s is not None
+        return EncoderSpec(model=s.model, pooling=s.pooling, normalize=s.normalize, query_prefix=s.query_prefix,
+                           passage_prefix=s.passage_prefix, query_max_length=s.query_max_length,
+                           passage_max_length=passage_max_length,
+                           adapter=str(self.dir.retriever / "adapter") if adapter and not s.zero_shot else None)
+
+    def bi_encoder(self) -> Any:
+        if self._bi_encoder is None:
+            from peft_ir.retriever import BiEncoder  # noqa: PLC0415
+
+            self._bi_encoder = BiEncoder(self._encoder_spec(self.cfg.encode.max_length, adapter=True))
+        return self._bi_encoder
+
+    def _encode(self) -> None:
+        from peft_ir.data import iter_documents  # noqa: PLC0415
+        from peft_ir.retriever import encode_corpus  # noqa: PLC0415
+
+        e = self.cfg.encode
+        encode_corpus(self.bi_encoder(), iter_documents(self.cfg.data.corpus), self.dir.embeddings,  # type: ignore[arg-type]
+                      chunk_size=e.chunk_size, batch_size=e.batch_size, progress=self.progress)
+
+    def _index(self) -> None:
+        from peft_ir.indexing.dense import build_index  # noqa: PLC0415
+
+        build_index(self.dir.embeddings, self.dir.index, self.cfg.index.factory,
+                    train_sample=self.cfg.index.train_sample, progress=self.progress)
+
+    def _dense_search(self, sets: list[TestSet]) -> None:
+        from peft_ir.data import load_topics, write_run  # noqa: PLC0415
+        from peft_ir.indexing.dense import DenseIndex  # noqa: PLC0415
+        from peft_ir.indexing.search import dense_search  # noqa: PLC0415
+
+        index = DenseIndex(self.dir.index)
+        index.check_encoder(self.bi_encoder().manifest())
+        for t in sets:
+            out = self.dir.run_file(t.name, "dense")
+            if out.exists():
+                continue
+            hits = self._train_hits() if t.name == "train" else self.cfg.search.hits
+            run = dense_search(self.bi_encoder(), [index], load_topics(t.topics, t.split), hits,
+                               batch_size=self.cfg.search.batch_size, progress=self.progress)
+            write_run(run, out, tag=f"{self.cfg.name}-dense", hits=hits)
+
+    def _fuse(self) -> None:
+        from peft_ir.data import read_run, write_run  # noqa: PLC0415
+        from peft_ir.indexing.fusion import fuse  # noqa: PLC0415
+
+        f = self.cfg.fuse
+        assert f is not None
+        for t in self.cfg.data.test:
+            runs = [read_run(self._first_stage_file(t, kind)) for kind in f.runs]
+            fused = fuse(runs, f.method, k=f.k, norm=f.norm, weights=f.weights, hits=f.hits)
+            write_run(fused, self.dir.run_file(t.name, "fused"), tag=f"{self.cfg.name}-fused", hits=f.hits)
+
+    def _cross_encoder_spec(self) -> Any:
+        from peft_ir.reranker.model import CrossEncoderSpec  # noqa: PLC0415
+
+        s = self.cfg.reranker
+        assert s is not None
+        return CrossEncoderSpec(model=s.model, query_max_length=s.query_max_length,
+                                passage_max_length=s.passage_max_length, seed=self.cfg.seed)
+
+    def _train_reranker(self) -> None:
+        from peft_ir.reranker.training import RerankerTrainConfig, train_reranker  # noqa: PLC0415
+
+        s, d = self.cfg.reranker, self.cfg.data
+        assert s is not None
+        lo, hi = s.negatives_window
+        train_reranker(RerankerTrainConfig(
+            train=d.train, output=str(self.dir.reranker), split=d.train_split,  # type: ignore[arg-type]
+            negatives_run=self._negatives_run(s), negatives_from=lo, negatives_to=hi,
+            negatives_pool=s.negatives_pool, cross_encoder=self._cross_encoder_spec(),
+            tuning=resolve_tuning(s, cross_encoder=True, seed=self.cfg.seed), loss=s.loss, group_size=s.group_size,
+            max_queries=s.max_queries, dev_candidates=s.dev_candidates, eval_batch_size=s.eval_batch_size,
+            seed=self.cfg.seed, resume=True, progress=self.progress, **schedule_kwargs(s)))
+
+    def _rerank(self) -> None:
+        from peft_ir.reranker.model import CrossEncoder  # noqa: PLC0415
+        from peft_ir.reranker.rerank import rerank_files  # noqa: PLC0415
+
+        s = self.cfg.reranker
+        assert s is not None
+        if self._cross_encoder is None:
+            adapter = None if s.zero_shot else self.dir.reranker / "adapter"
+            self._cross_encoder = CrossEncoder(self._cross_encoder_spec(), adapter=adapter)
+        for t in self.cfg.data.test:
+            out = self.dir.run_file(t.name, "reranked")
+            if out.exists():
+                continue
+            corpus = self.cfg.data.corpus
+            assert corpus is not None
+            stats = rerank_files(self._rerank_input(t), t.topics, corpus, self._cross_encoder, out, hits=s.hits,
+                                 batch_size=s.rerank_batch_size, split=t.split, tag=f"{self.cfg.name}-reranked",
+                                 keep_rest=s.keep_rest)
+            self.echo(f"    {t.name}: {stats.pairs} pairs of {stats.queries} queries "
+                      f"({stats.pairs - stats.scored} from the score cache)")
+
+    def _evaluate(self) -> None:
+        from peft_ir.experiment.evaluation import evaluate_runs, write_run_report  # noqa: PLC0415
+
+        produced = {}
+        for t in self.cfg.data.test:
+            files = {kind: self._first_stage_file(t, kind) for kind in self.cfg.run_kinds()}
+            if self.cfg.fuse:
+                files["fused"] = self.dir.run_file(t.name, "fused")
+            if self.cfg.reranker:
+                files["reranked"] = self.dir.run_file(t.name, "reranked")
+            produced[t.name] = files
+        metrics = evaluate_runs(self.cfg, produced, self.dir)
+        write_run_report(self.cfg, metrics, self.dir)
+
+
+def _describe(section: TunedModelSection | None) -> str:
+    assert section is not None
+    sizes = f"budget {section.budget}" if section.budget else ", ".join(f"{k}={v}" for k, v in section.tuning.items())
+    length = f"{section.max_steps} steps" if section.max_steps > 0 else f"{section.epochs:g} epoch(s)"
+    return section.method + (f" ({sizes})" if sizes else "") + f", {length}"  # type: ignore[operator]

@@ -1,0 +1,241 @@
+"""`peft-ir report`: the paper-style table over several run folders, with significance, curves and convergence.
+
+Runs are grouped by task (retrieval or re-ranking) and method label (method + budget); runs of one group that
+differ only in seed give mean ± std, and their per-query values are averaged before the paired t-tests.
+† marks a Holm-corrected paired t-test against full fine-tuning (when a `full` run is present); ‡ against the best
+other trained PEFT method of the same task (for the best method: the runner-up), Holm-corrected across methods.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from peft_ir.atomic import atomic_open
+from peft_ir.errors import PeftIRError
+from peft_ir.experiment.rundir import CONFIG, RunDir
+
+FULL = "full"
+CONVERGED = 0.95  # steps until the dev metric first reaches this fraction of the run's best
+
+
+@dataclass
+class RunResult:
+    """What the report needs from one run folder."""
+
+    root: Path
+    name: str
+    seed: int
+    task: str                               # retrieval | rerank
+    method: str                             # a tuning method, zero-shot, bm25 or run
+    label: str                              # method + budget (or sizes): the grouping key within a task
+    metrics: dict[str, Any]
+    summary: dict[str, Any] | None          # summary.json of the model the run is judged by
+    curve: list[dict[str, Any]] = field(default_factory=list)
+
+    def final(self, test_set: str) -> dict[str, Any]:
+        return self.metrics["sets"][test_set]["runs"][self.metrics["final"]]
+
+
+def load_run(root: str | Path) -> RunResult:
+    """Read a finished run folder (config.resolved.yaml, metrics.json, the judged model's summary and curve)."""
+    from peft_ir.training.logging import read_metrics  # noqa: PLC0415
+
+    rd = RunDir(root)
+    metrics = RunDir.read_json(rd.metrics)
+    if not rd.config.is_file() or metrics is None:
+        raise PeftIRError(f"{rd.root} is not a finished run folder (needs {CONFIG} and metrics.json; "
+                          "run `peft-ir run` on its config to completion)")
+    cfg = yaml.safe_load(rd.config.read_text(encoding="utf-8"))
+    task, part = ("rerank", "reranker") if cfg.get("reranker") else ("retrieval", "retriever")
+    section = cfg.get(part)
+    if section is None:
+        method, label = cfg["first_stage"], cfg["first_stage"]
+    elif section.get("zero_shot"):
+        method, label = "zero-shot", "zero-shot"
+    else:
+        method = section["method"]
+        sizes = section.get("budget") or ", ".join(f"{k}={v}" for k, v in (section.get("tuning") or {}).items())
+        label = f"{method} {sizes}".strip()
+    summary = RunDir.read_json(getattr(rd, part) / "summary.json")
+    curve = read_metrics(getattr(rd, part) / "metrics.jsonl") if summary else []
+    return RunResult(rd.root, cfg["name"], int(cfg.get("seed", 0)), task, method, label, metrics, summary, curve)
+
+
+def steps_to_fraction_of_best(run: RunResult, fraction: float = CONVERGED) -> int | None:
+    """The first logged step whose dev metric reaches `fraction` of the run's best dev metric."""
+    if not run.summary:
+        return None
+    key = run.summary.get("dev_metric")
+    series = [(r["step"], r[key]) for r in run.curve if key in r]
+    if not series:
+        return None
+    best = max(v for _, v in series)
+    return next(step for step, v in series if v >= fraction * best)
+
+
+@dataclass
+class Group:
+    """The runs of one method label within one task (several seeds, or one run)."""
+
+    task: str
+    label: str
+    runs: list[RunResult]
+
+    @property
+    def method(self) -> str:
+        return self.runs[0].method
+
+    def values(self, test_set: str, measure: str) -> list[float]:
+        return [r.final(test_set)["means"][measure] for r in self.runs]
+
+    def per_query(self, test_set: str, measures: list[str]) -> dict[str, dict[str, float]]:
+        """Per-query values averaged over the group's runs (seeds)."""
+        out = {}
+        for m in measures:
+            tables = [r.final(test_set)["per_query"][m] for r in self.runs]
+            out[m] = {q: statistics.fmean(t[q] for t in tables) for q in tables[0]}
+        return out
+
+    def summary_mean(self, key: str) -> float | None:
+        values = [r.summary[key] for r in self.runs if r.summary and isinstance(r.summary.get(key), (int, float))]
+        return statistics.fmean(values) if values else None
+
+    def convergence(self) -> float | None:
+        steps = [s for s in (steps_to_fraction_of_best(r) for r in self.runs) if s is not None]
+        return statistics.fmean(steps) if steps else None
+
+
+def group_runs(runs: list[RunResult]) -> list[Group]:
+    groups: dict[tuple[str, str], Group] = {}
+    for r in runs:
+        groups.setdefault((r.task, r.label), Group(r.task, r.label, [])).runs.append(r)
+    return list(groups.values())
+
+
+def shared_columns(runs: list[RunResult]) -> list[tuple[str, str]]:
+    """(test set, measure) pairs that every run's judged run was scored on, in the first run's order."""
+    first = runs[0].metrics["sets"]
+    cols = [(s, m) for s, body in first.items() for m in body["measures"]]
+    return [(s, m) for s, m in cols if all(s in r.metrics["sets"] and m in r.metrics["sets"][s]["measures"]
+                                           for r in runs)]
+
+
+def significance(groups: list[Group], columns: list[tuple[str, str]], alpha: float
+                 ) -> tuple[set[tuple[str, str, str]], set[tuple[str, str, str]]]:
+    """(label, test set, measure) cells significantly different from full FT (†) and from the best other
+    PEFT method (‡); paired t-tests on per-query values, Holm-corrected across the methods compared."""
+    from peft_ir.eval import compare, holm  # noqa: PLC0415
+
+    vs_full: set[tuple[str, str, str]] = set()
+    vs_best: set[tuple[str, str, str]] = set()
+    sets = list(dict.fromkeys(s for s, _ in columns))
+    for test_set in sets:
+        measures = [m for s, m in columns if s == test_set]
+        pq = {g.label: g.per_query(test_set, measures) for g in groups}
+        full = next((g for g in groups if g.method == FULL), None)
+        if full is not None and len(groups) > 1:
+            others = [g.label for g in groups if g is not full]
+            cmp = compare({full.label: pq[full.label], **{label: pq[label] for label in others}}, alpha)
+            vs_full |= {(label, test_set, m) for label in others for m in measures if cmp.significant(label, m)}
+        peft = [g for g in groups if g.method != FULL and g.runs[0].summary]  # trained methods, not baselines
+        for m in measures:
+            tested, raw = [], []
+            for g in groups:
+                rivals = [o for o in peft if o is not g]
+                if not rivals:
+                    continue
+                best = max(rivals, key=lambda o: statistics.fmean(o.values(test_set, m)))
+                p = compare({best.label: {m: pq[best.label][m]}, g.label: {m: pq[g.label][m]}}, alpha)
+                tested.append(g.label)
+                raw.append(p.p_values[g.label][m])
+            for label, p_adj in zip(tested, holm(raw)):
+                if p_adj < alpha:
+                    vs_best.add((label, test_set, m))
+    return vs_full, vs_best
+
+
+def _cell(values: list[float], marks: str) -> str:
+    if len(values) > 1:
+        return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}{marks}"
+    return f"{values[0]:.4f}{marks}"
+
+
+def _share(value: float | None) -> str:
+    return "" if value is None else f"{value:.3%}"
+
+
+def task_table(groups: list[Group], columns: list[tuple[str, str]], alpha: float) -> str:
+    """The markdown table of one task's groups."""
+    vs_full, vs_best = significance(groups, columns, alpha)
+    many_sets = len({s for s, _ in columns}) > 1
+    heads = [f"{s} {m}" if many_sets else m for s, m in columns]
+    lines = ["| method | runs | trainable | method share | " + " | ".join(heads)
+             + f" | best dev | steps to {CONVERGED:.0%} of best dev | steps |",
+             "|---|---:|---:|---:|" + "---:|" * len(heads) + "---:|---:|---:|"]
+    for g in groups:
+        cells = []
+        for s, m in columns:
+            marks = ("†" if (g.label, s, m) in vs_full else "") + ("‡" if (g.label, s, m) in vs_best else "")
+            cells.append(_cell(g.values(s, m), marks))
+        share = g.summary_mean("share")
+        method_share = g.summary_mean("method_share") if g.summary_mean("method_share") is not None else share
+        conv, best_dev, steps = g.convergence(), g.summary_mean("best_dev"), g.summary_mean("steps")
+        seeds = ", ".join(str(r.seed) for r in g.runs)
+        lines.append(f"| {g.label} | {len(g.runs)} (seed {seeds}) | {_share(share)} | {_share(method_share)} | "
+                     + " | ".join(cells) + f" | {'' if best_dev is None else f'{best_dev:.4f}'} | "
+                     f"{'' if conv is None else f'{conv:.0f}'} | {'' if steps is None else f'{steps:.0f}'} |")
+    return "\n".join(lines) + "\n"
+
+
+def build_report(run_dirs: list[str | Path], output: str | Path, *, alpha: float = 0.05,
+                 skip_incomplete: bool = False) -> str:
+    """Write report.md, curves.png and share_vs_effectiveness.png into `output`; returns the markdown."""
+    from peft_ir.experiment.plots import plot_learning_curves, plot_share_vs_effectiveness  # noqa: PLC0415
+
+    runs, skipped = [], []
+    for d in run_dirs:
+        try:
+            runs.append(load_run(d))
+        except PeftIRError:
+            if not skip_incomplete:
+                raise
+            skipped.append(str(d))
+    if not runs:
+        raise PeftIRError("no finished run folder to report on")
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = ["# Experiment report", "",
+             f"{len(runs)} run(s): " + ", ".join(f"`{r.root}`" for r in runs) + ".", ""]
+    if skipped:
+        lines += [f"Skipped (not finished): {', '.join(skipped)}.", ""]
+    for task in dict.fromkeys(r.task for r in runs):
+        task_runs = [r for r in runs if r.task == task]
+        columns = shared_columns(task_runs)
+        groups = group_runs(task_runs)
+        lines += [f"## {'Re-ranking' if task == 'rerank' else 'Retrieval'}", ""]
+        lines.append(task_table(groups, columns, alpha).rstrip())
+        lines += ["",
+                  "Values are means over the judged test queries of each run's final run (mean ± std over seeds "
+                  "where a method has several runs). trainable: trained / base parameters (a cross-encoder's "
+                  "head included); method share: the method's own parameters. "
+                  f"† differs from full fine-tuning, ‡ from the best other PEFT method (for the best one: from the "
+                  f"runner-up); paired t-tests on per-query values, Holm-corrected, p < {alpha}. "
+                  "Best dev and steps: from each run's training summary; "
+                  f"steps to {CONVERGED:.0%}: the first logged step whose dev metric reaches {CONVERGED:.0%} of "
+                  "that run's best.", ""]
+        if columns:
+            png = out / f"share_vs_effectiveness{'' if task == runs[0].task else '-' + task}.png"
+            plot_share_vs_effectiveness(groups, columns[0], png)
+            lines += [f"![{columns[0][1]} against trainable share]({png.name})", ""]
+    curves = out / "curves.png"
+    if plot_learning_curves(runs, curves):
+        lines += ["## Learning curves", "", f"![dev metric and training loss against steps]({curves.name})", ""]
+    text = "\n".join(lines)
+    with atomic_open(out / "report.md") as fh:
+        fh.write(text)
+    return text

@@ -1,0 +1,96 @@
+"""The run folder `<output>/<name>/`: its layout, the resolved config that guards it, the log and the timings.
+
+A folder belongs to exactly one resolved config: re-running the same config resumes it; a different config is
+refused with the keys that differ, so results in one folder never mix two experiments.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from peft_ir.atomic import atomic_open
+from peft_ir.errors import PeftIRError
+from peft_ir.experiment.config import ExperimentConfig
+from peft_ir.experiment.loading import to_yaml
+
+CONFIG = "config.resolved.yaml"
+
+
+class RunDir:
+    """Paths inside one run folder."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @classmethod
+    def of(cls, cfg: ExperimentConfig) -> RunDir:
+        return cls(Path(cfg.output) / cfg.name)
+
+    config = property(lambda self: self.root / CONFIG)
+    log = property(lambda self: self.root / "log.txt")
+    timings = property(lambda self: self.root / "timings.json")
+    metrics = property(lambda self: self.root / "metrics.json")
+    report = property(lambda self: self.root / "report.md")
+    retriever = property(lambda self: self.root / "retriever")
+    reranker = property(lambda self: self.root / "reranker")
+    embeddings = property(lambda self: self.root / "embeddings")
+    index = property(lambda self: self.root / "index")
+    bm25_index = property(lambda self: self.root / "bm25-index")
+    runs = property(lambda self: self.root / "runs")
+
+    def run_file(self, split: str, kind: str) -> Path:
+        """runs/<test set or 'train'>.<dense|bm25|fused|reranked>.trec"""
+        return self.runs / f"{split}.{kind}.trec"
+
+    # -- the resolved config ------------------------------------------------------------------------------------
+    def claim(self, cfg: ExperimentConfig) -> bool:
+        """Write config.resolved.yaml (first of all outputs), or check that the one there matches; True if resumed."""
+        text = to_yaml(cfg)
+        if self.config.is_file():
+            old = yaml.safe_load(self.config.read_text(encoding="utf-8")) or {}
+            diffs = differences(old, yaml.safe_load(text))
+            if diffs:
+                shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs[:8])
+                more = f" (and {len(diffs) - 8} more)" if len(diffs) > 8 else ""
+                raise PeftIRError(f"{self.root} holds a run of a different config ({shown}{more}); "
+                                  f"choose another name (--set name=...) or output, or delete {self.root}")
+            return True
+        if self.root.is_dir() and any(self.root.iterdir()):
+            raise PeftIRError(f"{self.root} already holds files that `peft-ir run` did not write (no {CONFIG}); "
+                              "choose another name (--set name=...) or output, or delete the folder")
+        with atomic_open(self.config) as fh:
+            fh.write(text)
+        return False
+
+    # -- log and timings ------------------------------------------------------------------------------------------
+    def append_log(self, line: str) -> None:
+        """log.txt is append-only (a log, not a result): one time-stamped line per event."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "a", encoding="utf-8") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+
+    def record_time(self, stage: str, seconds: float) -> None:
+        timings = self.read_json(self.timings) or {}
+        timings[stage] = round(seconds, 1)
+        with atomic_open(self.timings) as fh:
+            json.dump(timings, fh, indent=2)
+
+    @staticmethod
+    def read_json(path: Path) -> Any:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) for every leaf that differs between two plain configs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in list(old) + [k for k in new if k not in old]:
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            out += differences(old.get(key), new.get(key), dotted)
+        return out
+    return [] if old == new else [(prefix, old, new)]

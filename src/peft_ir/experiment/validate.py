@@ -1,0 +1,241 @@
+"""Everything checked before an experiment does any work: consistent sections, known methods and measures,
+reachable budgets, and (with `check_files`) every input file and model present.
+
+Also fills what the `data.beir` shorthand implies and makes relative paths absolute (against the working
+directory), so that `config.resolved.yaml` says exactly what ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+from pathlib import Path
+
+from peft_ir.errors import PeftIRError
+from peft_ir.experiment.config import NEGATIVE_SOURCES, DataConfig, ExperimentConfig, TestSet, TunedModelSection
+from peft_ir.experiment.schema import Origins, fail
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+# -- paths -------------------------------------------------------------------------------------------------------
+def _abs(value: str | None, cwd: Path) -> str | None:
+    if value is None or value.startswith("irds:"):
+        return value
+    return os.path.normpath(cwd / Path(value).expanduser())
+
+
+def _abs_model(value: str | None, cwd: Path) -> str | None:
+    """A model that exists as a local folder becomes absolute; anything else is a name (embedded or hub)."""
+    if value is None:
+        return None
+    local = cwd / Path(value).expanduser()
+    return os.path.normpath(local) if local.exists() else value
+
+
+def _abs_negatives(value: str | None, cwd: Path) -> str | None:
+    return value if value is None or value in NEGATIVE_SOURCES else _abs(value, cwd)
+
+
+def resolve_paths(cfg: ExperimentConfig, cwd: Path) -> ExperimentConfig:
+    """Absolute paths everywhere, and the `data.beir` shorthand expanded into train, corpus and one test set."""
+    d = cfg.data
+    beir = _abs(d.beir, cwd)
+    tests = [dataclasses.replace(t, topics=_abs(t.topics, cwd), qrels=_abs(t.qrels, cwd), run=_abs(t.run, cwd))
+             for t in d.test]
+    if beir and not tests:
+        tests = [TestSet(name=d.test_split, topics=beir, qrels=beir, split=d.test_split)]
+    data = DataConfig(beir=beir, train_split=d.train_split, test_split=d.test_split,
+                      train=_abs(d.train, cwd) or (beir if cfg.trains(cfg.retriever) or cfg.trains(cfg.reranker)
+                                                   else None),
+                      build_train_from=_abs(d.build_train_from, cwd), corpus=_abs(d.corpus, cwd) or beir, test=tests)
+    sections = {}
+    for key in ("retriever", "reranker"):
+        section = getattr(cfg, key)
+        if section is not None:
+            sections[key] = dataclasses.replace(section, model=_abs_model(section.model, cwd),
+                                                negatives=_abs_negatives(section.negatives, cwd))
+    return dataclasses.replace(cfg, data=data, output=_abs(cfg.output, cwd), **sections)
+
+
+# -- consistency --------------------------------------------------------------------------------------------------
+def validate(cfg: ExperimentConfig, origins: Origins) -> None:
+    """Cross-key rules that the types alone cannot express; raises ConfigError naming the key and its file."""
+    if not SAFE_NAME.match(cfg.name):
+        raise fail("name", origins, f"{cfg.name!r} must be a plain folder name (letters, digits, '.', '_', '-')")
+    kinds = cfg.run_kinds()
+    _validate_data(cfg, origins, kinds)
+    if "dense" in kinds and cfg.retriever is None:
+        raise fail("retriever", origins, "a dense first stage needs a retriever section "
+                   "(retriever.zero_shot: true uses the model as it is)")
+    if "dense" not in kinds and cfg.retriever is not None:
+        raise fail("retriever", origins, f"no dense run uses it (first_stage is {cfg.first_stage}"
+                   f"{', fuse.runs ' + str(cfg.fuse.runs) if cfg.fuse else ''}): remove it or set first_stage: dense")
+    if cfg.fuse is not None:
+        if len(set(cfg.fuse.runs)) != len(cfg.fuse.runs) or len(cfg.fuse.runs) < 2:
+            raise fail("fuse.runs", origins, f"needs two or more different runs, got {cfg.fuse.runs}")
+        if cfg.fuse.weights is not None and len(cfg.fuse.weights) != len(cfg.fuse.runs):
+            raise fail("fuse.weights", origins, f"needs one weight per run ({len(cfg.fuse.runs)}), "
+                       f"got {cfg.fuse.weights}")
+        _positive("fuse.hits", cfg.fuse.hits, origins)
+    for key in ("retriever", "reranker"):
+        section = getattr(cfg, key)
+        if section is not None:
+            _validate_tuned(cfg, key, section, origins)
+    if cfg.reranker is not None:
+        _positive("reranker.hits", cfg.reranker.hits, origins)
+        if cfg.reranker.group_size < 2:
+            raise fail("reranker.group_size", origins, f"needs at least 2 (one positive, one negative), "
+                       f"got {cfg.reranker.group_size}")
+    _positive("search.hits", cfg.search.hits, origins)
+    for key in ("encode.batch_size", "encode.max_length", "encode.chunk_size", "search.batch_size"):
+        section, name = key.split(".")
+        _positive(key, getattr(getattr(cfg, section), name), origins)
+    if cfg.eval.measures is not None:
+        from peft_ir.eval import parse_measures  # noqa: PLC0415
+
+        if not cfg.eval.measures:
+            raise fail("eval.measures", origins, "name at least one measure, or remove the key for the defaults")
+        try:
+            parse_measures(cfg.eval.measures)
+        except PeftIRError as exc:
+            raise fail("eval.measures", origins, str(exc)) from None
+
+
+def _validate_data(cfg: ExperimentConfig, origins: Origins, kinds: list[str]) -> None:
+    d = cfg.data
+    if not d.test:
+        raise fail("data", origins, "no test set: set data.beir (a BEIR folder) or data.test "
+                   "(a list of {name, topics, qrels})")
+    names = [t.name for t in d.test]
+    for i, name in enumerate(names):
+        if not SAFE_NAME.match(name):
+            raise fail(f"data.test[{i}].name", origins, f"{name!r} must be a plain file-name part")
+        if name == "train":
+            raise fail(f"data.test[{i}].name", origins, "'train' names the runs of the training queries; "
+                       "choose another name")
+        if names.count(name) > 1:
+            raise fail(f"data.test[{i}].name", origins, f"test set name {name!r} is used twice")
+    if "run" in kinds:
+        for i, t in enumerate(d.test):
+            if t.run is None:
+                raise fail(f"data.test[{i}].run", origins, f"first stage 'run' needs a run file for test set {t.name!r}")
+    if d.corpus is None and ({"dense", "bm25"} & set(kinds) or cfg.reranker is not None):
+        raise fail("data.corpus", origins, "a corpus is needed for dense or BM25 search and for re-ranking "
+                   "(set data.corpus or data.beir)")
+    training = cfg.trains(cfg.retriever) or cfg.trains(cfg.reranker)
+    if training and d.train is None:
+        raise fail("data.train", origins, "a model is trained but no training data is set (data.train or data.beir)")
+    if d.build_train_from is not None:
+        if d.train is None or d.train == d.beir:
+            raise fail("data.build_train_from", origins, "needs data.train: the training file to write")
+
+
+def _validate_tuned(cfg: ExperimentConfig, key: str, s: TunedModelSection, origins: Origins) -> None:
+    from peft_ir.tuning import METHODS, TuningConfig, parse_share  # noqa: PLC0415
+    from peft_ir.tuning.registry import get_method  # noqa: PLC0415
+
+    if s.zero_shot:
+        for name in ("method", "budget", "negatives"):
+            if getattr(s, name) is not None:
+                raise fail(f"{key}.{name}", origins, "a zero-shot model is not trained: remove it or zero_shot")
+        if s.tuning:
+            raise fail(f"{key}.tuning", origins, "a zero-shot model is not trained: remove it or zero_shot")
+        return
+    if s.method is None:
+        raise fail(f"{key}.method", origins, f"set a method ({', '.join(METHODS)}) or {key}.zero_shot: true")
+    if s.method not in METHODS:
+        close = difflib.get_close_matches(s.method, list(METHODS), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise fail(f"{key}.method", origins, f"unknown method {s.method!r} (known: {', '.join(METHODS)}){hint}")
+    try:
+        if s.budget is not None:
+            parse_share(s.budget)
+            if not get_method(s.method).budget_fields:
+                raise PeftIRError(f"method {s.method} has no size to choose: remove the budget")
+        else:
+            TuningConfig.from_dict({"method": s.method, **s.tuning})
+    except PeftIRError as exc:
+        raise fail(f"{key}.budget" if s.budget is not None else f"{key}.tuning", origins, str(exc)) from None
+    for name in ("batch_size", "grad_accum", "dev_queries", "eval_steps", "save_steps", "logging_steps"):
+        _positive(f"{key}.{name}", getattr(s, name), origins)
+    lo, hi = s.negatives_window
+    if not 1 <= lo <= hi:
+        raise fail(f"{key}.negatives_window", origins, f"needs 1 <= from <= to, got [{lo}, {hi}]")
+    beir_training = is_beir_training(cfg)
+    if s.negatives is None:
+        per_query = getattr(s, "num_negatives", 0)  # the retriever's; a reranker always needs negatives
+        if beir_training and (key == "reranker" or per_query > 0):
+            what = "hard negatives" if key == "reranker" else f"{per_query} hard negative(s) per query"
+            raise fail(f"{key}.negatives", origins, f"training on a BEIR folder with {what} needs a source: "
+                       f"bm25, {'first_stage, ' if key == 'reranker' else ''}or a TREC run of the training queries"
+                       f"{'' if key == 'reranker' else ' (or num_negatives: 0 for in-batch negatives only)'}")
+        return
+    if not beir_training:
+        raise fail(f"{key}.negatives", origins, "a training file carries its own negatives: remove this key")
+    if s.negatives == "first_stage":
+        if key != "reranker":
+            raise fail(f"{key}.negatives", origins, "first_stage negatives come from the retriever being trained: "
+                       "use bm25 or a run file")
+        if cfg.first_stage not in ("dense", "bm25"):
+            raise fail(f"{key}.negatives", origins, "first_stage negatives need first_stage dense or bm25")
+
+
+def is_beir_training(cfg: ExperimentConfig) -> bool:
+    """Whether the training data is a BEIR folder (queries, qrels split, corpus) rather than a training file."""
+    train = cfg.data.train
+    return train is not None and (train == cfg.data.beir or Path(train).is_dir())
+
+
+def _positive(key: str, value: int, origins: Origins) -> None:
+    if value < 1:
+        raise fail(key, origins, f"must be at least 1, got {value}")
+
+
+# -- inputs on disk -------------------------------------------------------------------------------------------------
+def check_inputs(cfg: ExperimentConfig, origins: Origins) -> None:
+    """Every input file, folder and model exists, and every budget is reachable on its model."""
+    from peft_ir.data import BeirDataset  # noqa: PLC0415
+    from peft_ir.experiment.tuning import model_structure, resolve_tuning  # noqa: PLC0415
+
+    d = cfg.data
+
+    def exists(key: str, path: str | None, split: str | None = None) -> None:
+        if path is None or path.startswith("irds:"):
+            return
+        p = Path(path)
+        if not p.exists():
+            raise fail(key, origins, f"{path} not found (relative paths are resolved against the working directory)")
+        if p.is_dir() and split is not None:
+            try:
+                BeirDataset(p, split)
+            except PeftIRError as exc:
+                raise fail(key, origins, str(exc)) from None
+
+    if d.beir is not None:
+        exists("data.beir", d.beir, d.test_split)
+    if d.build_train_from is not None:
+        exists("data.build_train_from", d.build_train_from)
+    elif d.train is not None:
+        exists("data.train", d.train, d.train_split)
+    exists("data.corpus", d.corpus)
+    for i, t in enumerate(d.test):
+        exists(f"data.test[{i}].topics", t.topics, t.split)
+        exists(f"data.test[{i}].qrels", t.qrels, t.split)
+        exists(f"data.test[{i}].run", t.run)
+    for key, cross in (("retriever", False), ("reranker", True)):
+        section: TunedModelSection | None = getattr(cfg, key)
+        if section is None:
+            continue
+        if section.negatives not in (None, *NEGATIVE_SOURCES):
+            exists(f"{key}.negatives", section.negatives)
+        try:
+            model_structure(section.model, cross)
+        except PeftIRError as exc:
+            raise fail(f"{key}.model", origins, str(exc)) from None
+        try:
+            resolve_tuning(section, cross, cfg.seed)
+        except PeftIRError as exc:
+            raise fail(f"{key}.budget" if section.budget else f"{key}.method", origins, str(exc)) from None

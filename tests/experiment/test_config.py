@@ -1,0 +1,185 @@
+"""Config validation before any work: unknown keys (with a suggestion), types, methods, budgets, extends, --set,
+missing files, inconsistent sections; and the schema's defaults agree with the library's own configs."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from tiny import tiny_config, write_yaml
+from peft_ir.errors import PeftIRError
+from peft_ir.experiment import ConfigError, load_config
+from peft_ir.experiment.config import RerankerSection, RetrieverSection
+
+
+@pytest.fixture
+def tiny(tmp_path: Path, synthetic_beir: Path, tiny_bert_dir: Path):  # type: ignore[no-untyped-def]
+    """Write a tiny config with some sections changed and return its path."""
+    def make(filename: str = "tiny.yaml", **sections):  # type: ignore[no-untyped-def]
+        return write_yaml(tmp_path / filename, tiny_config(synthetic_beir, tiny_bert_dir, tmp_path / "runs", **sections))
+    return make
+
+
+def test_valid_config_loads_with_types_converted(tiny) -> None:  # type: ignore[no-untyped-def]
+    cfg = load_config(tiny())
+    assert cfg.retriever.lr == 5e-3  # "5e-3" (a string to PyYAML) read as a number
+    assert cfg.reranker.negatives_window == (1, 20)
+    assert cfg.data.test[0].name == "test" and cfg.data.train == cfg.data.beir
+
+
+def test_unknown_key_names_file_and_suggests(tiny) -> None:  # type: ignore[no-untyped-def]
+    path = tiny(retriever={"max_step": 3})
+    with pytest.raises(ConfigError, match=rf"{path}: 'retriever.max_step': unknown key; did you mean "
+                                          r"'retriever.max_steps'\?"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"'serach': unknown key; did you mean 'search'\?"):
+        load_config(tiny(serach={"hits": 3}))
+    with pytest.raises(ConfigError, match=r"'eval.zzz': unknown key; valid keys here: measures, preset, ignore_self"):
+        load_config(tiny(eval={"zzz": 1}))
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"retriever": {"batch_size": "big"}}, r"'retriever.batch_size': expected an integer, got 'big' \(str\)"),
+    ({"retriever": {"max_steps": True}}, r"'retriever.max_steps': expected an integer, got True \(bool\)"),
+    ({"retriever": {"lr": "fast"}}, r"'retriever.lr': expected a number, got 'fast' \(str\)"),
+    ({"reranker": {"loss": "hinge"}}, r"'reranker.loss': expected one of lce, bce, got 'hinge'"),
+    ({"reranker": {"negatives_window": [1]}}, r"'reranker.negatives_window': expected a list of 2 values"),
+    ({"eval": {"measures": "nDCG@10"}}, r"'eval.measures': expected a list, got 'nDCG@10'"),
+    ({"search": 5}, r"'search': expected a mapping of SearchSection settings, got 5 \(int\)"),
+    ({"data": {"test": [{"name": "x", "topics": "t"}]}}, r"'data.test\[0\].qrels': required key is missing"),
+])
+def test_wrong_types_name_key_expected_and_got(tiny, section, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match=message):
+        load_config(tiny(**section))
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"retriever": {"method": "lroa"}}, r"'retriever.method': unknown method 'lroa' .*did you mean 'lora'\?"),
+    ({"reranker": {"method": "full", "tuning": {}, "budget": "0.5%"}}, r"'reranker.budget': method full has no size"),
+    ({"retriever": {"tuning": {"r": 4, "prefix_len": 3}}}, r"'retriever.tuning': prefix_len does not apply to method iaa-l"),
+    ({"retriever": {"budget": "150%", "tuning": {}}}, r"'retriever.budget': budget 150% is outside"),
+    ({"retriever": {"zero_shot": True}}, r"'retriever.method': a zero-shot model is not trained"),
+    ({"retriever": {"method": None, "tuning": {}}}, r"'retriever.method': set a method \(full, .*\) or retriever.zero_shot"),
+    ({"reranker": {"negatives": None}}, r"'reranker.negatives': training on a BEIR folder with hard negatives needs"),
+    ({"retriever": {"num_negatives": 1}}, r"'retriever.negatives': .*\(or num_negatives: 0 for in-batch"),
+    ({"retriever": {"negatives": "first_stage"}}, r"'retriever.negatives': first_stage negatives come from the retriever"),
+    ({"reranker": {"negatives_window": [5, 2]}}, r"'reranker.negatives_window': needs 1 <= from <= to"),
+    ({"reranker": {"group_size": 1}}, r"'reranker.group_size': needs at least 2"),
+    ({"first_stage": "bm25"}, r"'retriever': no dense run uses it \(first_stage is bm25"),
+    ({"retriever": None}, r"'retriever': a dense first stage needs a retriever section"),
+    ({"first_stage": "run"}, r"'data.test\[0\].run': first stage 'run' needs a run file"),
+    ({"fuse": {"runs": ["dense", "dense"]}}, r"'fuse.runs': needs two or more different runs"),
+    ({"eval": {"measures": ["nDCG@ten"]}}, r"'eval.measures': unknown measure 'nDCG@ten'"),
+    ({"name": "a/b"}, r"'name': 'a/b' must be a plain folder name"),
+    ({"data": {"beir": None, "corpus": "c", "test": [{"name": "train", "topics": "t", "qrels": "q"}]}},
+     r"'data.test\[0\].name': 'train' names the runs of the training queries"),
+    ({"data": {"beir": None}}, r"'data': no test set"),
+])
+def test_inconsistent_sections_are_refused(tiny, section, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match=message):
+        load_config(tiny(**section), check_files=False)
+
+
+def test_unreachable_budget_is_refused_before_any_work(tiny) -> None:  # type: ignore[no-untyped-def]
+    # one prefix vector per layer of the tiny model is already far above 0.001 % of its parameters
+    path = tiny(retriever={"method": "prefix", "budget": "0.001%", "tuning": {}})
+    load_config(path, check_files=False)  # consistent on paper...
+    with pytest.raises(ConfigError, match=r"'retriever.budget': method prefix cannot reach"):
+        load_config(path)  # ...but not on this model
+    assert not (path.parent / "runs").exists()
+
+
+def test_missing_inputs_are_named(tiny, tmp_path: Path, synthetic_beir: Path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match=r"'data.beir': .*nowhere not found"):
+        load_config(tiny(data={"beir": str(tmp_path / "nowhere")}))
+    with pytest.raises(ConfigError, match=r"'data.beir': .*dev.tsv.*not a BEIR folder with split 'dev'"):
+        load_config(tiny(data={"beir": str(synthetic_beir), "test_split": "dev"}))
+    with pytest.raises(ConfigError, match=r"'reranker.model': cannot load the config of model"):
+        load_config(tiny(reranker={"model": str(tmp_path)}))
+    with pytest.raises(ConfigError, match=r"'reranker.negatives': .*missing.trec not found"):
+        load_config(tiny(reranker={"negatives": str(tmp_path / "missing.trec")}))
+
+
+def test_extends_chain_merges_deeply_and_names_the_file_at_fault(tmp_path: Path, tiny) -> None:  # type: ignore
+    tiny("base.yaml")
+    write_yaml(tmp_path / "sub" / "mid.yaml", {"extends": "../base.yaml", "retriever": {"max_steps": 9},
+                                              "reranker": {"hits": 5}})
+    leaf = write_yaml(tmp_path / "sub" / "leaf-run.yaml", {"extends": "mid.yaml", "name": None,
+                                                          "retriever": {"max_steps": 11}})
+    cfg = load_config(leaf)
+    assert cfg.name == "leaf-run"                           # the file's stem when no name is set
+    assert cfg.retriever.max_steps == 11                    # leaf over mid over base
+    assert cfg.reranker.hits == 5 and cfg.reranker.group_size == 4  # mid over base, base kept beside it
+    assert cfg.retriever.tuning == {"r": 4, "ar": 4}
+    write_yaml(tmp_path / "sub" / "mid.yaml", {"extends": "../base.yaml", "reranker": {"hitz": 5}})
+    with pytest.raises(ConfigError, match=rf"{tmp_path / 'sub' / 'mid.yaml'}: 'reranker.hitz': unknown key"):
+        load_config(leaf)
+    write_yaml(tmp_path / "sub" / "mid.yaml", {"extends": "leaf-run.yaml"})
+    with pytest.raises(ConfigError, match="'extends' forms a cycle"):
+        load_config(leaf)
+    write_yaml(tmp_path / "sub" / "mid.yaml", {"extends": "../absent.yaml"})
+    with pytest.raises(ConfigError, match=r"'extends': .*absent.yaml not found"):
+        load_config(leaf)
+
+
+def test_set_overrides_parse_yaml_scalars(tiny) -> None:  # type: ignore[no-untyped-def]
+    path = tiny()
+    cfg = load_config(path, ["retriever.max_steps=12", "reranker.lr=3e-4", "eval.measures=[nDCG@10, RR@10]",
+                             "fuse.runs=[dense, bm25]", "retriever.tuning.r=8", "name=other"])
+    assert cfg.retriever.max_steps == 12 and cfg.reranker.lr == 3e-4 and cfg.name == "other"
+    assert cfg.eval.measures == ["nDCG@10", "RR@10"] and cfg.fuse is not None and cfg.fuse.method == "rrf"
+    assert cfg.retriever.tuning == {"r": 8, "ar": 4}
+    assert load_config(path, ["retriever.budget=0.005", "retriever.tuning={}"]).retriever.budget == 0.005
+    with pytest.raises(ConfigError, match=r"'retriever.budget': expected a string or a number or null, got True"):
+        load_config(path, ["retriever.budget=true"])
+    with pytest.raises(ConfigError, match=r"--set: 'retriever.max_step': unknown key; did you mean"):
+        load_config(path, ["retriever.max_step=3"])
+    with pytest.raises(ConfigError, match=r"--set: 'retriever.max_steps': expected an integer, got 'ten'"):
+        load_config(path, ["retriever.max_steps=ten"])
+    with pytest.raises(ConfigError, match=r"--set 'retriever': expected KEY=VALUE"):
+        load_config(path, ["retriever"])
+    with pytest.raises(ConfigError, match=r"'seed' is 7, not a section"):
+        load_config(path, ["seed.x=1"])
+
+
+def test_relative_paths_resolve_against_the_working_directory(tmp_path: Path, synthetic_beir: Path,
+                                                             tiny_bert_dir: Path, monkeypatch) -> None:  # type: ignore
+    (tmp_path / "data").symlink_to(synthetic_beir)
+    path = write_yaml(tmp_path / "configs" / "x.yaml",
+                      tiny_config(Path("data"), tiny_bert_dir, Path("out")))
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(path)
+    assert cfg.data.beir == str(tmp_path / "data") and cfg.output == str(tmp_path / "out")
+    monkeypatch.chdir(tmp_path / "configs")  # the same file from elsewhere finds no data
+    with pytest.raises(PeftIRError, match=r"'data.beir': .*configs/data not found"):
+        load_config(path)
+
+
+def _library_defaults(*classes: type) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                out.setdefault(f.name, f.default)
+    return out
+
+
+@pytest.mark.parametrize("section, library", [
+    (RetrieverSection, ("peft_ir.retriever.train:RetrieverTrainConfig", "peft_ir.retriever.encoder:EncoderSpec")),
+    (RerankerSection, ("peft_ir.reranker.training:RerankerTrainConfig", "peft_ir.reranker.model:CrossEncoderSpec")),
+])
+def test_section_defaults_match_the_library(section: type, library: tuple[str, ...]) -> None:
+    """A key left out of a config means what the matching `peft-ir train` flag means when left out."""
+    import importlib
+
+    classes = [getattr(importlib.import_module(ref.split(":")[0]), ref.split(":")[1]) for ref in library]
+    defaults = _library_defaults(*classes)
+    mine = {f.name: f.default for f in dataclasses.fields(section) if f.default is not dataclasses.MISSING}
+    shared = set(mine) & set(defaults) - {"seed"}
+    assert len(shared) >= 15
+    for name in sorted(shared):
+        assert mine[name] == defaults[name], name
+    # negatives_from/to are one window here
+    assert mine["negatives_window"] == (defaults["negatives_from"], defaults["negatives_to"])

@@ -1,0 +1,96 @@
+"""Every committed config under configs/ loads and validates (nothing runs), so none can rot unnoticed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from peft_ir.experiment import load_config
+from peft_ir.experiment.pipeline import Pipeline
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs"
+SHARED_DATA = REPO.parent / "shared" / "data"
+ALL = sorted(CONFIGS.rglob("*.yaml"))
+
+
+def _id(path: Path) -> str:
+    return str(path.relative_to(CONFIGS))
+
+
+def _inputs_at_hand(path: Path) -> bool:
+    """The embedded SciFact is always here, ../shared/data only beside the development checkout, the paper's
+    MS MARCO files (and bert-base-uncased) only where someone fetched them."""
+    suite = path.relative_to(CONFIGS).parts[0]
+    return suite != "paper" and (suite != "msmarco" or SHARED_DATA.is_dir())
+
+
+def test_there_is_one_config_per_method_budget_and_task() -> None:
+    for suite in ("scifact", "msmarco", "paper"):
+        for task in ("retrieval", "rerank"):
+            names = {p.stem for p in (CONFIGS / suite / task).glob("*.yaml")}
+            expected = {"full", "bitfit"} | {f"{m}-{b}" for m in ("prefix", "adapter", "lora", "mam", "iaa-s",
+                                                                  "iaa-l", "iaa-m") for b in ("0.5", "6.7")}
+            assert names == expected | ({"zero-shot"} if task == "retrieval" else set()), (suite, task)
+            assert (CONFIGS / suite / f"base-{task}.yaml").is_file()
+
+
+def test_generated_configs_are_up_to_date() -> None:
+    done = subprocess.run([sys.executable, str(CONFIGS / "generate.py"), "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("path", ALL, ids=_id)
+def test_config_validates(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)  # relative paths in the committed configs are relative to the repository root
+    overrides = []
+    if path.name.startswith("base-"):  # bases leave the method to the files that extend them
+        overrides = [f"{'reranker' if 'rerank' in path.name else 'retriever'}.method=full"]
+    cfg = load_config(path, overrides, check_files=_inputs_at_hand(path))
+    assert len(path.read_text().splitlines()) <= 6 or path.parent == CONFIGS or path.name.startswith("base-")
+    if path.parent.name in ("retrieval", "rerank"):
+        assert cfg.name == path.stem
+        assert cfg.output.endswith(f"runs/{path.parent.parent.name}/{path.parent.name}")
+        section = cfg.retriever if path.parent.name == "retrieval" else cfg.reranker
+        assert section is not None
+        assert section.zero_shot if path.stem == "zero-shot" else section.method == path.stem.rsplit("-", 1)[0] \
+            if section.budget else section.method == path.stem
+        if section.budget:
+            assert section.budget == path.stem.rsplit("-", 1)[1] + "%"
+
+
+@pytest.mark.parametrize("path", [p for p in ALL if p.parts[-3] == "paper" and p.stem not in ("full", "bitfit",
+                                                                                               "zero-shot")],
+                         ids=_id)
+def test_paper_budgets_are_reachable_on_bert_base(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bert-base-uncased is not at hand offline: check the budgets on BERT-base's structure (meta device)."""
+    import torch
+    import transformers
+
+    from peft_ir.tuning import budget_config, parse_share, trainable_parameters
+    from peft_ir.tuning.budget import count
+    from peft_ir.tuning.arch import detect
+
+    monkeypatch.chdir(REPO)
+    cfg = load_config(path, check_files=False)
+    section = cfg.retriever or cfg.reranker
+    assert section is not None and section.model == "bert-base-uncased"
+    auto = transformers.AutoModelForSequenceClassification if cfg.reranker else transformers.AutoModel
+    with torch.device("meta"):
+        model = auto.from_config(transformers.BertConfig(num_labels=1))
+    tuning = budget_config(model, section.method, section.budget, **section.tuning)
+    share = count(detect(model), tuning) / trainable_parameters(model)[1]
+    assert share == pytest.approx(parse_share(section.budget), rel=0.25)
+
+
+def test_quickstart_plans_the_documented_stages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    cfg = load_config(CONFIGS / "quickstart.yaml")
+    assert cfg.data.beir == str(REPO / "data" / "scifact")
+    assert cfg.retriever.method == cfg.reranker.method == "iaa-l" and cfg.retriever.budget == cfg.reranker.budget == "0.5%"
+    titles = [s.title.split(":")[0].split(" (")[0] for s in Pipeline(cfg).stages()]
+    assert titles == ["train retriever", "encode the corpus", "index", "dense search, top 100", "train reranker",
+                      "re-rank the top 20", "evaluate"]

@@ -1,0 +1,65 @@
+"""The other first stages: BM25 (with BM25 hard negatives for training), fusion, and a given run file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peft_ir.data import read_run
+from peft_ir.experiment import load_config
+from peft_ir.experiment.pipeline import Pipeline
+from peft_ir.indexing.fusion import fuse
+from tiny import tiny_config, write_yaml
+
+
+def test_bm25_negatives_and_fusion(synthetic_beir: Path, tiny_bert_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("pyserini", reason="BM25 needs pyserini (a declared dependency)")
+    path = write_yaml(tmp_path / "fused.yaml", tiny_config(
+        synthetic_beir, tiny_bert_dir, tmp_path / "runs", name="fused",
+        retriever={"negatives": "bm25", "negatives_window": [2, 10], "num_negatives": 1},
+        fuse={"runs": ["dense", "bm25"], "method": "rrf", "hits": 15},
+        reranker={"zero_shot": True, "method": None, "tuning": {}, "negatives": None},
+        bm25={"threads": 1}))
+    lines: list[str] = []
+    metrics = Pipeline(load_config(path), progress=False, echo=lines.append).run()
+    titles = [line.split("] ", 1)[1].split(":")[0] for line in lines if line.startswith("[") and "done in" in line]
+    assert titles == ["BM25 index of the corpus", "BM25 run of the training queries (hard negatives)",
+                      "train retriever", "encode the corpus (max length 32)", "index (FAISS Flat)",
+                      "dense search, top 20", "BM25 search, top 20", "fuse dense + bm25 (rrf)", "re-rank the top 10",
+                      "evaluate"]
+    root = tmp_path / "runs" / "fused"
+    # the retriever mined its negatives from the BM25 run of the 40 training queries, at the window's depth
+    summary = json.loads((root / "retriever" / "summary.json").read_text())
+    assert summary["config"]["negatives_run"] == str(root / "runs" / "train.bm25.trec")
+    train_run = read_run(root / "runs" / "train.bm25.trec")
+    assert len(train_run) == 40 and max(len(h) for h in train_run.values()) == 10
+    # the fused run is RRF of the dense and BM25 runs, and it is what was re-ranked
+    dense, bm25 = read_run(root / "runs/test.dense.trec"), read_run(root / "runs/test.bm25.trec")
+    fused = read_run(root / "runs/test.fused.trec")
+    expected = fuse([dense, bm25], "rrf", k=60.0, hits=15)
+    assert {q: set(h) for q, h in fused.items()} == {q: set(h) for q, h in expected.items()}
+    reranked = read_run(root / "runs/test.reranked.trec")
+    assert all(set(reranked[q]) == set(fused[q]) for q in reranked)  # top 10 re-ranked, the rest kept
+    assert set(metrics["sets"]["test"]["runs"]) == {"dense", "bm25", "fused", "reranked"}
+    assert metrics["final"] == "reranked"
+
+
+def test_given_run_is_reranked_by_a_zero_shot_model(tiny_run: dict[str, Any], synthetic_beir: Path,
+                                                    tiny_bert_dir: Path, tmp_path: Path) -> None:
+    given = tiny_run["root"] / "runs" / "test.dense.trec"
+    cfg = tiny_config(synthetic_beir, tiny_bert_dir, tmp_path / "runs", name="given", first_stage="run",
+                      retriever=None, reranker={"zero_shot": True, "method": None, "tuning": {}, "negatives": None})
+    cfg["data"] = {"corpus": str(synthetic_beir),
+                   "test": [{"name": "synthetic", "topics": str(synthetic_beir), "qrels": str(synthetic_beir),
+                             "split": "test", "run": str(given)}]}
+    lines: list[str] = []
+    metrics = Pipeline(load_config(write_yaml(tmp_path / "given.yaml", cfg)), progress=False,
+                       echo=lines.append).run()
+    assert [line for line in lines if "done in" in line][0].startswith("[1/2] re-rank the top 10")
+    runs = metrics["sets"]["synthetic"]["runs"]
+    assert runs["run"]["file"] == str(given)
+    assert runs["run"]["means"] == tiny_run["metrics"]["sets"]["test"]["runs"]["dense"]["means"]
+    assert not (tmp_path / "runs" / "given" / "retriever").exists()

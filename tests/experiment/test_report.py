@@ -1,0 +1,115 @@
+"""`peft-ir report`: grouping by method, mean ± std over seeds, significance marks, convergence, figures."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from peft_ir.cli import main
+from peft_ir.errors import PeftIRError
+from peft_ir.experiment import load_config
+from peft_ir.experiment.pipeline import Pipeline
+from peft_ir.experiment.report import build_report
+from tiny import tiny_config, write_yaml
+
+QIDS = [f"q{i}" for i in range(40)]
+
+
+def fake_run(root: Path, *, method: str | None, budget: str | None = None, seed: int = 1, level: float,
+             dev: list[float] | None = None, share: float = 0.005) -> Path:
+    """A finished retrieval run folder with chosen per-query nDCG@10 values and dev curve."""
+    rng = random.Random(f"{method}{seed}")
+    per_query = {q: min(1.0, max(0.0, level + rng.uniform(-0.05, 0.05))) for q in QIDS}
+    section = {"zero_shot": True} if method is None else {"method": method, "budget": budget, "tuning": {}}
+    root.mkdir(parents=True)
+    (root / "config.resolved.yaml").write_text(yaml.safe_dump({"name": root.name, "seed": seed,
+                                                               "first_stage": "dense", "retriever": section,
+                                                               "reranker": None}))
+    means = {"nDCG@10": sum(per_query.values()) / len(QIDS)}
+    (root / "metrics.json").write_text(json.dumps({"name": root.name, "final": "dense", "sets": {"test": {
+        "measures": ["nDCG@10"], "runs": {"dense": {"means": means, "per_query": {"nDCG@10": per_query}}}}}}))
+    if method is not None:
+        (root / "retriever").mkdir()
+        (root / "retriever" / "summary.json").write_text(json.dumps({
+            "method": method, "share": share, "trainable": 1, "total": 1, "steps": 20, "best_dev": max(dev or [0]),
+            "dev_metric": "eval_dev_ndcg@10", "wall_seconds": 1.0}))
+        rows = [{"step": 10 * i, "eval_dev_ndcg@10": v} for i, v in enumerate(dev or [])]
+        rows += [{"step": 10 * i + 5, "loss": 1.0 / (i + 1)} for i in range(len(dev or []))]
+        (root / "retriever" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+@pytest.fixture
+def fake_runs(tmp_path: Path) -> list[Path]:
+    return [
+        fake_run(tmp_path / "full", method="full", level=0.80, dev=[0.5, 0.7, 0.8], share=1.0),
+        fake_run(tmp_path / "iaa-l-s1", method="iaa-l", budget="0.5%", seed=1, level=0.80, dev=[0.5, 0.76, 0.8]),
+        fake_run(tmp_path / "iaa-l-s2", method="iaa-l", budget="0.5%", seed=2, level=0.79, dev=[0.5, 0.79, 0.8]),
+        fake_run(tmp_path / "lora", method="lora", budget="0.5%", level=0.50, dev=[0.5, 0.6, 0.7]),
+        fake_run(tmp_path / "zero-shot", method=None, level=0.45),
+    ]
+
+
+def _row(text: str, label: str) -> list[str]:
+    line = next(line for line in text.splitlines() if line.startswith(f"| {label} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_table_groups_seeds_marks_significance_and_convergence(fake_runs: list[Path], tmp_path: Path) -> None:
+    text = build_report(fake_runs, tmp_path / "report")
+    assert (tmp_path / "report" / "report.md").read_text() == text
+    heads = _row(text, "method")
+    col = heads.index("nDCG@10")
+    iaa = _row(text, "iaa-l 0.5%")
+    assert iaa[1] == "2 (seed 1, 2)"
+    s1 = json.loads((fake_runs[1] / "metrics.json").read_text())["sets"]["test"]["runs"]["dense"]["means"]["nDCG@10"]
+    s2 = json.loads((fake_runs[2] / "metrics.json").read_text())["sets"]["test"]["runs"]["dense"]["means"]["nDCG@10"]
+    import statistics
+    assert iaa[col].startswith(f"{(s1 + s2) / 2:.4f} ± {statistics.stdev([s1, s2]):.4f}")
+    lora, zero, full = _row(text, "lora 0.5%"), _row(text, "zero-shot"), _row(text, "full")
+    assert lora[col].endswith("†‡")       # far below full FT and below the best other method (iaa-l)
+    # iaa-l: on a par with full FT, and the best PEFT method, significantly above the runner-up (lora)
+    assert iaa[col].endswith("‡") and "†" not in iaa[col]
+    assert not full[col].endswith("†")        # the baseline of † is not marked against itself
+    assert zero[col].endswith("†‡") and zero[2] == ""  # untrained: no share
+    assert lora[2] == "0.500%" and full[2] == "100.000%"
+    # steps to 95 % of the best dev metric: iaa-l reaches 0.76 at step 10 (both seeds), lora 0.665 only at 20
+    conv = heads.index("steps to 95% of best dev")
+    assert iaa[conv] == "10" and lora[conv] == "20" and full[conv] == "20"
+    for png in ("curves.png", "share_vs_effectiveness.png"):
+        data = (tmp_path / "report" / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+        assert f"]({png})" in text
+
+
+def test_incomplete_folders_fail_or_are_skipped(fake_runs: list[Path], tmp_path: Path) -> None:
+    (tmp_path / "unfinished").mkdir()
+    with pytest.raises(PeftIRError, match="unfinished is not a finished run folder"):
+        build_report([*fake_runs, tmp_path / "unfinished"], tmp_path / "out")
+    text = build_report([*fake_runs, tmp_path / "unfinished"], tmp_path / "out", skip_incomplete=True)
+    assert "Skipped (not finished):" in text and "unfinished" in text
+
+
+def test_report_over_real_tiny_runs(tiny_run: dict[str, Any], synthetic_beir: Path, tiny_bert_dir: Path,
+                                    capsys: pytest.CaptureFixture) -> None:
+    tmp = tiny_run["tmp"]
+    full = write_yaml(tmp / "tiny-full.yaml", tiny_config(
+        synthetic_beir, tiny_bert_dir, tmp / "runs", name="tiny-full",
+        reranker={"method": "full", "tuning": {}, "lr": 1e-4}))
+    Pipeline(load_config(full), progress=False, echo=lambda _: None).run()
+    out = tmp / "report"
+    assert main(["report", str(tiny_run["root"]), str(tmp / "runs" / "tiny-full"), "--output", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "## Re-ranking" in text and "## Retrieval" not in text
+    iaa, full_row = _row(text, "iaa-l r=4, ar=4"), _row(text, "full")
+    assert iaa[1] == "1 (seed 7)" and full_row[2] == "100.000%"
+    reported = float(iaa[_row(text, "method").index("nDCG@10")].rstrip("†‡"))
+    assert reported == pytest.approx(tiny_run["metrics"]["sets"]["test"]["runs"]["reranked"]["means"]["nDCG@10"],
+                                     abs=5e-5)
+    assert (out / "curves.png").stat().st_size > 5000 and (out / "share_vs_effectiveness.png").is_file()
+    assert "written to" in capsys.readouterr().out
