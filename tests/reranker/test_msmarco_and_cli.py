@@ -69,3 +69,13 @@ def test_cli_train_and_rerank(synthetic_beir: Path, synthetic_runs: dict, tiny_c
     assert main([*args[:2], str(bad), *args[3:]]) == 2
     err = capsys.readouterr().err
     assert f"{synthetic_beir}: 1 document id(s) of run {bad} are not in this corpus" in err
+
+
+def test_keep_rest_appends_the_deeper_first_stage_hits_in_order() -> None:
+    from peft_ir.data import ranked
+    from peft_ir.reranker.rerank import append_rest
+
+    first = {"a": 9.0, "b": 8.0, "c": 7.0, "d": 6.0, "e": 5.0}
+    out = append_rest({"b": 0.9, "a": 0.1}, ranked(first))
+    assert [d for d, _ in ranked(out)] == ["b", "a", "c", "d", "e"]
+    assert max(out[d] for d in "cde") < min(out["a"], out["b"])

@@ -29,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", required=True, help="BEIR folder or corpus.jsonl, MS MARCO collection.tsv, irds:ID")
     add_cross_encoder_flags(p)
     p.add_argument("--adapter", default=None, help="tuned weights (a training run's adapter/ folder)")
-    p.add_argument("--hits", type=int, default=100, help="re-rank this many top hits per query (deeper ones are dropped)")
+    p.add_argument("--hits", type=int, default=100, help="re-rank this many top hits per query (deeper ones are dropped unless --keep-rest)")
+    p.add_argument("--keep-rest", action="store_true",
+                   help="append the deeper first-stage hits below the re-ranked ones, in their first-stage order")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--output", required=True, help="TREC run to write")
     p.add_argument("--cache", default=None, help="score cache (default: .<output>.scores-<model hash>.jsonl beside it)")
@@ -88,7 +90,8 @@ def run_rerank(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     encoder = CrossEncoder(spec_from_args(args), adapter=args.adapter)
     stats = rerank_files(args.run, args.topics, args.corpus, encoder, args.output, hits=args.hits,
-                         batch_size=args.batch_size, split=args.split, cache_path=args.cache, tag=args.tag)
+                         batch_size=args.batch_size, split=args.split, cache_path=args.cache, tag=args.tag,
+                         keep_rest=args.keep_rest)
     print(f"re-ranked {stats.pairs} pairs of {stats.queries} queries ({stats.scored} scored, "
           f"{stats.pairs - stats.scored} from the cache) into {args.output} in {time.perf_counter() - t0:.0f} s")
     return 0

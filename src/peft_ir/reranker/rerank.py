@@ -137,8 +137,12 @@ def load_inputs(run_path: str | Path, topics_spec: str | Path, corpus_spec: str 
 
 def rerank_files(run_path: str | Path, topics_spec: str | Path, corpus_spec: str | Path, encoder: CrossEncoder,
                  output: str | Path, *, hits: int = 100, batch_size: int = 32, split: str = "test",
-                 cache_path: str | Path | None = None, tag: str = "peft-ir-rerank") -> RerankStats:
-    """Re-rank a run file into a TREC run at `output` (atomic); the score cache sits beside it unless given."""
+                 cache_path: str | Path | None = None, tag: str = "peft-ir-rerank", keep_rest: bool = False
+                 ) -> RerankStats:
+    """Re-rank a run file into a TREC run at `output` (atomic); the score cache sits beside it unless given.
+
+    With `keep_rest`, each query's hits below `hits` follow the re-ranked ones in their first-stage order, so
+    measures deeper than `hits` (R@100, AP) stay comparable with the first stage."""
     from peft_ir.data import write_run  # noqa: PLC0415
 
     run, topics, passages = load_inputs(run_path, topics_spec, corpus_spec, hits, split)
@@ -148,5 +152,14 @@ def rerank_files(run_path: str | Path, topics_spec: str | Path, corpus_spec: str
         reranked = rerank(run, topics, passages, encoder, hits=hits, batch_size=batch_size, cache=cache, stats=stats)
     finally:
         cache.close()
+    if keep_rest:
+        reranked = {qid: append_rest(scores, ranked(run[qid], None)) for qid, scores in reranked.items()}
     write_run(reranked, output, tag=tag)
     return stats
+
+
+def append_rest(reranked: dict[str, float], first_stage: list[tuple[str, float]]) -> dict[str, float]:
+    """The re-ranked hits, then the other first-stage hits in their order, scored below every re-ranked one."""
+    rest = [d for d, _ in first_stage if d not in reranked]
+    floor = min(reranked.values(), default=0.0)
+    return reranked | {d: floor - 1.0 - i for i, d in enumerate(rest)}
