@@ -181,3 +181,38 @@ TOLERATED = [
               "qrels/train.tsv", "query-id\tcorpus-id\tscore\n1\td1\t1\n2\td9\t1\n",
               lambda got: [ex.query_id for ex in got] == ["1"], "1 docid(s) of the qrels or negatives run are absent"),
 ]
+
+
+@dataclass(frozen=True)
+class BadConfig:
+    """An experiment config refused before any work: the error names the file and the dotted key."""
+
+    name: str
+    content: str
+    key: str
+    fragment: str
+    never_echoed: str | None = None  # a value that must not appear in the message (a secret)
+
+
+BASE_CONFIG = "name: x\ndata:\n  beir: {beir}\nretriever:\n  method: iaa-l\n  budget: 0.5%\n  num_negatives: 0\n"
+
+BAD_CONFIGS = [
+    BadConfig("config: unknown key (with a suggestion)", BASE_CONFIG + "  max_step: 10\n", "retriever.max_step",
+              "did you mean 'retriever.max_steps'"),
+    BadConfig("config: wrong type", BASE_CONFIG + "  max_steps: ten\n", "retriever.max_steps", "expected"),
+    BadConfig("config: unknown method", BASE_CONFIG.replace("iaa-l", "iaa-x"), "retriever.method", "unknown method"),
+    BadConfig("config: malformed YAML", BASE_CONFIG + "  lr: [1e-3\n", "", "YAML"),
+    BadConfig("config: a secret is refused, not echoed", BASE_CONFIG + "  api_key: sk-SECRET-123\n",
+              "retriever.api_key", "unknown key", never_echoed="sk-SECRET-123"),
+    BadConfig("config: missing input", BASE_CONFIG.replace("{beir}", "no/such/folder"), "data", "no/such/folder"),
+]
+
+
+def load_bad_config(case: BadConfig, folder: Path, beir: Path) -> Path:
+    """Write the case's config into `folder` (pointing at a real BEIR folder) and load it; returns its path."""
+    from peft_ir.experiment.loading import load_config
+
+    path = folder / "config.yaml"
+    path.write_text(case.content.replace("{beir}", str(beir)), encoding="utf-8")
+    load_config(path, cwd=folder)
+    return path

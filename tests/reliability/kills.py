@@ -60,7 +60,7 @@ def make_workspace(root: Path) -> Workspace:
         models[name] = root / f"tiny-{name}"
         BertModel(cfg).save_pretrained(models[name])
         tok.save_pretrained(models[name])
-    beir = make_beir(root / "beir", n_docs=120, n_train=80, n_test=20)
+    beir = make_beir(root / "beir", n_docs=2000, n_train=80, n_test=20)  # encoding takes seconds, not a blink
     corpus = load_corpus(beir / "corpus.jsonl")
     runs = {}
     for split in ("train", "test"):
@@ -194,6 +194,35 @@ class KillCase:
     same: Callable[[Path, Path], None]  # raises AssertionError when the result differs from the reference
     resume: tuple[str, ...] = ()  # extra arguments of the re-run
     kind: str = "dir"  # the output is a folder or a file
+    progressive: bool = True  # writes as it goes (checkpoints, chunks, score cache); else only at its end
+
+
+def _many_embeddings(ws: Workspace, n: int = 60_000, chunk: int = 5_000) -> Path:
+    """The encoded corpus's manifest over `n` seeded random vectors: an index that takes seconds to build, so a
+    kill can land inside the build."""
+    out = ws.root / "many-embeddings"
+    if not (out / "manifest.json").is_file():
+        manifest = json.loads((ws.reference["encode"] / "manifest.json").read_text(encoding="utf-8"))
+        rng = np.random.default_rng(0)
+        (out / "chunks").mkdir(parents=True, exist_ok=True)
+        for k in range(n // chunk):
+            vectors = rng.standard_normal((chunk, manifest["dim"]), dtype=np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            np.savez(out / "chunks" / f"chunk-{k:06d}.npz", embeddings=vectors,
+                     ids=np.array([f"x{k * chunk + i}" for i in range(chunk)]))
+        manifest.update(num_docs=n, num_chunks=n // chunk, chunk_size=chunk)
+        (out / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return out
+
+
+def _corpus_index(ws: Workspace) -> Path:
+    """A Flat index of the encoded synthetic corpus, for the search kills (their hits must be corpus documents)."""
+    from peft_ir.indexing.dense import build_index
+
+    out = ws.root / "corpus-index"
+    if not out.is_dir():
+        build_index(ws.reference["encode"], out, "Flat")
+    return out
 
 
 TRAIN = ["--max-steps", "24", "--eval-steps", "6", "--save-steps", "6", "--logging-steps", "3", "--dev-queries", "8"]
@@ -212,13 +241,13 @@ CASES = [
     KillCase("encode", lambda ws, out: [
         "encode", "--corpus", str(ws.beir), "--output", str(out), "--model", str(ws.bi_model), "--normalize",
         "--adapter", str(ws.reference["train retriever"] / "adapter"), "--passage-max-length", "32",
-        "--chunk-size", "8", "--batch-size", "4"], _same_embeddings),
+        "--chunk-size", "64", "--batch-size", "16"], _same_embeddings),
     KillCase("index", lambda ws, out: [
-        "index", "--embeddings", str(ws.reference["encode"]), "--index", str(out), "--factory", "HNSW16"],
-        _same_index),
+        "index", "--embeddings", str(_many_embeddings(ws)), "--index", str(out), "--factory", "HNSW16"],
+        _same_index, progressive=False),
     KillCase("search", lambda ws, out: [
-        "search", "--index", str(ws.reference["index"]), "--topics", str(ws.beir), "--split", "test",
-        "--output", str(out), "--hits", "20", "--batch-size", "4"], _same_run, kind="file"),
+        "search", "--index", str(_corpus_index(ws)), "--topics", str(ws.beir), "--split", "test",
+        "--output", str(out), "--hits", "20", "--batch-size", "4"], _same_run, kind="file", progressive=False),
     KillCase("rerank", lambda ws, out: [
         "rerank", "--run", str(ws.reference["search"]), "--topics", str(ws.beir), "--split", "test",
         "--corpus", str(ws.beir), "--model", str(ws.ce_model), "--adapter",
@@ -239,16 +268,38 @@ def _slug(name: str) -> str:
     return name.replace(" ", "-")
 
 
-def run_reference(case: KillCase, ws: Workspace) -> float:
-    """Run the command uninterrupted; its output becomes the reference later commands read. Returns seconds."""
+def _files_written(out: Path) -> int:
+    if not out.exists():
+        return 0
+    if out.is_file():
+        return 1
+    return sum(1 for p in out.rglob("*") if p.is_file() and not _is_temporary(p.relative_to(out)))
+
+
+@dataclass(frozen=True)
+class Timing:
+    first_write: float  # seconds until the first file under a final name appeared (start-up before that)
+    total: float
+
+
+def run_reference(case: KillCase, ws: Workspace) -> Timing:
+    """Run the command uninterrupted; its output becomes the reference later commands read."""
     out = ws.root / f"{_slug(case.name)}-reference" / ("out.trec" if case.kind == "file" else "out")
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    done = subprocess.run(_command(case.args(ws, out)), env=_env(), capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{case.name} failed:\n{done.stderr[-3000:]}")
+    proc = subprocess.Popen(_command(case.args(ws, out)), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    watch = out.parent if case.kind == "file" else out  # a run file's score cache or temporary counts as work
+    first = None
+    while proc.poll() is None:
+        if first is None and case.progressive and _started(watch, case, 0.0, Timing(float("inf"), 0.0)):
+            first = time.perf_counter() - t0
+        time.sleep(0.02)
+    total = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{case.name} failed:\n{proc.stderr.read()[-3000:]}")
     ws.reference[case.name] = out
-    return time.perf_counter() - t0
+    return Timing(first if case.progressive and first is not None else 0.2 * total, total)
 
 
 @dataclass
@@ -263,16 +314,33 @@ class KillResult:
     files_at_kill: int = 0  # files under final names when killed (> 0: the kill landed after work was written)
 
 
-def inject(case: KillCase, ws: Workspace, seconds: float, rng: random.Random, attempt_id: int = 0) -> KillResult:
-    """Kill the command at a random point, check what it left, re-run it to completion, compare with the reference."""
+def _started(watch: Path, case: KillCase, elapsed: float, timing: Timing) -> bool:
+    """A progressive command has started its work once it wrote something (a file under a final name in its
+    output folder; for a run file, its score cache or temporary); one that writes only at its end, after a fifth
+    of the reference's wall time."""
+    if not case.progressive:
+        return elapsed >= timing.first_write
+    if case.kind == "dir":
+        return _files_written(watch) > 0
+    return watch.exists() and any(p.is_file() for p in watch.rglob("*"))
+
+
+def inject(case: KillCase, ws: Workspace, timing: Timing, rng: random.Random, attempt_id: int = 0) -> KillResult:
+    """Kill the command at a random point of its working phase (after start-up, before the end, as timed in the
+    reference run), check what it left, re-run it to completion, compare with the reference."""
     finished_first = 0
     for attempt in range(6):
         folder = ws.root / f"{_slug(case.name)}-killed-{attempt_id}-{attempt}"
         folder.mkdir(parents=True, exist_ok=True)
         out = folder / ("out.trec" if case.kind == "file" else "out")
-        delay = rng.uniform(0.2, 0.9) * seconds * 0.6 ** attempt
+        watch = folder if case.kind == "file" else out
         proc = subprocess.Popen(_command(case.args(ws, out)), env=_env(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
+        t0 = time.perf_counter()
+        # the clock starts at this run's own first write (robust to a loaded machine)
+        while proc.poll() is None and not _started(watch, case, time.perf_counter() - t0, timing):
+            time.sleep(0.01)
+        delay = rng.uniform(0.0, 0.95) * (timing.total - timing.first_write) * 0.6 ** attempt
         try:
             proc.wait(timeout=delay)
             finished_first += 1  # it ended before the kill: try again with a shorter delay
@@ -280,13 +348,13 @@ def inject(case: KillCase, ws: Workspace, seconds: float, rng: random.Random, at
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+        delay = time.perf_counter() - t0
         break
     else:
         return KillResult(case.name, delay, finished_first, [], [], False, "finished before every kill")
     reference = ws.reference[case.name]
     incomplete = incomplete_outputs(out, reference) if out.exists() else []
-    files_at_kill = (0 if not out.exists() else 1 if out.is_file()
-                     else sum(1 for p in out.rglob("*") if p.is_file() and not _is_temporary(p.relative_to(out))))
+    files_at_kill = _files_written(out)
     done = subprocess.run(_command([*case.args(ws, out), *case.resume]), env=_env(), capture_output=True, text=True)
     if done.returncode != 0:
         return KillResult(case.name, delay, finished_first, incomplete, [], False, done.stderr[-2000:], files_at_kill)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from peft_ir.errors import InputError
-from reliability.catalogue import REJECTED, TOLERATED, Rejected, Tolerated
+from reliability.catalogue import BAD_CONFIGS, REJECTED, TOLERATED, BadConfig, Rejected, Tolerated, load_bad_config
 
 
 def _write(tmp_path: Path, name: str, content: str | bytes) -> Path:
@@ -40,3 +40,17 @@ def test_tolerated_with_a_counted_warning(case: Tolerated, tmp_path: Path, caplo
         assert case.warning in caplog.text
     else:
         assert not caplog.records
+
+
+@pytest.mark.parametrize("case", BAD_CONFIGS, ids=lambda c: c.name)
+def test_bad_configs_fail_before_any_work(case: BadConfig, tmp_path: Path) -> None:
+    from peft_ir.errors import PeftIRError
+
+    beir = Path(__file__).resolve().parents[2] / "data" / "scifact"
+    with pytest.raises(PeftIRError) as info:
+        load_bad_config(case, tmp_path, beir)
+    message = str(info.value)
+    assert str(tmp_path / "config.yaml") in message and case.key in message and case.fragment in message, message
+    if case.never_echoed:
+        assert case.never_echoed not in message
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # nothing written

@@ -7,25 +7,25 @@ from pathlib import Path
 
 import pytest
 
-from reliability.kills import CASES, KillCase, Workspace, inject, make_workspace, run_reference
+from reliability.kills import CASES, KillCase, Timing, Workspace, inject, make_workspace, run_reference
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> tuple[Workspace, dict[str, float]]:
+def workspace(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> tuple[Workspace, dict[str, Timing]]:
     ws = make_workspace(tmp_path_factory.mktemp("kills"))
     return ws, {case.name: run_reference(case, ws) for case in CASES}  # in order: later commands read earlier ones
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_sigkill_then_rerun(case: KillCase, workspace: tuple[Workspace, dict[str, float]]) -> None:
-    ws, seconds = workspace
-    result = inject(case, ws, seconds[case.name], random.Random(case.name))
+def test_sigkill_then_rerun(case: KillCase, workspace: tuple[Workspace, dict[str, Timing]]) -> None:
+    ws, timings = workspace
+    result = inject(case, ws, timings[case.name], random.Random(case.name))
     assert result.incomplete == [], f"complete-looking but partial after the kill: {result.incomplete}"
     assert result.identical, result.detail
     assert result.leftovers == []
 
 
-def test_the_checker_spots_a_truncated_output(workspace: tuple[Workspace, dict[str, float]], tmp_path: Path) -> None:
+def test_the_checker_spots_a_truncated_output(workspace: tuple[Workspace, dict[str, Timing]], tmp_path: Path) -> None:
     """Guards the guard: a run cut short, a torn adapter and a half index are all reported."""
     from reliability.kills import incomplete_outputs
 
@@ -49,7 +49,7 @@ def test_the_checker_spots_a_truncated_output(workspace: tuple[Workspace, dict[s
 
 
 def test_a_poisoned_checkpoint_is_refused_and_its_payload_never_runs(
-        workspace: tuple[Workspace, dict[str, float]]) -> None:
+        workspace: tuple[Workspace, dict[str, Timing]]) -> None:
     from reliability.kills import planted_pickle
 
     ws, _ = workspace
