@@ -42,4 +42,4 @@ test: install-test
 	$(BIN)/python -m pytest -q tests
 
 clean:
-	rm -rf $(VENV) runs/quickstart runs/quickstart-iaa-l
+	rm -rf $(VENV) runs/quickstart-iaa-l

@@ -54,6 +54,7 @@ def bad_inputs(work: Path) -> tuple[list[str], int, int, int, int]:
         lines.append(f"| {case.name} | {'yes' if ok else 'NO'} | `{outcome[:110]}` |")
     counter = _Counter()
     logging.getLogger("peft_ir").addHandler(counter)
+    logging.getLogger("peft_ir").setLevel(logging.WARNING)
     for i, case in enumerate(TOLERATED):
         folder = work / f"ok-{i}"
         path = folder / case.file

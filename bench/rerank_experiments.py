@@ -47,14 +47,18 @@ def peft_ir() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "peft_ir.cli"]
 
 
-def run(cmd: list[str], log: list[dict]) -> float:
+def shown(cmd: list[str]) -> str:
     n = len(peft_ir())
-    shown = " ".join(shlex.quote(c) for c in (["peft-ir", *cmd[n:]] if cmd[:n] == peft_ir() else cmd))
-    print(f"$ {shown}", flush=True)
+    return " ".join(shlex.quote(c) for c in (["peft-ir", *cmd[n:]] if cmd[:n] == peft_ir() else cmd))
+
+
+def run(cmd: list[str], log: list[dict]) -> float:
+    shown_cmd = shown(cmd)
+    print(f"$ {shown_cmd}", flush=True)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - t0
-    log.append({"command": shown, "seconds": wall})
+    log.append({"command": shown_cmd, "seconds": wall})
     return wall
 
 
@@ -118,8 +122,9 @@ def main() -> int:
         train_cmd = [*pi, "train", "reranker", "--train", src["train"], *src["train_extra"], "--output", str(out),
                      "--method", method, *budget, "--loss", args.loss, "--group-size", args.group_size,
                      *scale["train"]]
-        if (out / "summary.json").is_file():
+        if (out / "summary.json").is_file():  # trained by an earlier invocation: list it with its time
             train_s = json.loads((out / "summary.json").read_text())["wall_seconds"]
+            log.append({"command": shown(train_cmd), "seconds": train_s})
         else:
             train_s = run(train_cmd, log)
         summary = json.loads((out / "summary.json").read_text())
@@ -130,6 +135,7 @@ def main() -> int:
         timing = out / "rerank_seconds.json"
         if reranked.is_file() and timing.is_file():  # scored before: keep the time of the real scoring
             rr_s = json.loads(timing.read_text())["seconds"]
+            log.append({"command": shown(rr_cmd), "seconds": rr_s})
         else:
             rr_s = run(rr_cmd, log)
             timing.write_text(json.dumps({"seconds": rr_s, "command": log[-1]["command"]}))

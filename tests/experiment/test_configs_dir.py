@@ -92,5 +92,5 @@ def test_quickstart_plans_the_documented_stages(monkeypatch: pytest.MonkeyPatch)
     assert cfg.data.beir == str(REPO / "data" / "scifact")
     assert cfg.retriever.method == cfg.reranker.method == "iaa-l" and cfg.retriever.budget == cfg.reranker.budget == "0.5%"
     titles = [s.title.split(":")[0].split(" (")[0] for s in Pipeline(cfg).stages()]
-    assert titles == ["train retriever", "encode the corpus", "index", "dense search, top 100", "train reranker",
+    assert titles == ["BM25 index of the corpus", "BM25 run of the training queries", "train retriever", "encode the corpus", "index", "dense search, top 100", "train reranker",
                       "re-rank the top 20", "evaluate"]

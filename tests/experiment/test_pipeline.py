@@ -109,7 +109,7 @@ def test_cli_check_lists_stages_and_bad_config_exits_2(tiny_run: dict[str, Any],
 
 
 def test_folder_with_foreign_files_is_refused(tmp_path: Path, synthetic_beir: Path, tiny_bert_dir: Path) -> None:
-    """E.g. runs/quickstart/ of `peft-ir quickstart`: its zero-shot embeddings must not pass for this run's."""
+    """A folder holding someone else's embeddings: they must not pass for this run's."""
     path = write_yaml(tmp_path / "tiny.yaml", tiny_config(synthetic_beir, tiny_bert_dir, tmp_path / "runs"))
     (tmp_path / "runs" / "tiny" / "embeddings").mkdir(parents=True)
     with pytest.raises(PeftIRError, match=r"already holds files that `peft-ir run` did not write"):

@@ -241,7 +241,7 @@ CASES = [
     KillCase("encode", lambda ws, out: [
         "encode", "--corpus", str(ws.beir), "--output", str(out), "--model", str(ws.bi_model), "--normalize",
         "--adapter", str(ws.reference["train retriever"] / "adapter"), "--passage-max-length", "32",
-        "--chunk-size", "64", "--batch-size", "16"], _same_embeddings),
+        "--chunk-size", "64", "--batch-size", "1"], _same_embeddings),  # batches of 1: seconds of work to land in
     KillCase("index", lambda ws, out: [
         "index", "--embeddings", str(_many_embeddings(ws)), "--index", str(out), "--factory", "HNSW16"],
         _same_index, progressive=False),
@@ -252,7 +252,7 @@ CASES = [
         "rerank", "--run", str(ws.reference["search"]), "--topics", str(ws.beir), "--split", "test",
         "--corpus", str(ws.beir), "--model", str(ws.ce_model), "--adapter",
         str(ws.reference["train reranker"] / "adapter"), "--hits", "20", "--query-max-length", "8",
-        "--passage-max-length", "24", "--batch-size", "4", "--output", str(out)], _same_run, kind="file"),
+        "--passage-max-length", "24", "--batch-size", "1", "--output", str(out)], _same_run, kind="file"),
 ]
 
 
