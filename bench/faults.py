@@ -122,7 +122,7 @@ def main() -> int:
     refused, ran, _ = planted_pickle(ws)
     ok = caught == n_bad and tolerated == n_ok and identical == injected and partial == 0 and leftovers == 0 \
         and refused and not ran
-    summary = (f"bad inputs tried {n_bad}, caught with file/line/field {caught}; tolerated cases {n_ok}, accepted "
+    summary = (f"bad inputs tried {n_bad}, caught with an error naming the file and the line and field (configs: the key) {caught}; tolerated cases {n_ok}, accepted "
                f"with the documented counted warning {tolerated}; kills injected {injected}, resumed to an identical "
                f"result {identical}; partial outputs found {partial}; temporaries left after re-runs {leftovers}; "
                f"poisoned checkpoint refused: {'yes' if refused else 'NO'}, payload ran: {'YES' if ran else 'no'}")
