@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 from collections.abc import Iterator
@@ -27,20 +28,24 @@ def _alive(pid: int) -> bool:
 def remove_stale_temporaries(path: Path) -> None:
     """Remove temporaries of `path` left by processes that died mid-write (SIGKILL runs no cleanup); those of
     live processes (other ranks, parallel shards) are left alone."""
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
         pid = stale.name.rsplit("-", 1)[-1]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             _remove(stale)
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path` (file or directory); move it onto `path` only if the block succeeds."""
+def atomic_path(path: str | Path, *, sweep: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `path` (file or directory); move it onto `path` only if the block succeeds.
+
+    `sweep=False` skips the directory listing that finds dead writers' temporaries, for callers that write many
+    files into one folder and sweep it once themselves (encoding's chunks)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)
     _remove(tmp)
-    remove_stale_temporaries(path)
+    if sweep:
+        remove_stale_temporaries(path)
     try:
         yield tmp
         if path.is_dir() and tmp.is_dir():

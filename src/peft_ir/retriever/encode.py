@@ -87,7 +87,7 @@ def encode_corpus(encoder: BiEncoder, docs: Iterable[Document], out_dir: str | P
             parts.append(encoder.encode_passages(texts[start:start + step], batch_size=batch_size))
             bar.update(len(parts[-1]))
         vectors = np.concatenate(parts)
-        with atomic_path(path) as tmp:
+        with atomic_path(path, sweep=False) as tmp:  # stale chunk temporaries were swept above
             with open(tmp, "wb") as fh:
                 np.savez(fh, embeddings=vectors, ids=np.array([d.id for d in chunk]))
         done += 1
