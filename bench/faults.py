@@ -83,7 +83,7 @@ def bad_inputs(work: Path) -> tuple[list[str], int, int, int, int]:
             outcome, ok = "accepted (NOT caught)", False
         except PeftIRError as err:
             outcome = str(err).replace(str(folder) + "/", "")
-            ok = (str(folder / "config.yaml") in str(err) and case.key in outcome and case.fragment in outcome
+            ok = (f"{folder / 'config.yaml'}:{case.line}:" in str(err) and case.key in outcome and case.fragment in outcome
                   and not (case.never_echoed and case.never_echoed in outcome))
         caught += ok
         lines.append(f"| {case.name} | {'yes' if ok else 'NO'} | `{outcome[:110]}` |")

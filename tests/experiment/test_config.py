@@ -31,7 +31,8 @@ def test_valid_config_loads_with_types_converted(tiny) -> None:  # type: ignore[
 
 def test_unknown_key_names_file_and_suggests(tiny) -> None:  # type: ignore[no-untyped-def]
     path = tiny(retriever={"max_step": 3})
-    with pytest.raises(ConfigError, match=rf"{path}: 'retriever.max_step': unknown key; did you mean "
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "max_step:" in text)
+    with pytest.raises(ConfigError, match=rf"{path}:{line}: 'retriever.max_step': unknown key; did you mean "
                                           r"'retriever.max_steps'\?"):
         load_config(path)
     with pytest.raises(ConfigError, match=r"'serach': unknown key; did you mean 'search'\?"):
@@ -114,7 +115,7 @@ def test_extends_chain_merges_deeply_and_names_the_file_at_fault(tmp_path: Path,
     assert cfg.reranker.hits == 5 and cfg.reranker.group_size == 4  # mid over base, base kept beside it
     assert cfg.retriever.tuning == {"r": 4, "ar": 4}
     write_yaml(tmp_path / "sub" / "mid.yaml", {"extends": "../base.yaml", "reranker": {"hitz": 5}})
-    with pytest.raises(ConfigError, match=rf"{tmp_path / 'sub' / 'mid.yaml'}: 'reranker.hitz': unknown key"):
+    with pytest.raises(ConfigError, match=rf"{tmp_path / 'sub' / 'mid.yaml'}:3: 'reranker.hitz': unknown key"):
         load_config(leaf)
     write_yaml(tmp_path / "sub" / "mid.yaml", {"extends": "leaf-run.yaml"})
     with pytest.raises(ConfigError, match="'extends' forms a cycle"):

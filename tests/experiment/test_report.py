@@ -37,7 +37,7 @@ def fake_run(root: Path, *, method: str | None, budget: str | None = None, seed:
         (root / "retriever").mkdir()
         (root / "retriever" / "summary.json").write_text(json.dumps({
             "method": method, "share": share, "trainable": 1, "total": 1, "steps": 20, "best_dev": max(dev or [0]),
-            "dev_metric": "eval_dev_ndcg@10", "wall_seconds": 1.0}))
+            "dev_metric": "eval_dev_ndcg@10", "wall_seconds": 10.0 * seed}))
         rows = [{"step": 10 * i, "eval_dev_ndcg@10": v} for i, v in enumerate(dev or [])]
         rows += [{"step": 10 * i + 5, "loss": 1.0 / (i + 1)} for i in range(len(dev or []))]
         (root / "retriever" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -81,6 +81,8 @@ def test_table_groups_seeds_marks_significance_and_convergence(fake_runs: list[P
     # steps to 95 % of the best dev metric: iaa-l reaches 0.76 at step 10 (both seeds), lora 0.665 only at 20
     conv = heads.index("steps to 95% of best dev")
     assert iaa[conv] == "10" and lora[conv] == "20" and full[conv] == "20"
+    train = heads.index("train (s)")      # training wall time, mean over seeds (10 s x seed in the fixture)
+    assert iaa[train] == "15" and full[train] == "10" and zero[train] == ""
     for png in ("curves.png", "share_vs_effectiveness.png"):
         data = (tmp_path / "report" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

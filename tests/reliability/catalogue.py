@@ -185,12 +185,13 @@ TOLERATED = [
 
 @dataclass(frozen=True)
 class BadConfig:
-    """An experiment config refused before any work: the error names the file and the dotted key."""
+    """An experiment config refused before any work: the error names the file, the line and the dotted key."""
 
     name: str
     content: str
     key: str
     fragment: str
+    line: int                        # the line of the offending key (or of the YAML syntax error)
     never_echoed: str | None = None  # a value that must not appear in the message (a secret)
 
 
@@ -198,13 +199,14 @@ BASE_CONFIG = "name: x\ndata:\n  beir: {beir}\nretriever:\n  method: iaa-l\n  bu
 
 BAD_CONFIGS = [
     BadConfig("config: unknown key (with a suggestion)", BASE_CONFIG + "  max_step: 10\n", "retriever.max_step",
-              "did you mean 'retriever.max_steps'"),
-    BadConfig("config: wrong type", BASE_CONFIG + "  max_steps: ten\n", "retriever.max_steps", "expected"),
-    BadConfig("config: unknown method", BASE_CONFIG.replace("iaa-l", "iaa-x"), "retriever.method", "unknown method"),
-    BadConfig("config: malformed YAML", BASE_CONFIG + "  lr: [1e-3\n", "", "YAML"),
+              "did you mean 'retriever.max_steps'", 8),
+    BadConfig("config: wrong type", BASE_CONFIG + "  max_steps: ten\n", "retriever.max_steps", "expected", 8),
+    BadConfig("config: unknown method", BASE_CONFIG.replace("iaa-l", "iaa-x"), "retriever.method", "unknown method", 5),
+    BadConfig("config: malformed YAML", BASE_CONFIG + "  lr: [1e-3\n", "", "YAML", 9),
     BadConfig("config: a secret is refused, not echoed", BASE_CONFIG + "  api_key: sk-SECRET-123\n",
-              "retriever.api_key", "unknown key", never_echoed="sk-SECRET-123"),
-    BadConfig("config: missing input", BASE_CONFIG.replace("{beir}", "no/such/folder"), "data", "no/such/folder"),
+              "retriever.api_key", "unknown key", 8, never_echoed="sk-SECRET-123"),
+    BadConfig("config: missing input", BASE_CONFIG.replace("{beir}", "no/such/folder"), "data.beir",
+              "no/such/folder", 3),
 ]
 
 

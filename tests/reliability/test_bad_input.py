@@ -50,7 +50,8 @@ def test_bad_configs_fail_before_any_work(case: BadConfig, tmp_path: Path) -> No
     with pytest.raises(PeftIRError) as info:
         load_bad_config(case, tmp_path, beir)
     message = str(info.value)
-    assert str(tmp_path / "config.yaml") in message and case.key in message and case.fragment in message, message
+    assert f"{tmp_path / 'config.yaml'}:{case.line}:" in message, message
+    assert case.key in message and case.fragment in message, message
     if case.never_echoed:
         assert case.never_echoed not in message
     assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # nothing written

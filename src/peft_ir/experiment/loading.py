@@ -1,12 +1,12 @@
 """Read a config YAML: follow `extends` (relative to the file, recursively), deep-merge, apply `--set` overrides.
 
-Each dotted key remembers the file (or '--set') that set it last, so an error names the file to fix. Mappings
+Each dotted key remembers the file and line (or '--set') that set it last, so an error names the place to fix. Mappings
 merge key by key; lists and scalars replace; `null` replaces too (e.g. `reranker: null` drops a base's reranker).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,31 +26,32 @@ def read_layers(path: str | Path, _seen: tuple[Path, ...] = ()) -> tuple[dict[st
     if path in _seen:
         chain = " -> ".join(str(p) for p in (*_seen, path))
         raise ConfigError(f"{path}: 'extends' forms a cycle: {chain}")
-    data = _read_yaml(path)
+    data, lines = _read_yaml(path)
     base_ref = data.pop("extends", None)
     merged: dict[str, Any] = {}
     origins: dict[str, str] = {}
     if base_ref is not None:
         if not isinstance(base_ref, str) or not base_ref:
-            raise ConfigError(f"{path}: 'extends': expected a relative path to another YAML file, got {base_ref!r}")
+            raise ConfigError(f"{_at(str(path), lines, 'extends')}: 'extends': expected a relative path to another YAML file, got {base_ref!r}")
         base = (path.parent / base_ref).resolve()
         if not base.is_file():
-            raise ConfigError(f"{path}: 'extends': {base} not found (paths are relative to the extending file)")
+            raise ConfigError(f"{_at(str(path), lines, 'extends')}: 'extends': {base} not found (paths are relative to the extending file)")
         merged, origins = read_layers(base, (*_seen, path))
-    deep_merge(merged, data, "", origins, str(path))
+    deep_merge(merged, data, "", origins, str(path), lines)
     return merged, origins
 
 
-def deep_merge(base: dict[str, Any], over: dict[str, Any], prefix: str, origins: dict[str, str], source: str) -> None:
-    """Merge `over` into `base` in place, recording `source` as the origin of every key it sets."""
+def deep_merge(base: dict[str, Any], over: dict[str, Any], prefix: str, origins: dict[str, str], source: str,
+               lines: Mapping[str, int] | None = None) -> None:
+    """Merge `over` into `base` in place, recording `source` (and the key's line) as the origin of every key it sets."""
     for key, value in over.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
         if isinstance(value, dict) and isinstance(base.get(key), dict):
-            origins.setdefault(dotted, source)
-            deep_merge(base[key], value, dotted, origins, source)
+            origins.setdefault(dotted, _at(source, lines, dotted))
+            deep_merge(base[key], value, dotted, origins, source, lines)
         else:
             base[key] = value
-            _mark(dotted, value, origins, source)
+            _mark(dotted, value, origins, source, lines)
 
 
 def apply_override(data: dict[str, Any], item: str, origins: dict[str, str]) -> None:
@@ -75,21 +76,51 @@ def apply_override(data: dict[str, Any], item: str, origins: dict[str, str]) -> 
     _mark(key, value, origins, SET)
 
 
-def _mark(dotted: str, value: Any, origins: dict[str, str], source: str) -> None:
-    origins[dotted] = source
+def _mark(dotted: str, value: Any, origins: dict[str, str], source: str,
+          lines: Mapping[str, int] | None = None) -> None:
+    origins[dotted] = _at(source, lines, dotted)
     if isinstance(value, dict):
         for key, inner in value.items():
-            _mark(f"{dotted}.{key}", inner, origins, source)
+            _mark(f"{dotted}.{key}", inner, origins, source, lines)
     elif isinstance(value, list):
         for i, inner in enumerate(value):
-            _mark(f"{dotted}[{i}]", inner, origins, source)
+            _mark(f"{dotted}[{i}]", inner, origins, source, lines)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _at(source: str, lines: Mapping[str, int] | None, dotted: str) -> str:
+    """`file:line` where the file's YAML gave `dotted` a line, else the source alone."""
+    line = (lines or {}).get(dotted)
+    return f"{source}:{line}" if line else source
+
+
+def key_lines(text: str) -> dict[str, int]:
+    """The 1-based line of every dotted key (`a.b`, list items `a[0]`) in a YAML document (composed, not built)."""
+    lines: dict[str, int] = {}
+
+    def walk(node: yaml.Node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                dotted = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+                lines[dotted] = key_node.start_mark.line + 1
+                walk(value_node, dotted)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines[f"{prefix}[{i}]"] = item.start_mark.line + 1
+                walk(item, f"{prefix}[{i}]")
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        walk(root, "")
+    return lines
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """The file's mapping and the line of each of its dotted keys."""
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
     except UnicodeDecodeError:
         raise InputError(path, None, None, "not UTF-8 text") from None
     except yaml.YAMLError as exc:
@@ -97,10 +128,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         line = mark.line + 1 if mark is not None else None
         raise InputError(path, line, None, f"invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
     if data is None:
-        return {}
+        return {}, {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
-    return data
+    return data, key_lines(text)
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = (), *, check_files: bool = True,

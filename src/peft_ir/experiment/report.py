@@ -175,8 +175,8 @@ def task_table(groups: list[Group], columns: list[tuple[str, str]], alpha: float
     many_sets = len({s for s, _ in columns}) > 1
     heads = [f"{s} {m}" if many_sets else m for s, m in columns]
     lines = ["| method | runs | trainable | method share | " + " | ".join(heads)
-             + f" | best dev | steps to {CONVERGED:.0%} of best dev | steps |",
-             "|---|---:|---:|---:|" + "---:|" * len(heads) + "---:|---:|---:|"]
+             + f" | best dev | steps to {CONVERGED:.0%} of best dev | steps | train (s) |",
+             "|---|---:|---:|---:|" + "---:|" * len(heads) + "---:|---:|---:|---:|"]
     for g in groups:
         cells = []
         for s, m in columns:
@@ -185,10 +185,12 @@ def task_table(groups: list[Group], columns: list[tuple[str, str]], alpha: float
         share = g.summary_mean("share")
         method_share = g.summary_mean("method_share") if g.summary_mean("method_share") is not None else share
         conv, best_dev, steps = g.convergence(), g.summary_mean("best_dev"), g.summary_mean("steps")
+        wall = g.summary_mean("wall_seconds")
         seeds = ", ".join(str(r.seed) for r in g.runs)
         lines.append(f"| {g.label} | {len(g.runs)} (seed {seeds}) | {_share(share)} | {_share(method_share)} | "
                      + " | ".join(cells) + f" | {'' if best_dev is None else f'{best_dev:.4f}'} | "
-                     f"{'' if conv is None else f'{conv:.0f}'} | {'' if steps is None else f'{steps:.0f}'} |")
+                     f"{'' if conv is None else f'{conv:.0f}'} | {'' if steps is None else f'{steps:.0f}'} | "
+                     f"{'' if wall is None else f'{wall:.0f}'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -225,7 +227,7 @@ def build_report(run_dirs: list[str | Path], output: str | Path, *, alpha: float
                   "head included); method share: the method's own parameters. "
                   f"† differs from full fine-tuning, ‡ from the best other PEFT method (for the best one: from the "
                   f"runner-up); paired t-tests on per-query values, Holm-corrected, p < {alpha}. "
-                  "Best dev and steps: from each run's training summary; "
+                  "Best dev, steps and train (s), the training's wall time: from each run's training summary; "
                   f"steps to {CONVERGED:.0%}: the first logged step whose dev metric reaches {CONVERGED:.0%} of "
                   "that run's best.", ""]
         if columns:
