@@ -20,6 +20,7 @@ from peft_ir.errors import PeftIRError
 from peft_ir.experiment.rundir import CONFIG, RunDir
 
 FULL = "full"
+ZERO_SHOT = "zero-shot"
 CONVERGED = 0.95  # steps until the dev metric first reaches this fraction of the run's best
 
 
@@ -56,7 +57,7 @@ def load_run(root: str | Path) -> RunResult:
     if section is None:
         method, label = cfg["first_stage"], cfg["first_stage"]
     elif section.get("zero_shot"):
-        method, label = "zero-shot", "zero-shot"
+        method, label = ZERO_SHOT, ZERO_SHOT
     else:
         method = section["method"]
         sizes = section.get("budget") or ", ".join(f"{k}={v}" for k, v in (section.get("tuning") or {}).items())
@@ -125,23 +126,24 @@ def shared_columns(runs: list[RunResult]) -> list[tuple[str, str]]:
                                            for r in runs)]
 
 
-def significance(groups: list[Group], columns: list[tuple[str, str]], alpha: float
-                 ) -> tuple[set[tuple[str, str, str]], set[tuple[str, str, str]]]:
-    """(label, test set, measure) cells significantly different from full FT (†) and from the best other
-    PEFT method (‡); paired t-tests on per-query values, Holm-corrected across the methods compared."""
+def significance(groups: list[Group], columns: list[tuple[str, str]], alpha: float) -> dict[str, set[tuple[str, str, str]]]:
+    """(label, test set, measure) cells per mark: † differs from full FT, ‡ from the best other PEFT method,
+    § from the untrained model (zero-shot); paired t-tests on per-query values, Holm-corrected across the
+    methods compared."""
     from peft_ir.eval import compare, holm  # noqa: PLC0415
 
-    vs_full: set[tuple[str, str, str]] = set()
-    vs_best: set[tuple[str, str, str]] = set()
+    marks: dict[str, set[tuple[str, str, str]]] = {"†": set(), "‡": set(), "§": set()}
     sets = list(dict.fromkeys(s for s, _ in columns))
     for test_set in sets:
         measures = [m for s, m in columns if s == test_set]
         pq = {g.label: g.per_query(test_set, measures) for g in groups}
-        full = next((g for g in groups if g.method == FULL), None)
-        if full is not None and len(groups) > 1:
-            others = [g.label for g in groups if g is not full]
-            cmp = compare({full.label: pq[full.label], **{label: pq[label] for label in others}}, alpha)
-            vs_full |= {(label, test_set, m) for label in others for m in measures if cmp.significant(label, m)}
+        for mark, method in (("†", FULL), ("§", ZERO_SHOT)):
+            base = next((g for g in groups if g.method == method), None)
+            if base is None or len(groups) < 2:
+                continue
+            others = [g.label for g in groups if g is not base]
+            cmp = compare({base.label: pq[base.label], **{label: pq[label] for label in others}}, alpha)
+            marks[mark] |= {(label, test_set, m) for label in others for m in measures if cmp.significant(label, m)}
         peft = [g for g in groups if g.method != FULL and g.runs[0].summary]  # trained methods, not baselines
         for m in measures:
             tested, raw = [], []
@@ -155,8 +157,8 @@ def significance(groups: list[Group], columns: list[tuple[str, str]], alpha: flo
                 raw.append(p.p_values[g.label][m])
             for label, p_adj in zip(tested, holm(raw)):
                 if p_adj < alpha:
-                    vs_best.add((label, test_set, m))
-    return vs_full, vs_best
+                    marks["‡"].add((label, test_set, m))
+    return marks
 
 
 def _cell(values: list[float], marks: str) -> str:
@@ -171,7 +173,7 @@ def _share(value: float | None) -> str:
 
 def task_table(groups: list[Group], columns: list[tuple[str, str]], alpha: float) -> str:
     """The markdown table of one task's groups."""
-    vs_full, vs_best = significance(groups, columns, alpha)
+    marked = significance(groups, columns, alpha)
     many_sets = len({s for s, _ in columns}) > 1
     heads = [f"{s} {m}" if many_sets else m for s, m in columns]
     lines = ["| method | runs | trainable | method share | " + " | ".join(heads)
@@ -180,7 +182,7 @@ def task_table(groups: list[Group], columns: list[tuple[str, str]], alpha: float
     for g in groups:
         cells = []
         for s, m in columns:
-            marks = ("†" if (g.label, s, m) in vs_full else "") + ("‡" if (g.label, s, m) in vs_best else "")
+            marks = "".join(mark for mark, cells in marked.items() if (g.label, s, m) in cells)
             cells.append(_cell(g.values(s, m), marks))
         share = g.summary_mean("share")
         method_share = g.summary_mean("method_share") if g.summary_mean("method_share") is not None else share
@@ -226,7 +228,7 @@ def build_report(run_dirs: list[str | Path], output: str | Path, *, alpha: float
                   "where a method has several runs). trainable: trained / base parameters (a cross-encoder's "
                   "head included); method share: the method's own parameters. "
                   f"† differs from full fine-tuning, ‡ from the best other PEFT method (for the best one: from the "
-                  f"runner-up); paired t-tests on per-query values, Holm-corrected, p < {alpha}. "
+                  f"runner-up), § from the untrained model (zero-shot); paired t-tests on per-query values, Holm-corrected, p < {alpha}. "
                   "Best dev, steps and train (s), the training's wall time: from each run's training summary; "
                   f"steps to {CONVERGED:.0%}: the first logged step whose dev metric reaches {CONVERGED:.0%} of "
                   "that run's best.", ""]
