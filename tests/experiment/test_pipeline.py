@@ -108,6 +108,15 @@ def test_cli_check_lists_stages_and_bad_config_exits_2(tiny_run: dict[str, Any],
     assert "did you mean 'retriever.max_steps'" in capsys.readouterr().err
 
 
+def test_run_under_a_launcher_is_refused_before_any_write(tiny_run: dict[str, Any], capsys: pytest.CaptureFixture,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_config(tiny_run["config"], ["name=under-torchrun"])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["run", str(tiny_run["config"]), "--set", "name=under-torchrun"]) == 2
+    assert "WORLD_SIZE=2" in capsys.readouterr().err
+    assert not (Path(cfg.output) / "under-torchrun").exists()
+
+
 def test_folder_with_foreign_files_is_refused(tmp_path: Path, synthetic_beir: Path, tiny_bert_dir: Path) -> None:
     """A folder holding someone else's embeddings: they must not pass for this run's."""
     path = write_yaml(tmp_path / "tiny.yaml", tiny_config(synthetic_beir, tiny_bert_dir, tmp_path / "runs"))

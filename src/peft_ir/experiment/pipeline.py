@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from peft_ir.errors import PeftIRError
 from peft_ir.experiment.config import ExperimentConfig, ScheduleSection, TestSet, TunedModelSection
 from peft_ir.experiment.rundir import RunDir
 from peft_ir.experiment.tuning import resolve_tuning
@@ -93,6 +95,11 @@ class Pipeline:
 
     def run(self) -> dict[str, Any]:
         """Claim the run folder, run every incomplete stage, return the metrics (metrics.json)."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world > 1:  # every rank would run, and write, every stage
+            raise PeftIRError(f"`peft-ir run` runs its stages in one process, but WORLD_SIZE={world} (a torchrun or "
+                              "accelerate launch); run it without a launcher, and distribute training with "
+                              "`torchrun -m peft_ir.cli train retriever|reranker ...`")
         resumed = self.dir.claim(self.cfg)
         handler = logging.FileHandler(self.dir.log, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
