@@ -155,9 +155,8 @@ def main() -> None:
         f"Command: `{cmd}`", "",
         f"{len(queries)} SciFact test queries (all-MiniLM-L6-v2, 384 dimensions, inner product on unit vectors), "
         f"searched as one batch for the top {args.hits}; queries/s from the median of {args.rounds} rounds with the "
-        "indexes alternating; the HNSW rows share one index (efSearch is a query-time setting). recall@k = overlap with "
-        "Flat's exact top k. Build time and size include writing the "
-        "index folder. The synthetic corpus is real SciFact vectors plus Gaussian noise of norm "
+        "indexes alternating; the HNSW rows share one index (efSearch is a query-time setting). recall@k = "
+        "overlap with Flat's exact top k. Build time and size include writing the index folder. The synthetic corpus is real SciFact vectors plus Gaussian noise of norm "
         f"{args.noise}, renormalised: a stand-in for a larger corpus of the same shape, for speed only.", "",
         "| corpus | index | vectors | build (s) | size (MiB) | queries/s | recall@10 | recall@100 | speed-up vs Flat |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",

@@ -1,7 +1,8 @@
 """Read a config YAML: follow `extends` (relative to the file, recursively), deep-merge, apply `--set` overrides.
 
-Each dotted key remembers the file and line (or '--set') that set it last, so an error names the place to fix. Mappings
-merge key by key; lists and scalars replace; `null` replaces too (e.g. `reranker: null` drops a base's reranker).
+Each dotted key remembers the file and line (or '--set') that set it last, so an error names the place to fix.
+Mappings merge key by key; lists and scalars replace; `null` replaces too (e.g. `reranker: null` drops a base's
+reranker).
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ def read_layers(path: str | Path, _seen: tuple[Path, ...] = ()) -> tuple[dict[st
     merged: dict[str, Any] = {}
     origins: dict[str, str] = {}
     if base_ref is not None:
+        where = _at(str(path), lines, "extends")
         if not isinstance(base_ref, str) or not base_ref:
-            raise ConfigError(f"{_at(str(path), lines, 'extends')}: 'extends': expected a relative path to another YAML file, got {base_ref!r}")
+            raise ConfigError(f"{where}: 'extends': expected a relative path to another YAML file, got {base_ref!r}")
         base = (path.parent / base_ref).resolve()
         if not base.is_file():
-            raise ConfigError(f"{_at(str(path), lines, 'extends')}: 'extends': {base} not found (paths are relative to the extending file)")
+            raise ConfigError(f"{where}: 'extends': {base} not found (paths are relative to the extending file)")
         merged, origins = read_layers(base, (*_seen, path))
     deep_merge(merged, data, "", origins, str(path), lines)
     return merged, origins

@@ -126,7 +126,8 @@ def shared_columns(runs: list[RunResult]) -> list[tuple[str, str]]:
                                            for r in runs)]
 
 
-def significance(groups: list[Group], columns: list[tuple[str, str]], alpha: float) -> dict[str, set[tuple[str, str, str]]]:
+def significance(groups: list[Group], columns: list[tuple[str, str]], alpha: float
+                 ) -> dict[str, set[tuple[str, str, str]]]:
     """(label, test set, measure) cells per mark: † differs from full FT, ‡ from the best other PEFT method,
     § from the untrained model (zero-shot); paired t-tests on per-query values, Holm-corrected across the
     methods compared."""
@@ -228,7 +229,8 @@ def build_report(run_dirs: list[str | Path], output: str | Path, *, alpha: float
                   "where a method has several runs). trainable: trained / base parameters (a cross-encoder's "
                   "head included); method share: the method's own parameters. "
                   f"† differs from full fine-tuning, ‡ from the best other PEFT method (for the best one: from the "
-                  f"runner-up), § from the untrained model (zero-shot); paired t-tests on per-query values, Holm-corrected, p < {alpha}. "
+                  "runner-up), § from the untrained model (zero-shot); paired t-tests on per-query values, "
+                  f"Holm-corrected, p < {alpha}. "
                   "Best dev, steps and train (s), the training's wall time: from each run's training summary; "
                   f"steps to {CONVERGED:.0%}: the first logged step whose dev metric reaches {CONVERGED:.0%} of "
                   "that run's best.", ""]
