@@ -116,13 +116,9 @@ def main() -> int:
               "all-MiniLM-L6-v2 zero-shot nDCG@10 0.645.", "", "## Commands (wall-clock seconds)", "", "```"]
     lines += [f"{entry[0]}    # {entry[1]:.1f} s" + (f"; {entry[2]}" if len(entry) > 2 else "") for entry in log]
     lines += ["```", ""]
-    out = REPO / args.output
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from peft_ir.atomic import atomic_open
+    from machine import publish
 
-    with atomic_open(out) as fh:
-        fh.write("\n".join(lines))
-    print("\n".join(lines))
+    publish("\n".join(lines), REPO / args.output)
     return 0
 
 

@@ -19,9 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from machine import describe  # noqa: E402
+from machine import describe, publish  # noqa: E402
 
-from peft_ir.atomic import atomic_open  # noqa: E402
 from peft_ir.data import iter_corpus  # noqa: E402
 from peft_ir.models import resolve_model  # noqa: E402
 from peft_ir.retriever import BiEncoder, EncoderSpec  # noqa: E402
@@ -79,10 +78,7 @@ def main() -> None:
               f"- IAA-L / base: **{med[names[2]] / med[names[1]]:.3f}** "
               f"({(1 - med[names[2]] / med[names[1]]) * 100:.1f} % slower; target ≤ 10 %)", ""]
     text = "\n".join(lines)
-    print(text)
-    if args.output:
-        with atomic_open(args.output) as fh:
-            fh.write(text)
+    publish(text, args.output)
 
 
 if __name__ == "__main__":

@@ -30,9 +30,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from machine import describe  # noqa: E402
+from machine import describe, publish  # noqa: E402
 
-from peft_ir.atomic import atomic_open  # noqa: E402
 from peft_ir.data import iter_corpus, load_topics  # noqa: E402
 from peft_ir.indexing.dense import DenseIndex, build_index  # noqa: E402
 from peft_ir.retriever import BiEncoder, EncoderSpec  # noqa: E402
@@ -166,10 +165,7 @@ def main() -> None:
         lines.append(f"| {r['corpus']} | {r['index']} | {r['vectors']:,} | {r['build_s']:.1f} | {r['size_mb']:.1f} | "
                      f"{r['qps']:,.0f} | {r['r10']:.4f} | {r['r100']:.4f} | {r['qps'] / flat_qps[r['corpus']]:.2f} |")
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.output:
-        with atomic_open(args.output) as fh:
-            fh.write(text)
+    publish(text, args.output)
 
 
 if __name__ == "__main__":

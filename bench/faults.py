@@ -98,7 +98,7 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
 
-    from machine import describe
+    from machine import describe, write_result
     from reliability.kills import CASES, inject, make_workspace, planted_pickle, run_reference
 
     t0 = time.perf_counter()
@@ -138,7 +138,7 @@ def main() -> int:
         "|---|---:|---:|---:|---:|---|---:|", *kill_rows, "",
         "Bad inputs (tests/reliability/catalogue.py):", "",
         "| case | caught / tolerated as documented | message |", "|---|---|---|", *rows, ""])
-    Path(args.output).write_text(text, encoding="utf-8")
+    write_result(text, args.output)
     print(summary)
     return 0 if ok else 1
 

@@ -1,9 +1,10 @@
-"""One line describing the machine a benchmark ran on (committed next to every result)."""
+"""What every benchmark shares: one line describing the machine it ran on, and writing its result file."""
 
 from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 
 
 def describe() -> str:
@@ -25,3 +26,19 @@ def describe() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{cpu}, {os.cpu_count()} cores{mem}, {gpu}; Python {platform.python_version()}, "
             f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+
+
+def write_result(text: str, output: str | Path) -> None:
+    """Write a result file whole or not at all (temporary name, then rename), creating its folder."""
+    from peft_ir.atomic import atomic_open
+
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(output) as fh:
+        fh.write(text)
+
+
+def publish(text: str, output: str | Path | None) -> None:
+    """Print a result and, when `output` is given, write it (see write_result)."""
+    print(text)
+    if output:
+        write_result(text, output)

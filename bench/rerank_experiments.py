@@ -157,7 +157,7 @@ def main() -> int:
                      "trainable": summary["share"], "steps": summary["steps"], "best dev nDCG@10": summary["best_dev"],
                      "train s": train_s, "rerank s": rr_s})
 
-    from machine import describe
+    from machine import describe, publish
 
     from peft_ir.eval import compare
 
@@ -188,9 +188,7 @@ def main() -> int:
               "<= that are comparable with the first stage.", "", "Commands (in order, with wall time):", "", "```"]
     lines += [f"{c['command']}    # {c['seconds']:.0f} s" for c in log]
     lines += ["```", ""]
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text("\n".join(lines), encoding="utf-8")
-    print("\n".join(lines))
+    publish("\n".join(lines), report)
     return 0
 
 

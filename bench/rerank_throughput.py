@@ -33,7 +33,7 @@ def main() -> int:
 
     import torch
 
-    from machine import describe
+    from machine import describe, publish
     from peft_ir.reranker.model import CrossEncoder, CrossEncoderSpec
     from peft_ir.reranker.rerank import load_inputs
     from peft_ir.tuning import apply_tuning, budget_config, merge_tuned, trainable_parameters
@@ -92,8 +92,7 @@ def main() -> int:
               "products on q/v; merged LoRA is the base architecture.", ""]
     lines += [f"Command: `.venv/bin/python bench/rerank_throughput.py {' '.join(sys.argv[1:])}`".rstrip() + "",
               ""]
-    Path(args.output).write_text("\n".join(lines), encoding="utf-8")
-    print("\n".join(lines))
+    publish("\n".join(lines), args.output)
     return 0
 
 

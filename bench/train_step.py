@@ -103,9 +103,7 @@ def main() -> None:
         child(args)
         return
 
-    from machine import describe  # noqa: PLC0415
-
-    from peft_ir.atomic import atomic_open  # noqa: PLC0415
+    from machine import describe, publish  # noqa: PLC0415
 
     results: dict[str, list[dict]] = {m: [] for m in args.methods}
     for r in range(args.rounds):
@@ -143,10 +141,7 @@ def main() -> None:
         lines.append(f"| {m} | {res['trainable']:,} | {res['trainable'] / res['total']:.2%} | {step[m]:.2f} | "
                      f"{step[m] / step[ref]:.2f} | {rss[m]:,.0f} | {rss[m] / rss[ref]:.2f} | {sizes} |")
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.output:
-        with atomic_open(args.output) as fh:
-            fh.write(text)
+    publish(text, args.output)
 
 
 if __name__ == "__main__":
