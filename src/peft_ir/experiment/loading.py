@@ -95,8 +95,8 @@ def _at(source: str, lines: Mapping[str, int] | None, dotted: str) -> str:
     return f"{source}:{line}" if line else source
 
 
-def key_lines(text: str) -> dict[str, int]:
-    """The 1-based line of every dotted key (`a.b`, list items `a[0]`) in a YAML document (composed, not built)."""
+def key_lines(root: yaml.Node | None) -> dict[str, int]:
+    """The 1-based line of every dotted key (`a.b`, list items `a[0]`) under a composed YAML node."""
     lines: dict[str, int] = {}
 
     def walk(node: yaml.Node, prefix: str) -> None:
@@ -110,19 +110,22 @@ def key_lines(text: str) -> dict[str, int]:
                 lines[f"{prefix}[{i}]"] = item.start_mark.line + 1
                 walk(item, f"{prefix}[{i}]")
 
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
     if root is not None:
         walk(root, "")
     return lines
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
-    """The file's mapping and the line of each of its dotted keys."""
+    """The file's mapping and the line of each of its dotted keys (one parse: composed, then built safely)."""
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
+        loader = yaml.SafeLoader(path.read_text(encoding="utf-8"))
+        try:
+            root = loader.get_single_node()
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
     except UnicodeDecodeError:
         raise InputError(path, None, None, "not UTF-8 text") from None
     except yaml.YAMLError as exc:
@@ -133,7 +136,7 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
         return {}, {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
-    return data, key_lines(text)
+    return data, key_lines(root)
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = (), *, check_files: bool = True,
