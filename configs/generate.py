@@ -20,8 +20,8 @@ TASKS = {"retrieval": "retriever", "rerank": "reranker"}
 METHODS = ("full", "bitfit", "prefix", "adapter", "lora", "mam", "iaa-s", "iaa-l", "iaa-m")
 UNBUDGETED = ("full", "bitfit")           # full trains everything, bitfit every bias: no size to choose
 BUDGETS = ("0.5", "6.7")                  # the paper's two budgets, in percent
-# The CPU retrieval bases set a PEFT learning rate (scifact 1e-3, msmarco 3e-4); full and bitfit go back to the library's
-# defaults (2e-5 and 1e-3). The rerank and paper bases leave lr to the library already.
+# The CPU retrieval bases set a PEFT learning rate (scifact 1e-3, msmarco 3e-4); full and bitfit go back to the
+# library's defaults (2e-5 and 1e-3). The rerank and paper bases leave lr to the library already.
 LR_RESET = {("scifact", "retrieval"), ("msmarco", "retrieval")}
 
 

@@ -183,7 +183,7 @@ def task_table(groups: list[Group], columns: list[tuple[str, str]], alpha: float
     for g in groups:
         cells = []
         for s, m in columns:
-            marks = "".join(mark for mark, cells in marked.items() if (g.label, s, m) in cells)
+            marks = "".join(mark for mark, hits in marked.items() if (g.label, s, m) in hits)
             cells.append(_cell(g.values(s, m), marks))
         share = g.summary_mean("share")
         method_share = g.summary_mean("method_share") if g.summary_mean("method_share") is not None else share
