@@ -91,6 +91,39 @@ def test_table_groups_seeds_marks_significance_and_convergence(fake_runs: list[P
         assert f"]({png})" in text
 
 
+def fake_rerank_run(root: Path, *, method: str, level: float, bm25_seed: str = "bm25") -> Path:
+    """A finished re-ranking run folder over a BM25 first stage whose per-query values come from `bm25_seed`."""
+    pq = {kind: {q: min(1.0, max(0.0, lv + rng.uniform(-0.05, 0.05))) for q in QIDS}
+          for kind, lv, rng in (("bm25", 0.60, random.Random(bm25_seed)), ("reranked", level, random.Random(method)))}
+    root.mkdir(parents=True)
+    (root / "config.resolved.yaml").write_text(yaml.safe_dump({
+        "name": root.name, "seed": 42, "first_stage": "bm25", "retriever": None,
+        "reranker": {"method": method, "budget": "0.5%", "tuning": {}}}))
+    runs = {kind: {"file": f"runs/test.{kind}.trec", "means": {"nDCG@10": sum(v.values()) / len(QIDS)},
+                   "per_query": {"nDCG@10": v}} for kind, v in pq.items()}
+    (root / "metrics.json").write_text(json.dumps({"name": root.name, "final": "reranked", "sets": {"test": {
+        "measures": ["nDCG@10"], "runs": runs}}}))
+    (root / "reranker").mkdir()
+    (root / "reranker" / "summary.json").write_text(json.dumps({"method": method, "share": 0.01, "steps": 20}))
+    return root
+
+
+def test_rerank_table_shows_the_shared_first_stage_and_marks_against_it(tmp_path: Path) -> None:
+    runs = [fake_rerank_run(tmp_path / "iaa-l", method="iaa-l", level=0.80),
+            fake_rerank_run(tmp_path / "lora", method="lora", level=0.45)]
+    text = build_report(runs, tmp_path / "report")
+    col = _row(text, "method").index("nDCG@10")
+    bm25 = _row(text, "bm25 (first stage)")
+    expected = json.loads((runs[0] / "metrics.json").read_text())["sets"]["test"]["runs"]["bm25"]["means"]["nDCG@10"]
+    assert bm25[1] == "1" and bm25[2] == "" and bm25[col].startswith(f"{expected:.4f}")
+    assert "§" not in bm25[col]                                  # not marked against itself
+    assert _row(text, "iaa-l 0.5%")[col].endswith("§") and _row(text, "lora 0.5%")[col].endswith("§")
+    # runs that re-ranked different first-stage runs have no common baseline: no row, no §
+    other = fake_rerank_run(tmp_path / "adapter", method="adapter", level=0.80, bm25_seed="another bm25")
+    text = build_report([*runs, other], tmp_path / "report2")
+    assert "(first stage)" not in text and "§" not in "".join(_row(text, "iaa-l 0.5%"))
+
+
 def test_incomplete_folders_fail_or_are_skipped(fake_runs: list[Path], tmp_path: Path) -> None:
     (tmp_path / "unfinished").mkdir()
     with pytest.raises(PeftIRError, match="unfinished is not a finished run folder"):

@@ -3,7 +3,9 @@
 Runs are grouped by task (retrieval or re-ranking) and method label (method + budget); runs of one group that
 differ only in seed give mean ± std, and their per-query values are averaged before the paired t-tests.
 † marks a Holm-corrected paired t-test against full fine-tuning (when a `full` run is present); ‡ against the best
-other trained PEFT method of the same task (for the best method: the runner-up), Holm-corrected across methods.
+other trained PEFT method of the same task (for the best method: the runner-up), Holm-corrected across methods;
+§ against the untrained baseline: the zero-shot model, or for re-ranking the first-stage run that every run re-ranked
+(a BM25 run, say), which the table then shows as its own row.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from peft_ir.experiment.rundir import CONFIG, RunDir
 
 FULL = "full"
 ZERO_SHOT = "zero-shot"
+FIRST_STAGE = "first stage"  # the method of the re-ranking table's baseline row
 CONVERGED = 0.95  # steps until the dev metric first reaches this fraction of the run's best
 
 
@@ -37,6 +40,7 @@ class RunResult:
     metrics: dict[str, Any]
     summary: dict[str, Any] | None          # summary.json of the model the run is judged by
     curve: list[dict[str, Any]] = field(default_factory=list)
+    reranked: str = ""                      # the run kind a re-ranker re-ranked (its first stage, or fused)
 
     def final(self, test_set: str) -> dict[str, Any]:
         return self.metrics["sets"][test_set]["runs"][self.metrics["final"]]
@@ -64,7 +68,31 @@ def load_run(root: str | Path) -> RunResult:
         label = f"{method} {sizes}".strip()
     summary = RunDir.read_json(getattr(rd, part) / "summary.json")
     curve = read_metrics(getattr(rd, part) / "metrics.jsonl") if summary else []
-    return RunResult(rd.root, cfg["name"], int(cfg.get("seed", 0)), task, method, label, metrics, summary, curve)
+    return RunResult(rd.root, cfg["name"], int(cfg.get("seed", 0)), task, method, label, metrics, summary, curve,
+                     reranked="fused" if cfg.get("fuse") else cfg["first_stage"])
+
+
+def first_stage_baseline(runs: list[RunResult]) -> RunResult | None:
+    """The re-ranking runs' shared input (the same kind, with the same per-query values in every run) as a result
+    of its own; None when they re-ranked different runs (a dense first stage trained in each run, say)."""
+    kinds = {r.reranked for r in runs}
+    if not runs or len(kinds) != 1:
+        return None
+    kind = kinds.pop()
+
+    def scores(r: RunResult) -> dict[str, Any] | None:
+        try:
+            return {s: {k: body["runs"][kind][k] for k in ("means", "per_query")}
+                    for s, body in r.metrics["sets"].items()}
+        except KeyError:
+            return None
+
+    first = scores(runs[0])
+    if first is None or any(scores(r) != first for r in runs[1:]):
+        return None
+    r0 = runs[0]
+    return RunResult(r0.root, kind, r0.seed, r0.task, FIRST_STAGE, f"{kind} ({FIRST_STAGE})",
+                     {**r0.metrics, "final": kind}, None, reranked=kind)
 
 
 def steps_to_fraction_of_best(run: RunResult, fraction: float = CONVERGED) -> int | None:
@@ -129,8 +157,8 @@ def shared_columns(runs: list[RunResult]) -> list[tuple[str, str]]:
 def significance(groups: list[Group], columns: list[tuple[str, str]], alpha: float
                  ) -> dict[str, set[tuple[str, str, str]]]:
     """(label, test set, measure) cells per mark: † differs from full FT, ‡ from the best other PEFT method,
-    § from the untrained model (zero-shot); paired t-tests on per-query values, Holm-corrected across the
-    methods compared."""
+    § from the untrained baseline (zero-shot, or the re-ranked first stage); paired t-tests on per-query values,
+    Holm-corrected across the methods compared."""
     from peft_ir.eval import compare, holm  # noqa: PLC0415
 
     marks: dict[str, set[tuple[str, str, str]]] = {"†": set(), "‡": set(), "§": set()}
@@ -138,8 +166,8 @@ def significance(groups: list[Group], columns: list[tuple[str, str]], alpha: flo
     for test_set in sets:
         measures = [m for s, m in columns if s == test_set]
         pq = {g.label: g.per_query(test_set, measures) for g in groups}
-        for mark, method in (("†", FULL), ("§", ZERO_SHOT)):
-            base = next((g for g in groups if g.method == method), None)
+        for mark, methods in (("†", {FULL}), ("§", {ZERO_SHOT, FIRST_STAGE})):
+            base = next((g for g in groups if g.method in methods), None)
             if base is None or len(groups) < 2:
                 continue
             others = [g.label for g in groups if g is not base]
@@ -189,8 +217,8 @@ def task_table(groups: list[Group], columns: list[tuple[str, str]], alpha: float
         method_share = g.summary_mean("method_share") if g.summary_mean("method_share") is not None else share
         conv, best_dev, steps = g.convergence(), g.summary_mean("best_dev"), g.summary_mean("steps")
         wall = g.summary_mean("wall_seconds")
-        seeds = ", ".join(str(r.seed) for r in g.runs)
-        lines.append(f"| {g.label} | {len(g.runs)} (seed {seeds}) | {_share(share)} | {_share(method_share)} | "
+        seeds = "" if g.method == FIRST_STAGE else f" (seed {', '.join(str(r.seed) for r in g.runs)})"
+        lines.append(f"| {g.label} | {len(g.runs)}{seeds} | {_share(share)} | {_share(method_share)} | "
                      + " | ".join(cells) + f" | {'' if best_dev is None else f'{best_dev:.4f}'} | "
                      f"{'' if conv is None else f'{conv:.0f}'} | {'' if steps is None else f'{steps:.0f}'} | "
                      f"{'' if wall is None else f'{wall:.0f}'} |")
@@ -221,7 +249,8 @@ def build_report(run_dirs: list[str | Path], output: str | Path, *, alpha: float
     for task in dict.fromkeys(r.task for r in runs):
         task_runs = [r for r in runs if r.task == task]
         columns = shared_columns(task_runs)
-        groups = group_runs(task_runs)
+        baseline = first_stage_baseline(task_runs) if task == "rerank" else None
+        groups = group_runs(([baseline] if baseline else []) + task_runs)
         lines += [f"## {'Re-ranking' if task == 'rerank' else 'Retrieval'}", ""]
         lines.append(task_table(groups, columns, alpha).rstrip())
         lines += ["",
@@ -229,7 +258,8 @@ def build_report(run_dirs: list[str | Path], output: str | Path, *, alpha: float
                   "where a method has several runs). trainable: trained / base parameters (a cross-encoder's "
                   "head included); method share: the method's own parameters. "
                   f"† differs from full fine-tuning, ‡ from the best other PEFT method (for the best one: from the "
-                  "runner-up), § from the untrained model (zero-shot); paired t-tests on per-query values, "
+                  "runner-up), § from the untrained baseline (the zero-shot model; in re-ranking, the first stage "
+                  "that every run re-ranked); paired t-tests on per-query values, "
                   f"Holm-corrected, p < {alpha}. "
                   "Best dev, steps and train (s), the training's wall time: from each run's training summary; "
                   f"steps to {CONVERGED:.0%}: the first logged step whose dev metric reaches {CONVERGED:.0%} of "
