@@ -69,7 +69,7 @@ def load_run(root: str | Path) -> RunResult:
     summary = RunDir.read_json(getattr(rd, part) / "summary.json")
     curve = read_metrics(getattr(rd, part) / "metrics.jsonl") if summary else []
     return RunResult(rd.root, cfg["name"], int(cfg.get("seed", 0)), task, method, label, metrics, summary, curve,
-                     reranked="fused" if cfg.get("fuse") else cfg["first_stage"])
+                     reranked="fused" if cfg.get("fuse") else cfg.get("first_stage", ""))
 
 
 def first_stage_baseline(runs: list[RunResult]) -> RunResult | None:
