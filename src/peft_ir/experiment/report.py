@@ -76,7 +76,7 @@ def first_stage_baseline(runs: list[RunResult]) -> RunResult | None:
     """The re-ranking runs' shared input (the same kind, with the same per-query values in every run) as a result
     of its own; None when they re-ranked different runs (a dense first stage trained in each run, say)."""
     kinds = {r.reranked for r in runs}
-    if not runs or len(kinds) != 1:
+    if len(kinds) != 1:
         return None
     kind = kinds.pop()
 
@@ -92,7 +92,7 @@ def first_stage_baseline(runs: list[RunResult]) -> RunResult | None:
         return None
     r0 = runs[0]
     return RunResult(r0.root, kind, r0.seed, r0.task, FIRST_STAGE, f"{kind} ({FIRST_STAGE})",
-                     {**r0.metrics, "final": kind}, None, reranked=kind)
+                     {**r0.metrics, "final": kind}, None)
 
 
 def steps_to_fraction_of_best(run: RunResult, fraction: float = CONVERGED) -> int | None:
