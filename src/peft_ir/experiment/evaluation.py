@@ -16,9 +16,15 @@ from peft_ir.experiment.config import ExperimentConfig
 from peft_ir.experiment.rundir import RunDir
 
 
+def rerank_input_kind(fused: bool, first_stage: str) -> str:
+    """The run kind a re-ranker re-ranks (and an experiment without one is judged by): fused, else the first
+    stage. Takes plain values so that `peft-ir report` can apply it to a resolved config read back as a dict."""
+    return "fused" if fused else first_stage
+
+
 def final_kind(cfg: ExperimentConfig) -> str:
     """The run an experiment is judged by: re-ranked, else fused, else the first stage."""
-    return "reranked" if cfg.reranker else "fused" if cfg.fuse else cfg.first_stage
+    return "reranked" if cfg.reranker else rerank_input_kind(bool(cfg.fuse), cfg.first_stage)
 
 
 def evaluate_runs(cfg: ExperimentConfig, produced: dict[str, dict[str, Path]], rundir: RunDir) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from peft_ir.errors import PeftIRError
 from peft_ir.experiment.config import ExperimentConfig, ScheduleSection, TestSet, TunedModelSection
+from peft_ir.experiment.evaluation import evaluate_runs, rerank_input_kind, write_run_report
 from peft_ir.experiment.rundir import RunDir
 from peft_ir.experiment.tuning import resolve_tuning
 
@@ -158,7 +159,7 @@ class Pipeline:
         return Path(t.run) if kind == "run" else self.dir.run_file(t.name, kind)  # type: ignore[arg-type]
 
     def _rerank_input(self, t: TestSet) -> Path:
-        return self.dir.run_file(t.name, "fused") if self.cfg.fuse else self._first_stage_file(t, self.cfg.first_stage)
+        return self._first_stage_file(t, rerank_input_kind(bool(self.cfg.fuse), self.cfg.first_stage))
 
     # -- stages ---------------------------------------------------------------------------------------------------
     def _build_training_data(self) -> None:
@@ -311,8 +312,6 @@ class Pipeline:
                       f"({stats.pairs - stats.scored} from the score cache)")
 
     def _evaluate(self) -> None:
-        from peft_ir.experiment.evaluation import evaluate_runs, write_run_report  # noqa: PLC0415
-
         produced = {}
         for t in self.cfg.data.test:
             files = {kind: self._first_stage_file(t, kind) for kind in self.cfg.run_kinds()}

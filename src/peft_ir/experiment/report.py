@@ -19,6 +19,7 @@ import yaml
 
 from peft_ir.atomic import atomic_open
 from peft_ir.errors import PeftIRError
+from peft_ir.experiment.evaluation import rerank_input_kind
 from peft_ir.experiment.rundir import CONFIG, RunDir
 
 FULL = "full"
@@ -69,7 +70,7 @@ def load_run(root: str | Path) -> RunResult:
     summary = RunDir.read_json(getattr(rd, part) / "summary.json")
     curve = read_metrics(getattr(rd, part) / "metrics.jsonl") if summary else []
     return RunResult(rd.root, cfg["name"], int(cfg.get("seed", 0)), task, method, label, metrics, summary, curve,
-                     reranked="fused" if cfg.get("fuse") else cfg.get("first_stage", ""))
+                     reranked=rerank_input_kind(bool(cfg.get("fuse")), cfg.get("first_stage", "")))
 
 
 def first_stage_baseline(runs: list[RunResult]) -> RunResult | None:
