@@ -124,6 +124,15 @@ def test_rerank_table_shows_the_shared_first_stage_and_marks_against_it(tmp_path
     assert "(first stage)" not in text and "§" not in "".join(_row(text, "iaa-l 0.5%"))
 
 
+def test_curves_give_each_method_one_colour_and_each_seed_a_line_style(fake_runs: list[Path]) -> None:
+    from peft_ir.experiment.plots import run_styles
+    from peft_ir.experiment.report import load_run
+
+    full, iaa1, iaa2, lora = run_styles([load_run(p) for p in fake_runs[:4]])
+    assert iaa1[0] == iaa2[0] and iaa1[1] != iaa2[1]          # one method, two seeds: one colour, two styles
+    assert len({full[0], iaa1[0], lora[0]}) == 3              # three methods, three colours
+
+
 def test_incomplete_folders_fail_or_are_skipped(fake_runs: list[Path], tmp_path: Path) -> None:
     (tmp_path / "unfinished").mkdir()
     with pytest.raises(PeftIRError, match="unfinished is not a finished run folder"):

@@ -23,7 +23,27 @@ def _pyplot():  # type: ignore[no-untyped-def]
 
 def _save(fig, path: Path) -> None:  # type: ignore[no-untyped-def]
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
+
+
+SEED_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def run_styles(runs: list[RunResult]) -> list[tuple[str, str]]:
+    """(colour, line style) for each run: one colour per method and one line style per seed within it, so that a
+    method's seeds read as one family and two methods share a colour only beyond twenty methods."""
+    plt = _pyplot()
+    from matplotlib.colors import to_hex  # noqa: PLC0415
+
+    methods = list(dict.fromkeys((r.task, r.label) for r in runs))
+    cmap = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    seen: dict[tuple[str, str], int] = {}
+    styles = []
+    for r in runs:
+        key = (r.task, r.label)
+        nth = seen[key] = seen.get(key, -1) + 1
+        styles.append((to_hex(cmap(methods.index(key) % cmap.N)), SEED_LINESTYLES[nth % len(SEED_LINESTYLES)]))
+    return styles
 
 
 def plot_learning_curves(runs: list[RunResult], out_png: Path) -> bool:
@@ -34,7 +54,7 @@ def plot_learning_curves(runs: list[RunResult], out_png: Path) -> bool:
     plt = _pyplot()
     fig, (dev_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4))
     tasks = {r.task for r in trained}
-    for r in trained:
+    for r, (colour, linestyle) in zip(trained, run_styles(trained)):
         key = r.summary["dev_metric"]  # type: ignore[index]
         label = f"{r.label}{f' [{r.task}]' if len(tasks) > 1 else ''} (seed {r.seed})"
         dev = [(row["step"], row[key]) for row in r.curve if key in row]
@@ -42,15 +62,22 @@ def plot_learning_curves(runs: list[RunResult], out_png: Path) -> bool:
         for ax, series in ((dev_ax, dev), (loss_ax, loss)):
             if series:
                 xs, ys = zip(*series)
-                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=label)
+                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=label, color=colour,
+                        linestyle=linestyle)
     dev_ax.set_ylabel(", ".join(sorted({r.summary["dev_metric"].removeprefix("eval_")  # type: ignore[index]
                                         for r in trained})))
     loss_ax.set_ylabel("training loss")
     for ax in (dev_ax, loss_ax):
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    dev_ax.legend(fontsize=7)
+    # beside the axes, not over the curves: a grid of methods and seeds has too many lines to leave room inside
+    entries: dict[str, object] = {}
+    for ax in (dev_ax, loss_ax):
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
     fig.tight_layout()
+    fig.legend(list(entries.values()), list(entries), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7,
+               frameon=False)
     _save(fig, out_png)
     plt.close(fig)
     return True
