@@ -35,14 +35,14 @@ def run_styles(runs: list[RunResult]) -> list[tuple[str, str]]:
     plt = _pyplot()
     from matplotlib.colors import to_hex  # noqa: PLC0415
 
-    methods = list(dict.fromkeys((r.task, r.label) for r in runs))
-    cmap = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    method_index = {key: i for i, key in enumerate(dict.fromkeys((r.task, r.label) for r in runs))}
+    cmap = plt.get_cmap("tab10" if len(method_index) <= 10 else "tab20")
     seen: dict[tuple[str, str], int] = {}
     styles = []
     for r in runs:
         key = (r.task, r.label)
         nth = seen[key] = seen.get(key, -1) + 1
-        styles.append((to_hex(cmap(methods.index(key) % cmap.N)), SEED_LINESTYLES[nth % len(SEED_LINESTYLES)]))
+        styles.append((to_hex(cmap(method_index[key] % cmap.N)), SEED_LINESTYLES[nth % len(SEED_LINESTYLES)]))
     return styles
 
 
