@@ -135,9 +135,9 @@ class Group:
         values = [r.summary[key] for r in self.runs if r.summary and isinstance(r.summary.get(key), (int, float))]
         return statistics.fmean(values) if values else None
 
-    def convergence(self) -> float | None:
-        steps = [s for s in (steps_to_fraction_of_best(r) for r in self.runs) if s is not None]
-        return statistics.fmean(steps) if steps else None
+    def convergence(self) -> list[int]:
+        """Steps to the converged fraction, per run that logged a dev metric."""
+        return [s for s in (steps_to_fraction_of_best(r) for r in self.runs) if s is not None]
 
 
 def group_runs(runs: list[RunResult]) -> list[Group]:
@@ -197,6 +197,13 @@ def _cell(values: list[float], marks: str) -> str:
     return f"{values[0]:.4f}{marks}"
 
 
+def _steps_cell(steps: list[int]) -> str:
+    """One run's step, or the mean with each seed's step: a mean of 0, 50 and 0 alone would read as 17."""
+    if len(set(steps)) <= 1:
+        return f"{steps[0]}" if steps else ""
+    return f"{statistics.fmean(steps):.0f} ({' / '.join(map(str, steps))})"
+
+
 def _share(value: float | None) -> str:
     return "" if value is None else f"{value:.3%}"
 
@@ -221,7 +228,7 @@ def task_table(groups: list[Group], columns: list[tuple[str, str]], alpha: float
         seeds = "" if g.method == FIRST_STAGE else f" (seed {', '.join(str(r.seed) for r in g.runs)})"
         lines.append(f"| {g.label} | {len(g.runs)}{seeds} | {_share(share)} | {_share(method_share)} | "
                      + " | ".join(cells) + f" | {'' if best_dev is None else f'{best_dev:.4f}'} | "
-                     f"{'' if conv is None else f'{conv:.0f}'} | {'' if steps is None else f'{steps:.0f}'} | "
+                     f"{_steps_cell(conv)} | {'' if steps is None else f'{steps:.0f}'} | "
                      f"{'' if wall is None else f'{wall:.0f}'} |")
     return "\n".join(lines) + "\n"
 
