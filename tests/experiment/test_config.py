@@ -132,6 +132,8 @@ def test_set_overrides_parse_yaml_scalars(tiny) -> None:  # type: ignore[no-unty
     assert cfg.retriever.max_steps == 12 and cfg.reranker.lr == 3e-4 and cfg.name == "other"
     assert cfg.eval.measures == ["nDCG@10", "RR@10"] and cfg.fuse is not None and cfg.fuse.method == "rrf"
     assert cfg.retriever.tuning == {"r": 8, "ar": 4}
+    assert load_config(path, ["reranker.dev_seed=7"]).reranker.dev_seed == 7
+    assert load_config(path).retriever.dev_seed is None  # default: the experiment's seed splits the data
     assert load_config(path, ["retriever.budget=0.005", "retriever.tuning={}"]).retriever.budget == 0.005
     with pytest.raises(ConfigError, match=r"'retriever.budget': expected a string or a number or null, got True"):
         load_config(path, ["retriever.budget=true"])
@@ -139,6 +141,8 @@ def test_set_overrides_parse_yaml_scalars(tiny) -> None:  # type: ignore[no-unty
         load_config(path, ["retriever.max_step=3"])
     with pytest.raises(ConfigError, match=r"--set: 'retriever.max_steps': expected an integer, got 'ten'"):
         load_config(path, ["retriever.max_steps=ten"])
+    with pytest.raises(ConfigError, match=r"--set: 'retriever.dev_seed': expected an integer, got 'x'"):
+        load_config(path, ["retriever.dev_seed=x"])
     with pytest.raises(ConfigError, match=r"--set 'retriever': expected KEY=VALUE"):
         load_config(path, ["retriever"])
     with pytest.raises(ConfigError, match=r"'seed' is 7, not a section"):

@@ -61,6 +61,9 @@ def register_reranker(tsub: argparse._SubParsersAction) -> None:
     r.add_argument("--lr", type=float, default=None, help="default: 2e-5 for full, 1e-3 otherwise")
     r.add_argument("--warmup-ratio", type=float, default=0.1)
     r.add_argument("--dev-queries", type=int, default=50, help="training queries held out for model selection")
+    r.add_argument("--dev-seed", type=int, default=None,
+                   help="seed of the held-out dev queries and the mined negative pools (default: --seed);"
+                        " fix it to compare seeds on one dev set")
     r.add_argument("--dev-candidates", type=int, default=30, help="candidates re-ranked per dev query")
     r.add_argument("--eval-batch-size", type=int, default=64)
     r.add_argument("--eval-steps", type=int, default=50)
@@ -111,7 +114,7 @@ def run_train_reranker(args: argparse.Namespace) -> int:
         negatives_pool=args.negatives_pool, cross_encoder=spec, tuning=tuning, loss=args.loss,  # type: ignore[arg-type]
         group_size=args.group_size, batch_size=args.batch_size, grad_accum=args.grad_accum, epochs=args.epochs,
         max_steps=args.max_steps, max_queries=args.max_queries, lr=args.lr, warmup_ratio=args.warmup_ratio,
-        dev_queries=args.dev_queries, dev_candidates=args.dev_candidates, eval_batch_size=args.eval_batch_size,
+        dev_queries=args.dev_queries, dev_seed=args.dev_seed, dev_candidates=args.dev_candidates, eval_batch_size=args.eval_batch_size,
         eval_steps=args.eval_steps, save_steps=args.save_steps, logging_steps=args.logging_steps, seed=args.seed,
         resume=args.resume)
     s = train_reranker(cfg)

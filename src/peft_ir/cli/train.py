@@ -59,6 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--warmup-ratio", type=float, default=0.1)
     r.add_argument("--temperature", type=float, default=0.05)
     r.add_argument("--dev-queries", type=int, default=50, help="training queries held out for model selection")
+    r.add_argument("--dev-seed", type=int, default=None,
+                   help="seed of the held-out dev queries and the mined negative pools (default: --seed);"
+                        " fix it to compare seeds on one dev set")
     r.add_argument("--dev-corpus", type=int, default=2000, help="passages in the dev corpus")
     r.add_argument("--eval-steps", type=int, default=50)
     r.add_argument("--save-steps", type=int, default=50)
@@ -94,7 +97,7 @@ def run_train_retriever(args: argparse.Namespace) -> int:
         num_negatives=args.num_negatives, encoder=spec, tuning=tuning, batch_size=args.batch_size,  # type: ignore[arg-type]
         grad_accum=args.grad_accum, cache_mini_batch=args.cache_mini_batch, epochs=args.epochs,
         max_steps=args.max_steps, lr=args.lr, warmup_ratio=args.warmup_ratio, temperature=args.temperature,
-        dev_queries=args.dev_queries, dev_corpus=args.dev_corpus, eval_steps=args.eval_steps,
+        dev_queries=args.dev_queries, dev_seed=args.dev_seed, dev_corpus=args.dev_corpus, eval_steps=args.eval_steps,
         save_steps=args.save_steps, logging_steps=args.logging_steps, seed=args.seed, resume=args.resume)
     s = train_retriever(cfg)
     if s:

@@ -51,6 +51,7 @@ class ScheduleSection:
     lr: float | None = None                 # None: 2e-5 for full, 1e-3 for bitfit and the PEFT methods
     warmup_ratio: float = 0.1
     dev_queries: int = 50
+    dev_seed: int | None = None             # dev queries and negative pools (ScheduleConfig.dev_seed); None: seed
     eval_steps: int = 50
     save_steps: int = 50
     logging_steps: int = 10
@@ -151,7 +152,7 @@ class EvalSection:
 class ExperimentConfig:
     name: str
     data: DataConfig
-    seed: int = 42                          # training order, dev split, new head, added modules' initialisation
+    seed: int = 42                          # training order, new head, added modules' init; dev split unless dev_seed
     output: str = "runs"                    # the run folder is <output>/<name>
     description: str = ""
     first_stage: RunKind = "dense"

@@ -173,7 +173,7 @@ def load_training_examples(cfg: RerankerTrainConfig) -> list[TrainingExample]:
     from peft_ir.retriever.training_data import load_examples  # noqa: PLC0415
 
     examples, _ = load_examples(cfg.train, cfg.split, cfg.negatives_run, depth_from=cfg.negatives_from,
-                                depth_to=cfg.negatives_to, num_negatives=cfg.negatives_pool, seed=cfg.seed)
+                                depth_to=cfg.negatives_to, num_negatives=cfg.negatives_pool, seed=cfg.dev_split_seed())
     return examples
 
 
@@ -187,7 +187,7 @@ def train_reranker(cfg: RerankerTrainConfig) -> dict[str, Any]:
 
     set_seed(cfg.seed)
     examples = load_training_examples(cfg)
-    train_ex, dev = split_examples(examples, cfg.dev_queries, cfg.seed, cfg.dev_candidates)
+    train_ex, dev = split_examples(examples, cfg.dev_queries, cfg.dev_split_seed(), cfg.dev_candidates)
     if cfg.max_queries is not None:
         train_ex = train_ex[:cfg.max_queries]  # already in seeded-shuffle order
     rows = build_groups(train_ex, cfg.group_size, cfg.seed)
@@ -222,7 +222,7 @@ def train_reranker(cfg: RerankerTrainConfig) -> dict[str, Any]:
         "share": trainable / total, "method_share": (trainable - head_parameters(tuned)) / total, "steps": trainer.state.global_step,
         "best_checkpoint": trainer.state.best_model_checkpoint, "best_dev": trainer.state.best_metric,
         "final_dev": final_dev, "dev_metric": DEV_METRIC, "train_groups": len(rows),
-        "train_queries": len(train_ex), "dev_queries": len(dev.queries),
+        "train_queries": len(train_ex), "dev_queries": len(dev.queries), "dev_seed": cfg.dev_split_seed(),
         "dev_pairs": sum(len(c) for c in dev.candidates.values()), "wall_seconds": wall,
         "resumed_from": str(resume_from) if resume_from else None, "config": _jsonable(asdict(cfg)),
     }

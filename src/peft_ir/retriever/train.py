@@ -91,8 +91,8 @@ def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
     set_seed(cfg.seed)
     examples, distractors = load_examples(cfg.train, cfg.split, cfg.negatives_run, depth_from=cfg.negatives_from,
                                           depth_to=cfg.negatives_to, num_negatives=max(cfg.num_negatives, 1) * 4,
-                                          seed=cfg.seed)
-    train_ex, dev = split_dev(examples, cfg.dev_queries, cfg.seed, corpus_size=cfg.dev_corpus,
+                                          seed=cfg.dev_split_seed())
+    train_ex, dev = split_dev(examples, cfg.dev_queries, cfg.dev_split_seed(), corpus_size=cfg.dev_corpus,
                               extra_passages=distractors)
     dataset = _dataset(train_ex, cfg.num_negatives, cfg.seed)
 
@@ -138,6 +138,7 @@ def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
             "steps": trainer.state.global_step, "best_checkpoint": trainer.state.best_model_checkpoint,
             "best_dev": trainer.state.best_metric, "dev_metric": metric,
             "train_examples": len(dataset), "dev_queries": len(dev.queries), "dev_corpus": len(dev.corpus),
+            "dev_seed": cfg.dev_split_seed(),
             "wall_seconds": wall, "world_size": world, "loss": type(loss).__name__, "resumed_from": str(resume_from) if resume_from else None,
             "config": _jsonable(asdict(cfg)),
         }

@@ -33,12 +33,20 @@ class ScheduleConfig:
     lr: float | None = None                     # None: 2e-5 for full, 1e-3 for the PEFT methods
     warmup_ratio: float = 0.1
     dev_queries: int = 50                       # training queries held out for model selection
+    dev_seed: int | None = None                 # held-out queries and sampled negative pools; None: `seed`
     eval_steps: int = 50
     save_steps: int = 50
     logging_steps: int = 10
     seed: int = 42
     resume: bool = False
     progress: bool = True
+
+    def dev_split_seed(self) -> int:
+        """The seed of the data: which queries are held out for dev and which mined negatives each query gets.
+
+        Fixing it lets runs with different seeds share one dev set; `seed` still orders and samples training.
+        """
+        return self.seed if self.dev_seed is None else self.dev_seed
 
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR.get(self.tuning.method, PEFT_LR)
