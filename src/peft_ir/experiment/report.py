@@ -46,6 +46,11 @@ class RunResult:
     def final(self, test_set: str) -> dict[str, Any]:
         return self.metrics["sets"][test_set]["runs"][self.metrics["final"]]
 
+    @property
+    def dev_seed(self) -> int:
+        """The seed of the run's dev split (its training seed unless dev_seed fixed it)."""
+        return int((self.summary or {}).get("dev_seed", self.seed))
+
 
 def load_run(root: str | Path) -> RunResult:
     """Read a finished run folder (config.resolved.yaml, metrics.json, the judged model's summary and curve)."""
@@ -134,6 +139,10 @@ class Group:
     def summary_mean(self, key: str) -> float | None:
         values = [r.summary[key] for r in self.runs if r.summary and isinstance(r.summary.get(key), (int, float))]
         return statistics.fmean(values) if values else None
+
+    def mixes_dev_sets(self) -> bool:
+        """Whether the group's best-dev mean averages runs selected on different dev splits."""
+        return len({r.dev_seed for r in self.runs if r.summary}) > 1
 
     def convergence(self) -> list[int]:
         """Steps to the converged fraction, per run that logged a dev metric."""
@@ -271,7 +280,10 @@ def build_report(run_dirs: list[str | Path], output: str | Path, *, alpha: float
                   f"Holm-corrected, p < {alpha}. "
                   "Best dev, steps and train (s), the training's wall time: from each run's training summary; "
                   f"steps to {CONVERGED:.0%}: the first logged step whose dev metric reaches {CONVERGED:.0%} of "
-                  "that run's best.", ""]
+                  "that run's best."
+                  + (" A best dev over several seeds averages different dev splits (each seed held out its own "
+                     "queries; set dev_seed to share one)." if any(g.mixes_dev_sets() for g in groups) else ""),
+                  ""]
         if columns:
             png = out / f"share_vs_effectiveness{'' if task == runs[0].task else '-' + task}.png"
             plot_share_vs_effectiveness(groups, columns[0], png)
