@@ -114,7 +114,8 @@ def run_train_reranker(args: argparse.Namespace) -> int:
         negatives_pool=args.negatives_pool, cross_encoder=spec, tuning=tuning, loss=args.loss,  # type: ignore[arg-type]
         group_size=args.group_size, batch_size=args.batch_size, grad_accum=args.grad_accum, epochs=args.epochs,
         max_steps=args.max_steps, max_queries=args.max_queries, lr=args.lr, warmup_ratio=args.warmup_ratio,
-        dev_queries=args.dev_queries, dev_seed=args.dev_seed, dev_candidates=args.dev_candidates, eval_batch_size=args.eval_batch_size,
+        dev_queries=args.dev_queries, dev_seed=args.dev_seed, dev_candidates=args.dev_candidates,
+        eval_batch_size=args.eval_batch_size,
         eval_steps=args.eval_steps, save_steps=args.save_steps, logging_steps=args.logging_steps, seed=args.seed,
         resume=args.resume)
     s = train_reranker(cfg)
