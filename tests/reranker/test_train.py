@@ -94,26 +94,15 @@ def test_resume_from_last_complete_checkpoint(synthetic_beir: Path, synthetic_ru
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
 
 
-class _Stop(Exception):
-    """Ends training once the data is split: the split is all this test looks at."""
-
-
 def test_dev_seed_gives_every_training_seed_one_dev_set(synthetic_beir: Path, synthetic_runs: dict, tiny_ce_dir: Path,
                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import peft_ir.reranker.training as training
+    from dev_split import dev_sets_by_seed
 
-    real, dev_sets = training.split_examples, []
+    def start(seed: int, dev_seed: int | None, i: int) -> None:
+        train_reranker(_cfg(synthetic_beir, synthetic_runs["train"], tiny_ce_dir, tmp_path / str(i), seed=seed,
+                            dev_seed=dev_seed))
 
-    def spy(*args, **kw):  # type: ignore[no-untyped-def]
-        _, dev = real(*args, **kw)
-        dev_sets.append(dev)
-        raise _Stop
-
-    monkeypatch.setattr(training, "split_examples", spy)
-    for i, (seed, dev_seed) in enumerate([(1, 7), (2, 7), (1, None), (2, None)]):
-        with pytest.raises(_Stop):
-            train_reranker(_cfg(synthetic_beir, synthetic_runs["train"], tiny_ce_dir, tmp_path / str(i), seed=seed,
-                                dev_seed=dev_seed))
-    fixed_1, fixed_2, own_1, own_2 = dev_sets
-    assert fixed_1 == fixed_2               # same held-out queries and the same sampled candidates
-    assert own_1.queries != own_2.queries   # by default each seed holds out its own queries
+    fixed_1, fixed_2, own_1, own_2 = dev_sets_by_seed(monkeypatch, training, "split_examples", start)
+    assert fixed_1 == fixed_2                   # same held-out queries and the same sampled candidates
+    assert own_1.queries != own_2.queries       # by default each seed holds out its own queries

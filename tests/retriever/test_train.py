@@ -112,26 +112,15 @@ def test_gradcache_loss_trains(synthetic_beir: Path, tiny_bert_dir: Path, tmp_pa
     assert s["config"]["cache_mini_batch"] == 2 and s["loss"] == "CachedMultipleNegativesRankingLoss"
 
 
-class _Stop(Exception):
-    """Ends training once the data is split: the split is all these tests look at."""
-
-
 def test_dev_seed_gives_every_training_seed_one_dev_set(synthetic_beir: Path, synthetic_runs: dict, tiny_bert_dir: Path,
                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import peft_ir.retriever.train as train_module
+    from dev_split import dev_sets_by_seed
 
-    real, dev_sets = train_module.split_dev, []
+    def start(seed: int, dev_seed: int | None, i: int) -> None:
+        train_retriever(_cfg(synthetic_beir, tiny_bert_dir, tmp_path / str(i), seed=seed, dev_seed=dev_seed,
+                             negatives_run=str(synthetic_runs["train"]), negatives_to=20, num_negatives=1))
 
-    def spy(*args, **kw):  # type: ignore[no-untyped-def]
-        _, dev = real(*args, **kw)
-        dev_sets.append((dev.queries, dev.corpus, dev.qrels))
-        raise _Stop
-
-    monkeypatch.setattr(train_module, "split_dev", spy)
-    for i, (seed, dev_seed) in enumerate([(1, 7), (2, 7), (1, None), (2, None)]):
-        with pytest.raises(_Stop):
-            train_retriever(_cfg(synthetic_beir, tiny_bert_dir, tmp_path / str(i), seed=seed, dev_seed=dev_seed,
-                                 negatives_run=str(synthetic_runs["train"]), negatives_to=20, num_negatives=1))
-    fixed_1, fixed_2, own_1, own_2 = dev_sets
-    assert fixed_1 == fixed_2               # same held-out queries, same dev corpus (negatives included)
-    assert own_1[0] != own_2[0]             # by default each seed holds out its own queries
+    fixed_1, fixed_2, own_1, own_2 = dev_sets_by_seed(monkeypatch, train_module, "split_dev", start)
+    assert fixed_1 == fixed_2                   # same held-out queries, same dev corpus (negatives included)
+    assert own_1.queries != own_2.queries       # by default each seed holds out its own queries

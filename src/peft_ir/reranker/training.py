@@ -173,7 +173,8 @@ def load_training_examples(cfg: RerankerTrainConfig) -> list[TrainingExample]:
     from peft_ir.retriever.training_data import load_examples  # noqa: PLC0415
 
     examples, _ = load_examples(cfg.train, cfg.split, cfg.negatives_run, depth_from=cfg.negatives_from,
-                                depth_to=cfg.negatives_to, num_negatives=cfg.negatives_pool, seed=cfg.dev_split_seed())
+                                depth_to=cfg.negatives_to, num_negatives=cfg.negatives_pool,
+                                seed=cfg.dev_split_seed())
     return examples
 
 
