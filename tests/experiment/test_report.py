@@ -164,6 +164,9 @@ def test_report_over_real_tiny_runs(tiny_run: dict[str, Any], synthetic_beir: Pa
     assert "## Re-ranking" in text and "## Retrieval" not in text
     iaa, full_row = _row(text, "iaa-l r=4, ar=4"), _row(text, "full")
     assert iaa[1] == "1 (seed 7)" and full_row[2] == "100.000%"
+    head = _row(text, "method").index("head (pooler)")
+    summary = json.loads((tiny_run["root"] / "reranker" / "summary.json").read_text())
+    assert iaa[head] == f"{summary['head_share']:.3%}" and summary["pooler_share"] == 0  # a pretrained pooler: frozen
     reported = float(iaa[_row(text, "method").index("nDCG@10")].rstrip("†‡"))
     assert reported == pytest.approx(tiny_run["metrics"]["sets"]["test"]["runs"]["reranked"]["means"]["nDCG@10"],
                                      abs=5e-5)

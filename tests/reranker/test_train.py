@@ -35,8 +35,10 @@ def _losses(out: Path) -> list[float]:
 def test_training_lowers_the_loss(loss: str, synthetic_beir: Path, synthetic_runs: dict, tiny_ce_dir: Path,
                                   tmp_path: Path) -> None:
     out = tmp_path / loss
+    # the fixture's pooler is random, i.e. never trained: it trains with the head, as MiniLM's does
     s = train_reranker(_cfg(synthetic_beir, synthetic_runs["train"], tiny_ce_dir, out, loss=loss, max_steps=60,
-                            lr={"lce": 1e-2, "bce": 5e-2}[loss], save_steps=30, eval_steps=30))
+                            lr={"lce": 1e-2, "bce": 5e-2}[loss], save_steps=30, eval_steps=30,
+                            tuning=TuningConfig(method="iaa-l", r=4, ar=4, train_pooler=True)))
     losses = _losses(out)
     assert len(losses) == 60
     first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
@@ -106,3 +108,96 @@ def test_dev_seed_gives_every_training_seed_one_dev_set(synthetic_beir: Path, sy
     fixed_1, fixed_2, own_1, own_2 = dev_sets_by_seed(monkeypatch, training, "split_examples", start)
     assert fixed_1 == fixed_2                   # same held-out queries and the same sampled candidates
     assert own_1.queries != own_2.queries       # by default each seed holds out its own queries
+
+
+def _delta(out: Path, base: dict[str, torch.Tensor], prefix: str) -> float:
+    """Largest change of a trained tensor whose name starts with `prefix`, against the base model."""
+    trained = load_file(str(out / "adapter" / "tuning_weights.safetensors"))
+    return max((trained[n] - base[n]).abs().max().item() for n in trained if n.startswith(prefix))
+
+
+def test_full_finetuning_trains_the_new_head_at_its_own_rate(synthetic_beir: Path, synthetic_runs: dict,
+                                                              tiny_ce_dir: Path, tmp_path: Path) -> None:
+    """Adam moves each weight by about its group's rate on the first step: the new head must move at the PEFT rate
+    (1e-3), the pretrained encoder at full fine-tuning's 2e-5; at 2e-5 a head that starts from nothing hardly learns."""
+    out = tmp_path / "full"
+    s = train_reranker(_cfg(synthetic_beir, synthetic_runs["train"], tiny_ce_dir, out, tuning=TuningConfig(method="full"),
+                            lr=None, max_steps=1, eval_steps=1, save_steps=1))
+    assert s["lr"] == 2e-5 and s["head_lr"] == 1e-3
+    base = dict(CrossEncoder(CrossEncoderSpec(model=str(tiny_ce_dir))).model.named_parameters())
+    base = {n: p.detach() for n, p in base.items()}
+    assert 5e-4 < _delta(out, base, "classifier.") < 2e-3
+    assert 5e-6 < _delta(out, base, "bert.encoder.") < 5e-5
+
+
+def test_head_lr_is_its_own_setting_and_defaults_to_the_peft_rate() -> None:
+    cfg = RerankerTrainConfig(train="t", output="o", tuning=TuningConfig(method="adapter"), lr=3e-3)
+    assert cfg.head_learning_rate() == 3e-3                                   # a PEFT method: the run's rate
+    assert RerankerTrainConfig(train="t", output="o", tuning=TuningConfig(method="full")).head_learning_rate() == 1e-3
+    assert RerankerTrainConfig(train="t", output="o", tuning=TuningConfig(method="full"),
+                               head_lr=5e-4).head_learning_rate() == 5e-4
+
+
+def test_a_pretrained_pooler_stays_frozen_and_a_never_trained_one_trains(
+        synthetic_beir: Path, synthetic_runs: dict, tiny_ce_dir: Path, minilm_path: str, tmp_path: Path) -> None:
+    """A plain HF checkpoint's pooler is pretrained: frozen and outside the budget by default; a sentence-transformers
+    folder (MiniLM) never trained its pooler, which then trains with the head; train_pooler=true overrides."""
+    assert CrossEncoder(CrossEncoderSpec(model=str(tiny_ce_dir))).pooler_pretrained
+    assert not CrossEncoder(CrossEncoderSpec(model=minilm_path)).pooler_pretrained
+    frozen = train_reranker(_cfg(synthetic_beir, synthetic_runs["train"], tiny_ce_dir, tmp_path / "frozen",
+                                 max_steps=2, dev_queries=0, save_steps=2))
+    weights = load_file(str(tmp_path / "frozen" / "adapter" / "tuning_weights.safetensors"))
+    assert not any(".pooler." in k for k in weights) and frozen["train_pooler"] is False
+    assert frozen["pooler_share"] == 0 and round(frozen["head_share"] * frozen["total"]) == 32 + 1   # the classifier
+    trained = train_reranker(_cfg(synthetic_beir, synthetic_runs["train"], tiny_ce_dir, tmp_path / "trained",
+                                  max_steps=2, dev_queries=0, save_steps=2,
+                                  tuning=TuningConfig(method="iaa-l", r=4, ar=4, train_pooler=True)))
+    weights = load_file(str(tmp_path / "trained" / "adapter" / "tuning_weights.safetensors"))
+    assert {"bert.pooler.dense.weight", "bert.pooler.dense.bias"} <= weights.keys()
+    assert round(trained["pooler_share"] * trained["total"]) == 32 * 32 + 32
+    assert trained["trainable"] - frozen["trainable"] == 32 * 32 + 32
+    # the saved setting comes back with the adapter: the reloaded model scores as the trained one did
+    ce = CrossEncoder(CrossEncoderSpec(model=str(tiny_ce_dir)), adapter=tmp_path / "trained" / "adapter")
+    torch.testing.assert_close(ce.model.bert.pooler.dense.weight.detach(), weights["bert.pooler.dense.weight"])
+
+
+def test_no_dev_queries_trains_without_evaluation_and_keeps_the_last_step(
+        synthetic_beir: Path, synthetic_runs: dict, tiny_ce_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "nodev"
+    s = train_reranker(_cfg(synthetic_beir, synthetic_runs["train"], tiny_ce_dir, out, dev_queries=0, max_steps=6,
+                            save_steps=3))
+    assert s["steps"] == 6 and s["dev_queries"] == 0 and s["best_dev"] is None and s["final_dev"] is None
+    assert s["selection"] == "last step (no dev queries)"
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert not any(k.startswith("eval_") for r in rows for k in r)
+    last = load_file(str(out / "checkpoints" / "checkpoint-6" / "adapter" / "tuning_weights.safetensors"))
+    kept = load_file(str(out / "adapter" / "tuning_weights.safetensors"))
+    assert last.keys() == kept.keys() and all(torch.equal(last[k], kept[k]) for k in kept)
+
+
+def test_negative_dev_queries_are_refused_before_anything_loads(tmp_path: Path) -> None:
+    cfg = RerankerTrainConfig(train=str(tmp_path / "absent"), output=str(tmp_path / "o"), dev_queries=-1)
+    with pytest.raises(PeftIRError, match="--dev-queries"):
+        train_reranker(cfg)
+    assert not (tmp_path / "o").exists()
+
+
+def test_several_gpus_without_torchrun_are_refused(synthetic_beir: Path, synthetic_runs: dict, tiny_ce_dir: Path,
+                                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The HF Trainer would wrap the model in DataParallel, whose replicas lose the tuning hooks."""
+    from peft_ir.retriever.train import RetrieverTrainConfig, train_retriever
+    from peft_ir.training.args import refuse_data_parallel
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(PeftIRError, match=r"4 GPUs.*DataParallel.*torchrun --nproc_per_node 4.*CUDA_VISIBLE_DEVICES"):
+        train_reranker(_cfg(synthetic_beir, synthetic_runs["train"], tiny_ce_dir, tmp_path / "ce"))
+    with pytest.raises(PeftIRError, match="torchrun"):
+        train_retriever(RetrieverTrainConfig(train=str(synthetic_beir), output=str(tmp_path / "bi")))
+    assert not (tmp_path / "ce").exists() and not (tmp_path / "bi").exists()   # refused before any work
+    monkeypatch.setenv("WORLD_SIZE", "4")   # under torchrun each process holds one GPU: allowed
+    refuse_data_parallel()
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.delenv("WORLD_SIZE")
+    refuse_data_parallel()                  # one GPU: allowed

@@ -124,3 +124,19 @@ def test_dev_seed_gives_every_training_seed_one_dev_set(synthetic_beir: Path, sy
     fixed_1, fixed_2, own_1, own_2 = dev_sets_by_seed(monkeypatch, train_module, "split_dev", start)
     assert fixed_1 == fixed_2                   # same held-out queries, same dev corpus (negatives included)
     assert own_1.queries != own_2.queries       # by default each seed holds out its own queries
+
+
+def test_no_dev_queries_trains_without_evaluation_and_keeps_the_last_step(synthetic_beir: Path, tiny_bert_dir: Path,
+                                                                          tmp_path: Path) -> None:
+    """--dev-queries 0 is a natural choice for a short run: no dev split, no evaluation, the last step's weights."""
+    import torch
+
+    out = tmp_path / "nodev"
+    s = train_retriever(_cfg(synthetic_beir, tiny_bert_dir, out, dev_queries=0))
+    assert s["steps"] == 12 and s["dev_queries"] == 0 and s["dev_corpus"] == 0
+    assert s["best_dev"] is None and s["dev_metric"] is None and s["selection"] == "last step (no dev queries)"
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert not any(k.startswith("eval_") for r in rows for k in r)
+    last = load_file(str(out / "checkpoints" / "checkpoint-12" / "adapter" / "tuning_weights.safetensors"))
+    kept = load_file(str(out / "adapter" / "tuning_weights.safetensors"))
+    assert last.keys() == kept.keys() and all(torch.equal(last[k], kept[k]) for k in kept)

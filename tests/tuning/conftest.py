@@ -18,7 +18,8 @@ KINDS = ("encoder", "cross")
 VARIANTS = [
     {"method": m}
     for m in ("full", "bitfit", "adapter", "parallel", "prefix", "lora", "mam", "iaa-s", "iaa-l", "iaa-m")
-] + [{"method": "lora", "aside": "layer"}, {"method": "bitfit", "aside": "sublayer"}]
+] + [{"method": "lora", "aside": "layer"}, {"method": "bitfit", "aside": "sublayer"},
+      {"method": "adapter", "train_pooler": True}]
 NOT_IDENTITY = {"prefix", "mam"}  # learned prefixes change attention from the first step
 
 

@@ -27,7 +27,8 @@ ASIDE = {
     "sublayer": r"\.layer\.\d+\.tuning_aside_(attn|ffn)\.",
     "model": r"^(\w+\.)?(encoder|transformer)\.tuning_aside\.",
 }
-HEAD = r"^(classifier|pre_classifier|bert\.pooler)\."  # a BERT pooler trains with the head
+HEAD = r"^(classifier|pre_classifier)\."
+POOLER = r"^bert\.pooler\."  # trains with the head only when the config says so (frozen when pretrained)
 # Gradients that are zero by the maths, whatever the weights: softmax ignores a shift shared by all keys.
 STRUCTURALLY_ZERO = r"(attention\.self\.key\.bias|attention\.k_lin\.bias)$"
 
@@ -40,6 +41,8 @@ def expected_trainable(names: list[str], config: TuningConfig, cross: bool) -> s
         patterns.append(ASIDE[config.aside])
     if cross:
         patterns.append(HEAD)
+        if config.train_pooler:
+            patterns.append(POOLER)
     return {n for n in names if any(re.search(p, n) for p in patterns)}
 
 

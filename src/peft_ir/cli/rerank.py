@@ -59,8 +59,12 @@ def register_reranker(tsub: argparse._SubParsersAction) -> None:
     r.add_argument("--max-steps", type=int, default=-1)
     r.add_argument("--max-queries", type=int, default=None, help="train on this many queries only (seeded subset)")
     r.add_argument("--lr", type=float, default=None, help="default: 2e-5 for full, 1e-3 otherwise")
+    r.add_argument("--head-lr", type=float, default=None,
+                   help="rate of the new head (and a pooler that trains with it); default: --lr for PEFT methods, "
+                        "1e-3 for full")
     r.add_argument("--warmup-ratio", type=float, default=0.1)
-    r.add_argument("--dev-queries", type=int, default=50, help="training queries held out for model selection")
+    r.add_argument("--dev-queries", type=int, default=50,
+                   help="training queries held out for model selection (0: none, the last step is kept)")
     r.add_argument("--dev-seed", type=int, default=None,
                    help="seed of the held-out dev queries and the mined negative pools (default: --seed);"
                         " fix it to compare seeds on one dev set")
@@ -102,6 +106,7 @@ def run_rerank(args: argparse.Namespace) -> int:
 
 def run_train_reranker(args: argparse.Namespace) -> int:
     from peft_ir.reranker.model import load_base
+    from peft_ir.cli.train import selection_note
     from peft_ir.reranker.training import RerankerTrainConfig, train_reranker
 
     spec = spec_from_args(args)
@@ -113,15 +118,15 @@ def run_train_reranker(args: argparse.Namespace) -> int:
         negatives_from=args.negatives_window[0], negatives_to=args.negatives_window[1],
         negatives_pool=args.negatives_pool, cross_encoder=spec, tuning=tuning, loss=args.loss,  # type: ignore[arg-type]
         group_size=args.group_size, batch_size=args.batch_size, grad_accum=args.grad_accum, epochs=args.epochs,
-        max_steps=args.max_steps, max_queries=args.max_queries, lr=args.lr, warmup_ratio=args.warmup_ratio,
+        max_steps=args.max_steps, max_queries=args.max_queries, lr=args.lr, head_lr=args.head_lr,
+        warmup_ratio=args.warmup_ratio,
         dev_queries=args.dev_queries, dev_seed=args.dev_seed, dev_candidates=args.dev_candidates,
         eval_batch_size=args.eval_batch_size,
         eval_steps=args.eval_steps, save_steps=args.save_steps, logging_steps=args.logging_steps, seed=args.seed,
         resume=args.resume)
     s = train_reranker(cfg)
     print(f"{s['method']} ({s['loss']}): {s['trainable']:,} trainable of {s['total']:,} ({s['share']:.3%}); "
-          f"{s['steps']} steps in {s['wall_seconds']:.0f} s; best {s['dev_metric']} {s['best_dev']:.4f}; "
-          f"adapter in {args.output}/adapter")
+          f"{s['steps']} steps in {s['wall_seconds']:.0f} s; {selection_note(s)}; adapter in {args.output}/adapter")
     return 0
 
 

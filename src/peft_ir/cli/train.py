@@ -58,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--lr", type=float, default=None, help="default: 2e-5 for full, 1e-3 otherwise")
     r.add_argument("--warmup-ratio", type=float, default=0.1)
     r.add_argument("--temperature", type=float, default=0.05)
-    r.add_argument("--dev-queries", type=int, default=50, help="training queries held out for model selection")
+    r.add_argument("--dev-queries", type=int, default=50,
+                   help="training queries held out for model selection (0: none, the last step is kept)")
     r.add_argument("--dev-seed", type=int, default=None,
                    help="seed of the held-out dev queries and the mined negative pools (default: --seed);"
                         " fix it to compare seeds on one dev set")
@@ -102,8 +103,15 @@ def run_train_retriever(args: argparse.Namespace) -> int:
     s = train_retriever(cfg)
     if s:
         print(f"{s['method']}: {s['trainable']:,} trainable of {s['total']:,} ({s['share']:.3%}); {s['steps']} steps in "
-              f"{s['wall_seconds']:.0f} s; best {s['dev_metric']} {s['best_dev']:.4f}; adapter in {args.output}/adapter")
+              f"{s['wall_seconds']:.0f} s; {selection_note(s)}; adapter in {args.output}/adapter")
     return 0
+
+
+def selection_note(summary: dict) -> str:  # type: ignore[type-arg]
+    """How a training run chose its weights, for the closing line."""
+    if summary.get("dev_metric") is None:
+        return "no dev queries: the last step's weights"
+    return f"best {summary['dev_metric']} {summary['best_dev']:.4f}"
 
 
 def run_mine(args: argparse.Namespace) -> int:

@@ -100,6 +100,7 @@ class RerankerSection(TunedModelSection):
     max_queries: int | None = None
     dev_candidates: int = 30
     eval_batch_size: int = 64
+    head_lr: float | None = None            # None: lr for PEFT methods, 1e-3 under full (RerankerTrainConfig.head_lr)
     hits: int = 100                         # re-rank this many top hits of each query
     keep_rest: bool = True                  # deeper first-stage hits follow in their order (R@100 stays comparable)
     rerank_batch_size: int = 32

@@ -101,6 +101,10 @@ class Pipeline:
             raise PeftIRError(f"`peft-ir run` runs its stages in one process, but WORLD_SIZE={world} (a torchrun or "
                               "accelerate launch); run it without a launcher, and distribute training with "
                               "`torchrun -m peft_ir.cli train retriever|reranker ...`")
+        if self.cfg.trains(self.cfg.retriever) or self.cfg.trains(self.cfg.reranker):
+            from peft_ir.training.args import refuse_data_parallel  # noqa: PLC0415  (imports torch)
+
+            refuse_data_parallel()
         resumed = self.dir.claim(self.cfg)
         handler = logging.FileHandler(self.dir.log, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
@@ -288,7 +292,7 @@ class Pipeline:
             negatives_pool=s.negatives_pool, cross_encoder=self._cross_encoder_spec(),
             tuning=resolve_tuning(s, cross_encoder=True, seed=self.cfg.seed), loss=s.loss, group_size=s.group_size,
             max_queries=s.max_queries, dev_candidates=s.dev_candidates, eval_batch_size=s.eval_batch_size,
-            seed=self.cfg.seed, resume=True, progress=self.progress, **schedule_kwargs(s)))
+            head_lr=s.head_lr, seed=self.cfg.seed, resume=True, progress=self.progress, **schedule_kwargs(s)))
 
     def _rerank(self) -> None:
         from peft_ir.reranker.model import CrossEncoder  # noqa: PLC0415

@@ -217,14 +217,23 @@ def _share(value: float | None) -> str:
     return "" if value is None else f"{value:.3%}"
 
 
+def _head_cell(g: Group, share: float | None, method_share: float | None) -> str:
+    """A cross-encoder's head share, its pooler's part in brackets (runs from before the split show the head only)."""
+    head = g.summary_mean("head_share")
+    if head is None:
+        head = None if share is None or method_share is None or share == method_share else share - method_share
+    pooler = g.summary_mean("pooler_share")
+    return "" if head is None else _share(head) + (f" ({_share(pooler)})" if pooler else "")
+
+
 def task_table(groups: list[Group], columns: list[tuple[str, str]], alpha: float) -> str:
     """The markdown table of one task's groups."""
     marked = significance(groups, columns, alpha)
     many_sets = len({s for s, _ in columns}) > 1
     heads = [f"{s} {m}" if many_sets else m for s, m in columns]
-    lines = ["| method | runs | trainable | method share | " + " | ".join(heads)
+    lines = ["| method | runs | trainable | method share | head (pooler) | " + " | ".join(heads)
              + f" | best dev | steps to {CONVERGED:.0%} of best dev | steps | train (s) |",
-             "|---|---:|---:|---:|" + "---:|" * len(heads) + "---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|" + "---:|" * len(heads) + "---:|---:|---:|---:|"]
     for g in groups:
         cells = []
         for s, m in columns:
@@ -236,6 +245,7 @@ def task_table(groups: list[Group], columns: list[tuple[str, str]], alpha: float
         wall = g.summary_mean("wall_seconds")
         seeds = "" if g.method == FIRST_STAGE else f" (seed {', '.join(str(r.seed) for r in g.runs)})"
         lines.append(f"| {g.label} | {len(g.runs)}{seeds} | {_share(share)} | {_share(method_share)} | "
+                     f"{_head_cell(g, share, method_share)} | "
                      + " | ".join(cells) + f" | {'' if best_dev is None else f'{best_dev:.4f}'} | "
                      f"{_steps_cell(conv)} | {'' if steps is None else f'{steps:.0f}'} | "
                      f"{'' if wall is None else f'{wall:.0f}'} |")
@@ -273,7 +283,9 @@ def build_report(run_dirs: list[str | Path], output: str | Path, *, alpha: float
         lines += ["",
                   "Values are means over the judged test queries of each run's final run (mean ± std over seeds "
                   "where a method has several runs). trainable: trained / base parameters (a cross-encoder's "
-                  "head included); method share: the method's own parameters. "
+                  "head included); method share: the method's own parameters; head (pooler): a cross-encoder's "
+                  "new head, with in brackets the part of it that is the pooler when the pooler trains (a "
+                  "pretrained pooler stays frozen). "
                   f"† differs from full fine-tuning, ‡ from the best other PEFT method (for the best one: from the "
                   "runner-up), § from the untrained baseline (the zero-shot model; in re-ranking, the first stage "
                   "that every run re-ranked); paired t-tests on per-query values, "

@@ -159,8 +159,11 @@ def _validate_tuned(cfg: ExperimentConfig, key: str, s: TunedModelSection, origi
             TuningConfig.from_dict({"method": s.method, **s.tuning})
     except PeftIRError as exc:
         raise fail(f"{key}.budget" if s.budget is not None else f"{key}.tuning", origins, str(exc)) from None
-    for name in ("batch_size", "grad_accum", "dev_queries", "eval_steps", "save_steps", "logging_steps"):
+    for name in ("batch_size", "grad_accum", "eval_steps", "save_steps", "logging_steps"):
         _positive(f"{key}.{name}", getattr(s, name), origins)
+    if s.dev_queries < 0:
+        raise fail(f"{key}.dev_queries", origins, f"must be 0 (no dev split: the last step is kept) or more, "
+                   f"got {s.dev_queries}")
     lo, hi = s.negatives_window
     if not 1 <= lo <= hi:
         raise fail(f"{key}.negatives_window", origins, f"needs 1 <= from <= to, got [{lo}, {hi}]")

@@ -54,7 +54,8 @@ def load_base(spec: CrossEncoderSpec, device: str | None = None):  # type: ignor
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed)
-            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+            model, info = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1,
+                                                                             output_loading_info=True)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as exc:
         raise PeftIRError(f"cannot load cross-encoder base {path}: {exc}") from exc
@@ -63,8 +64,20 @@ def load_base(spec: CrossEncoderSpec, device: str | None = None):  # type: ignor
         if bars:
             hf_logging.enable_progress_bar()
     model.config.problem_type = "regression"
+    model.peft_ir_pooler_pretrained = _pooler_pretrained(model, path, info["missing_keys"])
     model.eval()
     return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")), tokenizer
+
+
+def _pooler_pretrained(model: torch.nn.Module, path: str, missing_keys: Sequence[str]) -> bool:
+    """Whether the model's pooler carries trained weights: loaded from the checkpoint, and the checkpoint is not a
+    sentence-transformers folder (whose training pools token states and never touches the pooler, as MiniLM's)."""
+    pooler = getattr(getattr(model, "base_model", model), "pooler", None)
+    if not isinstance(pooler, torch.nn.Module) or not any(True for _ in pooler.parameters()):
+        return False
+    if any(".pooler." in f".{key}" for key in missing_keys):
+        return False
+    return not (Path(path) / "modules.json").is_file()
 
 
 class CrossEncoder:
@@ -74,6 +87,7 @@ class CrossEncoder:
         self.spec = spec
         self.model, self.tokenizer = load_base(spec, device)
         self.adapter = str(adapter) if adapter else None
+        self.pooler_pretrained: bool = self.model.peft_ir_pooler_pretrained  # see _pooler_pretrained
         if adapter:
             from peft_ir.tuning import load_tuned  # noqa: PLC0415
 

@@ -7,6 +7,9 @@ first-stage run, or from a training file's own negatives):
 A dev split is carved from the training queries (seeded); the dev metric is nDCG@10 (ir-measures) of re-ranking
 each dev query's candidates (its positives and mined negatives). Checkpoints hold only the trainable weights
 (method modules + classification head) and the Trainer state; `resume` continues from the last complete one.
+The new head trains under every method at its own learning rate (`head_lr`; by default the PEFT rate, so that full
+fine-tuning's 2e-5 for the pretrained weights does not starve a head that starts from nothing). A pretrained
+pooler stays frozen (`tuning.train_pooler`); one its checkpoint never trained (MiniLM's) trains with the head.
 Writes `<output>/adapter`, metrics.jsonl, curves.png, summary.json, cross_encoder.json.
 """
 
@@ -27,9 +30,11 @@ from peft_ir.errors import PeftIRError
 from peft_ir.reranker.model import CrossEncoder, CrossEncoderSpec, describe_spec
 from peft_ir.training.checkpoints import prepare_run_dir
 from peft_ir.training.logging import JsonlMetrics, plot_curves
-from peft_ir.training.args import ScheduleConfig, common_trainer_args
+from peft_ir.training.args import PEFT_LR, ScheduleConfig, common_trainer_args
 from peft_ir.training.tuned import TrainableOnlyCheckpoints
-from peft_ir.tuning import apply_tuning, head_parameters, save_tuned, trainable_parameters
+from peft_ir.tuning import (
+    apply_tuning, head_modules, head_parameters, pooler_parameters, save_tuned, trainable_parameters,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,12 @@ class RerankerTrainConfig(ScheduleConfig):
     max_queries: int | None = None              # use only this many training queries (seeded); None = all
     dev_candidates: int = 30                    # candidates re-ranked per dev query
     eval_batch_size: int = 64
+    head_lr: float | None = None                # None: the run's rate for PEFT methods, 1e-3 under full fine-tuning
+
+    def head_learning_rate(self) -> float:
+        if self.head_lr is not None:
+            return self.head_lr
+        return PEFT_LR if self.tuning.method == "full" else self.learning_rate()
 
 
 @dataclass
@@ -149,6 +160,9 @@ def _trainer_class():  # type: ignore[no-untyped-def]
         peft_ir_encoder: CrossEncoder
         peft_ir_dev: RerankDevSet
         peft_ir_eval_batch = 64
+        peft_ir_head_params: list[torch.nn.Parameter] = []
+        peft_ir_head_lr = PEFT_LR
+        peft_ir_head_grouped = False
 
         def tuned_model(self):  # type: ignore[no-untyped-def]
             return self.peft_ir_encoder.model
@@ -159,6 +173,13 @@ def _trainer_class():  # type: ignore[no-untyped-def]
             loss = group_loss(out.logits[:, 0], labels, self.peft_ir_loss)
             return (loss, out) if return_outputs else loss
 
+        def create_optimizer(self, model=None):  # type: ignore[no-untyped-def]
+            optimizer = super().create_optimizer(model)
+            if not self.peft_ir_head_grouped:
+                own_lr_groups(optimizer, self.peft_ir_head_params, self.peft_ir_head_lr)
+                self.peft_ir_head_grouped = True
+            return optimizer
+
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):  # type: ignore[no-untyped-def]
             value = dev_ndcg(self.peft_ir_encoder, self.peft_ir_dev, self.peft_ir_eval_batch)
             metrics = {f"{metric_key_prefix}_dev_nDCG@10": value}
@@ -167,6 +188,21 @@ def _trainer_class():  # type: ignore[no-untyped-def]
             return metrics
 
     return RerankerTrainer
+
+
+def own_lr_groups(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], lr: float) -> None:
+    """Move `params` out of the optimizer's groups into groups of their own at rate `lr` (one per original group,
+    keeping its other options, e.g. weight decay); the schedule then scales each group from its own rate."""
+    ids = {id(p) for p in params}
+    own = []
+    for group in optimizer.param_groups:
+        mine = [p for p in group["params"] if id(p) in ids]
+        if mine:
+            group["params"] = [p for p in group["params"] if id(p) not in ids]
+            own.append({**group, "params": mine, "lr": lr})
+    optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
+    for group in own:
+        optimizer.add_param_group(group)
 
 
 def load_training_examples(cfg: RerankerTrainConfig) -> list[TrainingExample]:
@@ -179,11 +215,13 @@ def load_training_examples(cfg: RerankerTrainConfig) -> list[TrainingExample]:
 
 
 def train_reranker(cfg: RerankerTrainConfig) -> dict[str, Any]:
-    """Train, keep the best dev checkpoint, write the adapter, metrics, curves and summary; returns the summary."""
+    """Train, keep the best dev checkpoint (or the last step without dev queries), write the adapter, metrics,
+    curves and summary; returns the summary."""
     from transformers import TrainingArguments, set_seed  # noqa: PLC0415
 
     if cfg.loss not in LOSSES:
         raise PeftIRError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(LOSSES)}")
+    cfg.check()
     out, ckpt_dir, resume_from = prepare_run_dir(cfg.output, cfg.resume)
 
     set_seed(cfg.seed)
@@ -192,37 +230,51 @@ def train_reranker(cfg: RerankerTrainConfig) -> dict[str, Any]:
     if cfg.max_queries is not None:
         train_ex = train_ex[:cfg.max_queries]  # already in seeded-shuffle order
     rows = build_groups(train_ex, cfg.group_size, cfg.seed)
+    if not cfg.has_dev():
+        log.info("--dev-queries 0: no dev evaluation; the weights of the last step are kept")
 
     cuda = torch.cuda.is_available()
     encoder = CrossEncoder(cfg.cross_encoder, device="cuda" if cuda else "cpu")
-    tuned = apply_tuning(encoder.model, cfg.tuning)
+    tuning = cfg.tuning
+    if tuning.train_pooler is None:
+        tuning = tuning.replace(train_pooler=not encoder.pooler_pretrained)
+        if tuning.train_pooler:
+            log.info("the pooler of %s was never trained by its checkpoint: it trains with the head",
+                     describe_spec(cfg.cross_encoder)["model"])
+    tuned = apply_tuning(encoder.model, tuning)
     trainable, total = trainable_parameters(tuned)
+    head, pooler = head_parameters(tuned), pooler_parameters(tuned)
     base_name = cfg.cross_encoder.model or describe_spec(cfg.cross_encoder)["model"]
 
     args = TrainingArguments(**common_trainer_args(cfg, ckpt_dir, DEV_METRIC), remove_unused_columns=False)
-    trainer = _trainer_class()(model=tuned, args=args, train_dataset=rows, eval_dataset=[0],
-                               data_collator=GroupCollator(encoder),
+    trainer = _trainer_class()(model=tuned, args=args, train_dataset=rows,
+                               eval_dataset=[0] if cfg.has_dev() else None, data_collator=GroupCollator(encoder),
                                callbacks=[JsonlMetrics(out / "metrics.jsonl")])
     trainer.peft_ir_base = base_name
     trainer.peft_ir_loss = cfg.loss
     trainer.peft_ir_encoder = encoder
     trainer.peft_ir_dev = dev
     trainer.peft_ir_eval_batch = cfg.eval_batch_size
+    trainer.peft_ir_head_params = [p for _, m in head_modules(tuned) for p in m.parameters()]
+    trainer.peft_ir_head_lr = cfg.head_learning_rate()
     t0 = time.perf_counter()
-    if resume_from is None:
+    if resume_from is None and cfg.has_dev():
         trainer.evaluate()  # the zero-step point of the curve: the untrained model (new head)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     wall = time.perf_counter() - t0
-    final_dev = dev_ndcg(encoder, dev, cfg.eval_batch_size)
+    final_dev = dev_ndcg(encoder, dev, cfg.eval_batch_size) if cfg.has_dev() else None
 
     save_tuned(tuned, out / "adapter", base_name)
     plot_curves(out / "metrics.jsonl", out / "curves.png", DEV_METRIC,
                 title=f"{cfg.tuning.method} cross-encoder, {cfg.loss} ({trainable / total:.2%} trainable)")
     summary = {
         "method": cfg.tuning.method, "loss": cfg.loss, "trainable": trainable, "total": total,
-        "share": trainable / total, "method_share": (trainable - head_parameters(tuned)) / total, "steps": trainer.state.global_step,
+        "share": trainable / total, "method_share": (trainable - head) / total, "head_share": head / total,
+        "pooler_share": pooler / total, "train_pooler": tuning.train_pooler, "lr": cfg.learning_rate(),
+        "head_lr": cfg.head_learning_rate(), "steps": trainer.state.global_step,
         "best_checkpoint": trainer.state.best_model_checkpoint, "best_dev": trainer.state.best_metric,
-        "final_dev": final_dev, "dev_metric": DEV_METRIC, "train_groups": len(rows),
+        "final_dev": final_dev, "dev_metric": DEV_METRIC if cfg.has_dev() else None,
+        "selection": "best dev" if cfg.has_dev() else "last step (no dev queries)", "train_groups": len(rows),
         "train_queries": len(train_ex), "dev_queries": len(dev.queries), "dev_seed": cfg.dev_split_seed(),
         "dev_pairs": sum(len(c) for c in dev.candidates.values()), "wall_seconds": wall,
         "resumed_from": str(resume_from) if resume_from else None, "config": _jsonable(asdict(cfg)),

@@ -86,6 +86,7 @@ def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
     )
     from transformers import set_seed  # noqa: PLC0415
 
+    cfg.check()
     out, ckpt_dir, resume_from = prepare_run_dir(cfg.output, cfg.resume)
 
     set_seed(cfg.seed)
@@ -95,6 +96,8 @@ def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
     train_ex, dev = split_dev(examples, cfg.dev_queries, cfg.dev_split_seed(), corpus_size=cfg.dev_corpus,
                               extra_passages=distractors)
     dataset = _dataset(train_ex, cfg.num_negatives, cfg.seed)
+    if not cfg.has_dev():
+        log.info("--dev-queries 0: no dev evaluation; the weights of the last step are kept")
 
     encoder = BiEncoder(cfg.encoder, device="cuda" if torch.cuda.is_available() else "cpu")
     st = encoder.model
@@ -112,6 +115,8 @@ def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
         loss = MultipleNegativesRankingLoss(st, scale=scale, gather_across_devices=world > 1)
     evaluator = DevEvaluator(dev, query_prefix=cfg.encoder.query_prefix, passage_prefix=cfg.encoder.passage_prefix)
     metric = f"eval_{evaluator.primary_metric}"
+    if not cfg.has_dev():
+        evaluator = None
     prompts = {"query": cfg.encoder.query_prefix, "positive": cfg.encoder.passage_prefix,
                **{f"negative_{i + 1}": cfg.encoder.passage_prefix for i in range(cfg.num_negatives)}}
     args = SentenceTransformerTrainingArguments(
@@ -123,7 +128,7 @@ def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
                                callbacks=[JsonlMetrics(out / "metrics.jsonl")])
     trainer.peft_ir_base = cfg.encoder.model
     t0 = time.perf_counter()
-    if resume_from is None:
+    if resume_from is None and evaluator is not None:
         # the zero-step point of the learning curve: the untrained (identity-initialised) model
         trainer.evaluate()  # logged through the callbacks like every later evaluation
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -136,7 +141,8 @@ def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
         summary = {
             "method": cfg.tuning.method, "trainable": trainable, "total": total, "share": trainable / total,
             "steps": trainer.state.global_step, "best_checkpoint": trainer.state.best_model_checkpoint,
-            "best_dev": trainer.state.best_metric, "dev_metric": metric,
+            "best_dev": trainer.state.best_metric, "dev_metric": metric if cfg.has_dev() else None,
+            "selection": "best dev" if cfg.has_dev() else "last step (no dev queries)",
             "train_examples": len(dataset), "dev_queries": len(dev.queries), "dev_corpus": len(dev.corpus),
             "dev_seed": cfg.dev_split_seed(),
             "wall_seconds": wall, "world_size": world, "loss": type(loss).__name__, "resumed_from": str(resume_from) if resume_from else None,

@@ -82,6 +82,8 @@ def split_dev(examples: Sequence[TrainingExample], dev_queries: int, seed: int =
     dev_idx = set(order[:dev_queries])
     train = [ex for i, ex in enumerate(examples) if i not in dev_idx]
     dev = [examples[i] for i in sorted(dev_idx)]
+    if not dev:
+        return train, DevSet({}, {}, {})
     corpus: dict[str, str] = {}
     qrels: dict[str, dict[str, int]] = {}
     queries: dict[str, str] = {}

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from peft_ir.errors import PeftIRError
 from peft_ir.tuning import TuningConfig
 
 DEFAULT_LR = {"full": 2e-5, "bitfit": 1e-3}
@@ -32,7 +33,7 @@ class ScheduleConfig:
     max_steps: int = -1
     lr: float | None = None                     # None: 2e-5 for full, 1e-3 for the PEFT methods
     warmup_ratio: float = 0.1
-    dev_queries: int = 50                       # training queries held out for model selection
+    dev_queries: int = 50                       # training queries held out for model selection; 0: none, last step kept
     dev_seed: int | None = None                 # held-out queries and sampled negative pools; None: `seed`
     eval_steps: int = 50
     save_steps: int = 50
@@ -51,11 +52,36 @@ class ScheduleConfig:
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR.get(self.tuning.method, PEFT_LR)
 
+    def has_dev(self) -> bool:
+        """Whether a dev split selects the checkpoint; without one the last step's weights are kept."""
+        return self.dev_queries > 0
+
+    def check(self) -> None:
+        """Refuse bad schedule values and launches before anything is loaded."""
+        if isinstance(self.dev_queries, bool) or not isinstance(self.dev_queries, int) or self.dev_queries < 0:
+            raise PeftIRError(f"--dev-queries must be a whole number >= 0 (0: no dev split); got {self.dev_queries!r}")
+        refuse_data_parallel()
+
+
+def refuse_data_parallel() -> None:
+    """Several GPUs in one process make the HF Trainer wrap the model in torch's DataParallel, whose per-step
+    replicas lose the forward hooks that the adapters, aside modules and prefixes are made of: refuse it."""
+    if "WORLD_SIZE" in os.environ or not torch.cuda.is_available():
+        return
+    gpus = torch.cuda.device_count()
+    if gpus > 1:
+        raise PeftIRError(
+            f"{gpus} GPUs are visible to one process: the Hugging Face Trainer would wrap the model in DataParallel, "
+            "whose replicas lose peft-ir's tuning hooks. Launch one process per GPU with "
+            f"`torchrun --nproc_per_node {gpus} -m peft_ir.cli train ...` (or `accelerate launch`), "
+            "or train on one GPU: CUDA_VISIBLE_DEVICES=0")
+
 
 def common_trainer_args(cfg: ScheduleConfig, output_dir: Path, metric: str) -> dict[str, Any]:
     """Keyword arguments for (SentenceTransformer)TrainingArguments from a retriever or reranker config.
 
-    Keeps the best dev checkpoint (`metric`, higher is better) and at most two checkpoints on disk.
+    Keeps the best dev checkpoint (`metric`, higher is better) and at most two checkpoints on disk; without a dev
+    split (`dev_queries` 0) nothing is evaluated and the last step's weights are kept.
     """
     cuda = torch.cuda.is_available()
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -68,13 +94,13 @@ def common_trainer_args(cfg: ScheduleConfig, output_dir: Path, metric: str) -> d
         learning_rate=cfg.learning_rate(),
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps (transformers 5)
         lr_scheduler_type="linear",
-        eval_strategy="steps",
+        eval_strategy="steps" if cfg.has_dev() else "no",
         eval_steps=cfg.eval_steps,
         save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=2,
-        load_best_model_at_end=True,
-        metric_for_best_model=metric,
+        load_best_model_at_end=cfg.has_dev(),
+        metric_for_best_model=metric if cfg.has_dev() else None,
         greater_is_better=True,
         logging_steps=cfg.logging_steps,
         seed=cfg.seed,

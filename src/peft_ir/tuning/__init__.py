@@ -4,10 +4,11 @@ Public API:
     METHODS                                    name -> Method (full, bitfit, adapter, parallel, prefix, lora, mam,
                                                iaa-s, iaa-l, iaa-m)
     TuningConfig(method, r, ar, prefix_len, lora_r, lora_alpha, lora_dropout, target_modules, scaling, aside,
-                 activation, seed)             .to_dict() / .from_dict()
+                 activation, train_pooler, seed)             .to_dict() / .from_dict()
     apply_tuning(model, config) -> model       freeze the base, inject modules (in place)
     trainable_parameters(model) -> (trainable, total)   share = trainable / base parameters
     head_parameters(model) -> int                       a cross-encoder's task head (trains under every method)
+    head_modules(model) / pooler_parameters(model)      the head's modules; its pooler's count when the pooler trains
     budget_config(model, method, share, **fixed) -> TuningConfig
     save_tuned(model, path, base_name_or_path) / load_tuned(base_model, path) -> model
     load_trainable(model, path) -> model       reload trainable weights into an already tuned model (resume)
@@ -15,7 +16,9 @@ Public API:
     describe(model, config) -> str
 """
 
-from peft_ir.tuning.apply import apply_tuning, head_parameters, merge_tuned, trainable_parameters, tuning_state
+from peft_ir.tuning.apply import (
+    apply_tuning, head_modules, head_parameters, merge_tuned, pooler_parameters, trainable_parameters, tuning_state,
+)
 from peft_ir.tuning.budget import budget_config
 from peft_ir.tuning.checkpoint import base_fingerprint, load_trainable, load_tuned, save_tuned
 from peft_ir.tuning.config import TuningConfig, parse_share
@@ -38,6 +41,8 @@ __all__ = [
     "parse_share",
     "save_tuned",
     "trainable_parameters",
+    "head_modules",
     "head_parameters",
+    "pooler_parameters",
     "tuning_state",
 ]

@@ -28,6 +28,8 @@ from peft_ir.tuning.registry import Part, get_method
 
 STATE_ATTR = "peft_ir_tuning"
 HEAD_PART = "task head (always trains)"
+POOLER_PART = "pooler (trains with the head)"
+HEAD_PARTS = (HEAD_PART, POOLER_PART)
 
 
 @dataclass
@@ -46,14 +48,25 @@ def tuning_state(model: nn.Module) -> TuningState | None:
 
 def config_parts(arch: Arch, config: TuningConfig) -> list[Part]:
     """Closed-form trainable parameter groups of `config` on `arch`: method, aside modules, task head."""
+    if arch.pooler is not None and (arch.pooler in arch.head) != bool(config.train_pooler):
+        arch = detect_tuned(arch.model, config)  # detected for the other pooler setting
     parts = list(get_method(config.method).parts(arch, config))
     if config.aside is not None:
         parts += aside_parts(arch, config.aside, config.ar)
-    if arch.head:
-        names = ", ".join(name for name, _ in arch.head)
-        total = sum(p.numel() for _, m in arch.head for p in m.parameters())
+    pooler = arch.pooler if arch.pooler in arch.head else None
+    if pooler is not None:
+        parts.append(Part(POOLER_PART, pooler[0], sum(p.numel() for p in pooler[1].parameters()), 1))
+    head = [(name, m) for name, m in arch.head if (name, m) != pooler]
+    if head:
+        names = ", ".join(name for name, _ in head)
+        total = sum(p.numel() for _, m in head for p in m.parameters())
         parts.append(Part(HEAD_PART, names, total, 1))
     return parts
+
+
+def detect_tuned(model: nn.Module, config: TuningConfig) -> Arch:
+    """The model's slots as `config` sees them (its pooler in the head when the config trains it)."""
+    return detect(model, train_pooler=bool(config.train_pooler))
 
 
 def apply_tuning(model: nn.Module, config: TuningConfig) -> nn.Module:
@@ -70,7 +83,7 @@ def apply_tuning(model: nn.Module, config: TuningConfig) -> nn.Module:
         raise PeftIRError(f"apply_tuning needs a TuningConfig; got {type(config).__name__}")
     if tuning_state(model) is not None:
         raise PeftIRError("this model is already tuned; apply a config to a fresh base model")
-    arch = detect(model)
+    arch = detect_tuned(model, config)
     method = get_method(config.method)
     base_total = sum(p.numel() for p in model.parameters())
     base_hash = base_fingerprint(model)
@@ -111,9 +124,27 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
     return trainable, sum(p.numel() for p in model.parameters() if id(p) not in added)
 
 
+def head_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """A tuned cross-encoder's task head: the modules that train whole under every method (the pooler when the
+    config trains it); empty for a bare encoder."""
+    state = tuning_state(model)
+    if state is None:
+        raise PeftIRError("head_modules needs a model returned by apply_tuning or load_tuned")
+    return detect_tuned(model, state.config).head
+
+
 def head_parameters(model: nn.Module) -> int:
-    """Parameters of a cross-encoder's task head (BERT pooler included); 0 for a bare encoder."""
-    return sum(p.numel() for _, m in detect(model).head for p in m.parameters())
+    """Parameters of a tuned cross-encoder's task head (its pooler included when it trains); 0 for an encoder."""
+    return sum(p.numel() for _, m in head_modules(model) for p in m.parameters())
+
+
+def pooler_parameters(model: nn.Module) -> int:
+    """Parameters of a tuned cross-encoder's pooler when it trains with the head (part of head_parameters)."""
+    state = tuning_state(model)
+    arch = detect_tuned(model, state.config) if state is not None else None
+    if arch is None or arch.pooler is None or arch.pooler not in arch.head:
+        return 0
+    return sum(p.numel() for p in arch.pooler[1].parameters())
 
 
 def merge_tuned(model: nn.Module) -> nn.Module:
@@ -133,7 +164,7 @@ def merge_tuned(model: nn.Module) -> nn.Module:
             f"cannot merge {config.method} with aside modules: an aside module is a non-linear side path "
             "(W_up · act(W_down · z)) that has no equivalent change of the base weights"
         )
-    get_method(config.method).merge(detect(model), config)
+    get_method(config.method).merge(detect_tuned(model, config), config)
     model.requires_grad_(False)
     delattr(model, STATE_ATTR)
     return model

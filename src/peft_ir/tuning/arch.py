@@ -43,7 +43,8 @@ class Arch:
     head_dim: int
     intermediate: int
     default_lora_targets: tuple[str, ...]
-    head: list[tuple[str, nn.Module]] = field(default_factory=list)
+    head: list[tuple[str, nn.Module]] = field(default_factory=list)  # trains whole (the pooler too, if it trains)
+    pooler: tuple[str, nn.Module] | None = None  # a task model's pooler (BERT), in `head` or frozen in the encoder
     _names: dict[int, str] = field(default_factory=dict, repr=False)
 
     def name_of(self, module: nn.Module) -> str:
@@ -69,7 +70,7 @@ class Arch:
         return bool(self.head)
 
     def encoder_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        """The encoder's parameters less those of the task head (a BERT pooler belongs to the head)."""
+        """The encoder's parameters less those of the task head (which holds the pooler when the pooler trains)."""
         in_head = {id(p) for _, m in self.head for p in m.parameters()}
         return [(n, p) for n, p in self.encoder.named_parameters() if id(p) not in in_head]
 
@@ -121,23 +122,28 @@ def _distilbert_like(encoder: nn.Module) -> list[LayerSlots] | None:
     ]
 
 
-def detect(model: nn.Module) -> Arch:
-    """Find the slots of a supported encoder (bare or with a sequence-classification head)."""
+def detect(model: nn.Module, train_pooler: bool = False) -> Arch:
+    """Find the slots of a supported encoder (bare or with a sequence-classification head).
+
+    A task model's pooler (BERT's tanh layer under the classifier) joins the head when `train_pooler` (it then
+    trains whole under every method, as the classifier does); otherwise it stays a frozen part of the encoder.
+    """
     config = getattr(model, "config", None)
     encoder = getattr(model, "base_model", model)
     if config is None:
         raise PeftIRError(f"{type(model).__name__} is not a Hugging Face model (no .config)")
     if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
         raise PeftIRError(f"{type(model).__name__} is configured as a decoder; only encoders are supported")
-    head = []
+    head: list[tuple[str, nn.Module]] = []
+    pooler_slot = None
     if encoder is not model:  # a task model: its children other than the encoder form the head
         head = [(n, m) for n, m in model.named_children() if m is not encoder and any(True for _ in m.parameters())]
         pooler = getattr(encoder, "pooler", None)
         if isinstance(pooler, nn.Module) and any(True for _ in pooler.parameters()):
-            # BERT's classifier reads the pooler, which task fine-tuning trains with it; sentence-transformers
-            # checkpoints (MiniLM) never trained theirs, so a frozen pooler would choke every training signal.
             encoder_name = next(n for n, m in model.named_children() if m is encoder)
-            head.insert(0, (f"{encoder_name}.pooler", pooler))
+            pooler_slot = (f"{encoder_name}.pooler", pooler)
+            if train_pooler:
+                head.insert(0, pooler_slot)
     slots = _bert_like(encoder)
     if slots is not None:
         sa = slots[0].self_attention
@@ -153,6 +159,7 @@ def detect(model: nn.Module) -> Arch:
             intermediate=slots[0].ffn_proj.in_features,
             default_lora_targets=("query", "value"),
             head=head,
+            pooler=pooler_slot,
         )
     slots = _distilbert_like(encoder)
     if slots is not None:
@@ -169,6 +176,7 @@ def detect(model: nn.Module) -> Arch:
             intermediate=slots[0].ffn_proj.in_features,
             default_lora_targets=("q_lin", "v_lin"),
             head=head,
+            pooler=pooler_slot,
         )
     raise PeftIRError(
         f"unsupported model {type(model).__name__}: peft-ir tuning supports the BERT family "

@@ -17,7 +17,7 @@ from typing import Any
 from torch import nn
 
 from peft_ir.errors import PeftIRError
-from peft_ir.tuning.apply import HEAD_PART, config_parts, trainable_parameters
+from peft_ir.tuning.apply import HEAD_PARTS, config_parts, trainable_parameters
 from peft_ir.tuning.arch import Arch, detect
 from peft_ir.tuning.config import TuningConfig, parse_share
 from peft_ir.tuning.registry import get_method
@@ -28,7 +28,7 @@ TOLERANCE = 0.25  # relative distance from the target beyond which the budget is
 
 def count(arch: Arch, config: TuningConfig) -> int:
     """Closed-form count of the parameters that `config` trains on `arch`, the task head excluded."""
-    return sum(part.total for part in config_parts(arch, config) if part.what != HEAD_PART)
+    return sum(part.total for part in config_parts(arch, config) if part.what not in HEAD_PARTS)
 
 
 def budget_config(model: nn.Module, method: str, share: float | str, **fixed: Any) -> TuningConfig:

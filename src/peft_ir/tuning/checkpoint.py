@@ -21,8 +21,7 @@ from torch import nn
 
 from peft_ir.atomic import atomic_path
 from peft_ir.errors import InputError, MismatchError, PeftIRError
-from peft_ir.tuning.apply import apply_tuning, trainable_parameters, tuning_state
-from peft_ir.tuning.arch import detect
+from peft_ir.tuning.apply import apply_tuning, detect_tuned, trainable_parameters, tuning_state
 from peft_ir.tuning.config import TuningConfig
 
 FORMAT = "peft-ir-tuning"
@@ -95,7 +94,7 @@ def save_tuned(model: nn.Module, path: str | Path, base_name_or_path: str | None
     if state.base_hash is None:
         raise PeftIRError("cannot save: the model was tuned while its weights were not materialised (meta device)")
     config = state.config
-    arch = detect(model)
+    arch = detect_tuned(model, config)
     base_name = str(base_name_or_path) if base_name_or_path is not None else _base_name(model)
     trainable = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
     head_names = [n for n, _ in arch.head]
@@ -182,7 +181,7 @@ def load_tuned(base_model: nn.Module, path: str | Path, check_base: bool = True)
     """
     path = Path(path)
     meta = read_checkpoint_meta(path)
-    config = TuningConfig.from_dict(meta["config"])
+    config = TuningConfig.from_dict(_with_pooler_default(meta["config"]))
     if tuning_state(base_model) is not None:
         raise PeftIRError("load_tuned needs a fresh base model, not an already tuned one")
     if check_base:
@@ -217,11 +216,16 @@ def _copy_trainable(model: nn.Module, weights: dict[str, torch.Tensor], path: Pa
             p.copy_(tensor.to(device=p.device, dtype=p.dtype))
 
 
+def _with_pooler_default(config: dict[str, Any]) -> dict[str, Any]:
+    """Checkpoints written before `train_pooler` existed trained a cross-encoder's pooler with its head."""
+    return config if "train_pooler" in config else {**config, "train_pooler": True}
+
+
 def load_trainable(model: nn.Module, path: str | Path) -> nn.Module:
     """Load saved trainable weights into a model already tuned with the same config (resuming training)."""
     path = Path(path)
     meta = read_checkpoint_meta(path)
-    config = TuningConfig.from_dict(meta["config"])
+    config = TuningConfig.from_dict(_with_pooler_default(meta["config"]))
     state = tuning_state(model)
     if state is None or state.config.to_dict() != config.to_dict():
         raise MismatchError(f"tuning checkpoint {path} was saved with {config.to_dict()}, "

@@ -16,7 +16,7 @@ ASIDE_PLACEMENTS = ("layer", "sublayer", "model")
 ACTIVATIONS = ("relu", "gelu", "tanh", "silu")
 
 # Fields every config may carry whatever the method; all others must be listed in the method's `size_fields`.
-COMMON_FIELDS = ("method", "seed", "aside", "activation")
+COMMON_FIELDS = ("method", "seed", "aside", "activation", "train_pooler")
 
 
 @dataclass
@@ -34,6 +34,10 @@ class TuningConfig:
     aside: attach aside modules ("layer" = IAA-L, "sublayer" = IAA-S, "model" = IAA-M) to the base method;
         fixed for the iaa-* methods.
     activation: non-linearity of the bottleneck modules.
+    train_pooler: whether a cross-encoder's pooler (BERT's dense + tanh under the classifier) trains with the
+        head under every method. None/False: a pretrained pooler stays frozen, so a method's share is its own and
+        the head's; the re-ranker resolves None to True only for a pooler its checkpoint never trained (a
+        sentence-transformers folder, or one missing from the checkpoint). Bare encoders have no pooler to train.
     seed: seeds the initialisation of the added modules so that a run is reproducible.
     """
 
@@ -48,6 +52,7 @@ class TuningConfig:
     scaling: float | None = None
     aside: str | None = None
     activation: str | None = None
+    train_pooler: bool | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -121,6 +126,8 @@ class TuningConfig:
             raise PeftIRError(f"activation must be one of {', '.join(ACTIVATIONS)}; got '{self.activation}'")
         if self.target_modules is not None and not self.target_modules:
             raise PeftIRError("target_modules must name at least one module")
+        if self.train_pooler is not None and not isinstance(self.train_pooler, bool):
+            raise PeftIRError(f"train_pooler must be true or false; got {self.train_pooler!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise PeftIRError(f"seed must be an integer; got {self.seed!r}")
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from peft_ir.tuning.apply import config_parts, trainable_parameters, tuning_state
-from peft_ir.tuning.arch import detect
+from peft_ir.tuning.apply import config_parts, detect_tuned, trainable_parameters, tuning_state
 from peft_ir.tuning.config import TuningConfig
 from peft_ir.tuning.registry import get_method
 
@@ -20,7 +19,7 @@ def describe(model: nn.Module, config: TuningConfig | None = None) -> str:
         if state is None:
             raise ValueError("describe needs a config for an untuned model")
         config = state.config
-    arch = detect(model)
+    arch = detect_tuned(model, config)
     method = get_method(config.method)
     parts = config_parts(arch, config)
     trainable = sum(p.total for p in parts)
@@ -45,6 +44,10 @@ def describe(model: nn.Module, config: TuningConfig | None = None) -> str:
     for p in parts:
         count = f"{p.count} x {p.each:,}" if p.count > 1 else f"{p.each:,}"
         lines.append(f"  {p.what:<{width}}  {count:>16} = {p.total:>12,}  {p.where}")
+    if arch.pooler is not None and arch.pooler not in arch.head:
+        frozen = sum(p.numel() for p in arch.pooler[1].parameters())
+        lines.append(f"pooler     {arch.pooler[0]} ({frozen:,}) stays frozen as part of the base "
+                     "(train_pooler=true trains it with the head)")
     merge = "yes" if method.merge_blocker is None and config.aside is None else "no"
     lines.append(f"mergeable  {merge}")
     return "\n".join(lines)
