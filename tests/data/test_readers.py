@@ -56,7 +56,7 @@ def test_run_ties_are_deterministic(tmp_path: Path) -> None:
     run = {"q1": {"d3": 1.0, "d1": 1.0, "d2": 2.0}}
     write_run(run, tmp_path / "r.trec")
     lines = (tmp_path / "r.trec").read_text().splitlines()
-    assert [ln.split()[2] for ln in lines] == ["d2", "d1", "d3"]
+    assert [ln.split()[2] for ln in lines] == ["d2", "d3", "d1"]  # trec_eval's order: ties by docid descending
     assert [ln.split()[3] for ln in lines] == ["1", "2", "3"]
     assert read_run(tmp_path / "r.trec") == run
 

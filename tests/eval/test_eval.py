@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from peft_ir.cli import main
-from peft_ir.data import load_qrels, read_run
+from peft_ir.data import load_qrels, qrels_source, read_run, write_run, write_trec_qrels
 from peft_ir.eval import compare, default_measures, evaluate, guess_preset, holm, parse_measures, per_query
 from peft_ir.errors import PeftIRError
 
@@ -17,8 +18,9 @@ RUNS = ["bm25_top100", "bm25rm3_top100", "tasb_top100", "spladepp_top100", "ada2
 def test_dl19_bm25_matches_published_figures(shared_data: Path) -> None:
     dl = shared_data / "trec-dl-2019"
     qrels = load_qrels(dl / "qrels.dl19-passage.txt")
-    assert guess_preset(qrels) == "trec-dl"
-    m = evaluate(qrels, read_run(dl / "runs" / "bm25_top100.dl19.trec"), default_measures(qrels))
+    source = qrels_source(dl / "qrels.dl19-passage.txt")
+    assert source == "trec" and guess_preset(qrels, source) == "trec-dl"
+    m = evaluate(qrels, read_run(dl / "runs" / "bm25_top100.dl19.trec"), default_measures(qrels, source=source))
     assert round(m["nDCG@10"], 4) == 0.5058
     assert round(m["RR(rel=2)@10"], 4) == 0.7024
 
@@ -40,6 +42,85 @@ def test_cli_compare_six_runs(shared_data: Path, capsys: pytest.CaptureFixture[s
     # SPLADE++ is far above BM25 on nDCG@10 over 43 queries: that difference must be marked significant
     splade = next(r for r in rows if "spladepp" in r)
     assert "†" in splade.split("|")[2]
+
+
+def test_ties_are_ordered_once_as_trec_eval_orders_them() -> None:
+    # trec_eval breaks equal scores by docid descending: c, b, a. Every measure must see that one order (the
+    # msmarco provider behind RR@10 and pytrec_eval behind P@1/nDCG/AP used to break ties in opposite directions).
+    qrels = {"q1": {"a": 1}, "q2": {"c": 1}}
+    run = {q: {"a": 1.0, "b": 1.0, "c": 1.0} for q in qrels}
+    values = per_query(qrels, run, parse_measures(["RR@10", "RR", "P@1", "nDCG@10", "AP"]))
+    assert {m: v["q1"] for m, v in values.items()} == pytest.approx(
+        {"RR@10": 1 / 3, "RR": 1 / 3, "P@1": 0.0, "nDCG@10": 0.5, "AP": 1 / 3})
+    assert {m: v["q2"] for m, v in values.items()} == pytest.approx(
+        {"RR@10": 1.0, "RR": 1.0, "P@1": 1.0, "nDCG@10": 1.0, "AP": 1.0})
+
+
+def test_a_written_run_evaluates_like_the_run_in_memory(tmp_path: Path) -> None:
+    qrels = {"q1": {"a": 1}, "q2": {"b": 2, "c": 1}}
+    run = {"q1": {"a": 1.0, "b": 1.0, "c": 0.5}, "q2": {"a": 2.0, "b": 2.0, "c": 2.0, "d": 3.0}}
+    measures = parse_measures(["RR@10", "P@1", "nDCG@10", "AP"])
+    write_run(run, tmp_path / "r.trec")
+    assert evaluate(qrels, read_run(tmp_path / "r.trec"), measures) == evaluate(qrels, run, measures)
+    # the rank column follows the order evaluation uses: score descending, then docid descending
+    written = [ln.split()[2] for ln in (tmp_path / "r.trec").read_text().splitlines()]
+    assert written == ["b", "a", "c", "d", "c", "b", "a"]
+
+
+def test_cli_eval_repllama_ties_in_trec_eval_order(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The RepLLaMA run has tied scores: with trec_eval's order RR(rel=2)@10 is 0.9138 (0.9079 with docid ascending)."""
+    import pytrec_eval
+
+    dl = shared_data / "trec-dl-2019"
+    qrels_path, run_path = dl / "qrels.dl19-passage.txt", dl / "runs" / "repllama_top200.dl19.trec"
+    assert main(["eval", "--qrels", str(qrels_path), "--run", str(run_path), "--format", "json"]) == 0
+    got = json.loads(capsys.readouterr().out)[run_path.name]
+    assert round(got["RR(rel=2)@10"], 4) == 0.9138
+    # independent reference: pytrec_eval on the run re-scored to distinct scores in trec_eval's order
+    qrels, run = load_qrels(qrels_path), read_run(run_path)
+    order = {q: sorted(h, key=lambda d: (h[d], d), reverse=True) for q, h in run.items()}
+    top10 = {q: {d: float(10 - i) for i, d in enumerate(docs[:10])} for q, docs in order.items()}
+    ref = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}, relevance_level=2).evaluate(top10)
+    assert got["RR(rel=2)@10"] == pytest.approx(sum(v["recip_rank"] for v in ref.values()) / len(qrels))
+
+
+def _graded_beir(root: Path) -> tuple[Path, Path]:
+    """A BEIR folder whose test qrels are graded 0-2 (as NFCorpus, TREC-COVID, DBPedia), and a run over it."""
+    from peft_ir.data import Document, write_beir_qrels, write_corpus, write_queries
+
+    qrels = {"q1": {"d1": 2, "d2": 1, "d3": 0}, "q2": {"d2": 2, "d4": 1}}
+    write_corpus([Document(f"d{i}", "", f"text {i}") for i in range(1, 5)], root / "corpus.jsonl")
+    write_queries({"q1": "one", "q2": "two"}, root / "queries.jsonl")
+    write_beir_qrels(qrels, root / "qrels" / "test.tsv")
+    run = root / "run.trec"
+    write_run({"q1": {"d1": 2.0, "d2": 1.0}, "q2": {"d4": 2.0, "d2": 1.0}}, run)
+    return root, run
+
+
+def test_graded_beir_folder_gets_beir_measures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder, run = _graded_beir(tmp_path)
+    assert main(["eval", "--qrels", str(folder), "--run", str(run), "--format", "json"]) == 0
+    assert list(json.loads(capsys.readouterr().out)[run.name]) == ["nDCG@10", "R@100", "R@1000"]
+    # the same qrels as a BEIR tsv are BEIR too; the same grades in a TREC qrels file are TREC DL
+    assert main(["eval", "--qrels", str(folder / "qrels" / "test.tsv"), "--run", str(run), "--format", "json"]) == 0
+    assert list(json.loads(capsys.readouterr().out)[run.name]) == ["nDCG@10", "R@100", "R@1000"]
+    trec = tmp_path / "qrels.txt"
+    write_trec_qrels(load_qrels(folder), trec)
+    assert main(["eval", "--qrels", str(trec), "--run", str(run), "--format", "json"]) == 0
+    assert list(json.loads(capsys.readouterr().out)[run.name]) == ["nDCG@10", "RR(rel=2)@10", "R(rel=2)@1000",
+                                                                   "AP(rel=2)"]
+
+
+@pytest.mark.parametrize(("source", "preset"), [
+    ("beir", "beir"), ("trec", "trec-dl"),
+    ("irds:beir/trec-covid", "beir"), ("irds:msmarco-passage/trec-dl-2019/judged", "trec-dl"),
+    ("irds:msmarco-passage/dev/small", "msmarco"),
+])
+def test_preset_follows_the_kind_of_collection(source: str, preset: str) -> None:
+    graded = {"q1": {"d1": 2, "d2": 1}}
+    assert guess_preset(graded, source) == preset
+    binary = {f"q{i}": {"d1": 1} for i in range(5000)}
+    assert guess_preset(binary, "trec") == "msmarco" and guess_preset(binary, "beir") == "beir"
 
 
 def test_missing_queries_count_as_zero() -> None:

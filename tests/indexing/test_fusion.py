@@ -13,7 +13,8 @@ from peft_ir.data import ranked, read_run, write_run
 from peft_ir.errors import PeftIRError
 from peft_ir.indexing.fusion import fuse, interpolate, normalise, rrf
 
-# q1: A ranks d1 > d2 > d3; B ranks d2 > d1 = d4 (tie at 5.0, broken by docid: d1 rank 2, d4 rank 3).
+# q1: A ranks d1 > d2 > d3; B ranks d2 > d4 = d1 (tie at 5.0, broken by docid descending as trec_eval does:
+# d4 rank 2, d1 rank 3).
 A = {"q1": {"d1": 3.0, "d2": 2.0, "d3": 1.0}}
 B = {"q1": {"d2": 10.0, "d4": 5.0, "d1": 5.0}}
 
@@ -21,17 +22,16 @@ B = {"q1": {"d2": 10.0, "d4": 5.0, "d1": 5.0}}
 def test_rrf_worked_example_k60():
     fused = rrf([A, B], k=60)
     assert fused["q1"] == pytest.approx({
-        "d1": 1 / 61 + 1 / 62, "d2": 1 / 62 + 1 / 61, "d3": 1 / 63, "d4": 1 / 63})
-    # equal fused scores are ordered by docid, as everywhere else
-    assert [d for d, _ in ranked(fused["q1"])] == ["d1", "d2", "d3", "d4"]
+        "d1": 1 / 61 + 1 / 63, "d2": 1 / 62 + 1 / 61, "d3": 1 / 63, "d4": 1 / 62})
+    assert [d for d, _ in ranked(fused["q1"])] == ["d2", "d1", "d4", "d3"]
 
 
 def test_rrf_weights_and_small_k():
     fused = rrf([A, B], k=1, weights=[2.0, 1.0])
-    assert fused["q1"] == pytest.approx({"d1": 2 / 2 + 1 / 3, "d2": 2 / 3 + 1 / 2, "d3": 2 / 4, "d4": 1 / 4})
+    assert fused["q1"] == pytest.approx({"d1": 2 / 2 + 1 / 4, "d2": 2 / 3 + 1 / 2, "d3": 2 / 4, "d4": 1 / 3})
     assert [d for d, _ in ranked(fused["q1"])] == ["d1", "d2", "d3", "d4"]
     fused = rrf([A, B], k=1, weights=[1.0, 3.0])
-    assert fused["q1"] == pytest.approx({"d1": 1 / 2 + 3 / 3, "d2": 1 / 3 + 3 / 2, "d3": 1 / 4, "d4": 3 / 4})
+    assert fused["q1"] == pytest.approx({"d1": 1 / 2 + 3 / 4, "d2": 1 / 3 + 3 / 2, "d3": 1 / 4, "d4": 3 / 3})
     assert [d for d, _ in ranked(fused["q1"])] == ["d2", "d1", "d4", "d3"]
 
 
@@ -75,8 +75,9 @@ def test_queries_union_in_first_seen_order_and_hits_cut():
     fused = rrf([r1, r2], k=0, hits=1)
     assert list(fused) == ["q2", "q1", "q3"]
     assert fused["q2"] == {"a": 1.0}
-    # q1: a and c both rank 1 in their runs (1/1), b rank 2 (1/2): cut at one hit keeps the docid-first tie
-    assert fused["q1"] == {"a": 1.0}
+    # q1: a and c both rank 1 in their runs (1/1), b rank 2 (1/2): the cut at one hit keeps the tie trec_eval
+    # ranks first (docid descending)
+    assert fused["q1"] == {"c": 1.0}
     assert fused["q3"] == {"z": 1.0}
 
 

@@ -14,8 +14,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--measures", nargs="+", metavar="M",
                    help="ir-measures names, e.g. nDCG@10 'RR(rel=2)@10' R@1000 (default: by collection kind)")
     p.add_argument("--preset", choices=("beir", "trec-dl", "msmarco"),
-                   help="default measure set (default: trec-dl for graded qrels, msmarco for >=5000 binary "
-                        "queries, else beir)")
+                   help="default measure set (default: by collection: beir for a BEIR folder or tsv; for TREC "
+                        "qrels trec-dl if graded, msmarco for >=5000 binary queries, else beir; irds ids by name)")
     p.add_argument("--ignore-self", action="store_true", help="drop hits whose docid equals the qid (ArguAna)")
     p.add_argument("--format", choices=FORMATS, default="markdown")
 
@@ -36,9 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _measures(args: argparse.Namespace, qrels: dict) -> list:
+    from peft_ir.data import qrels_source
     from peft_ir.eval import default_measures, parse_measures
 
-    return parse_measures(args.measures) if args.measures else default_measures(qrels, args.preset)
+    if args.measures:
+        return parse_measures(args.measures)
+    return default_measures(qrels, args.preset, source=qrels_source(args.qrels))
 
 
 def run_eval(args: argparse.Namespace) -> int:

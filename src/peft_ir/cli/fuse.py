@@ -7,8 +7,8 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fuse", help="fuse two or more runs (RRF or normalised score interpolation)",
-                       description="Fuse runs. RRF: sum of w/(k + rank), ranks by score desc then docid asc. "
-                                   "Interpolation: sum of w * normalised score per query; a document missing "
+                       description="Fuse runs. RRF: sum of w/(k + rank), ranks by score desc then docid desc "
+                                   "(trec_eval). Interpolation: sum of w * normalised score per query; a document missing "
                                    "from a run gets 0 from that run after normalisation.")
     p.add_argument("--runs", required=True, nargs="+", help="two or more TREC run files")
     p.add_argument("--method", choices=("rrf", "interpolate"), default="rrf")

@@ -26,6 +26,26 @@ def load_topics(spec: str | Path, split: str = "test") -> dict[str, str]:
     return read_queries(p) if p.suffix == ".jsonl" else read_topics(p)
 
 
+def _qrels_file_format(p: Path) -> str:
+    """'beir' for a BEIR qrels tsv (header, or three tab-separated fields), else 'trec'; judged on the first line."""
+    for _, line in iter_lines(p):
+        fields = line.split()
+        if fields[:3] == ["query-id", "corpus-id", "score"] or ("\t" in line and len(line.split("\t")) == 3):
+            return "beir"
+        return "trec"
+    raise InputError(p, None, None, "empty qrels file")
+
+
+def qrels_source(spec: str | Path) -> str:
+    """What kind of qrels `spec` names, so that evaluation can pick measures by collection rather than by grades:
+    'beir' (a BEIR folder or BEIR qrels tsv), 'trec' (a TREC qrels file) or the `irds:` id itself."""
+    spec = str(spec)
+    if is_irds(spec):
+        return spec
+    p = Path(spec)
+    return "beir" if p.is_dir() else _qrels_file_format(p)
+
+
 def load_qrels(spec: str | Path, split: str = "test") -> Qrels:
     """Qrels from a BEIR folder, a BEIR qrels tsv (with header), a TREC qrels file or an irds id."""
     spec = str(spec)
@@ -34,12 +54,7 @@ def load_qrels(spec: str | Path, split: str = "test") -> Qrels:
     p = Path(spec)
     if p.is_dir():
         return BeirDataset(p, split).qrels()
-    for _, line in iter_lines(p):
-        fields = line.split()
-        if fields[:3] == ["query-id", "corpus-id", "score"] or ("\t" in line and len(line.split("\t")) == 3):
-            return read_beir_qrels(p)
-        return read_trec_qrels(p)
-    raise InputError(p, None, None, "empty qrels file")
+    return read_beir_qrels(p) if _qrels_file_format(p) == "beir" else read_trec_qrels(p)
 
 
 def iter_documents(spec: str | Path) -> Iterator[Document]:

@@ -68,13 +68,14 @@ def read_run(path: str | Path) -> Run:
 
 
 def ranked(hits: dict[str, float], k: int | None = None) -> list[tuple[str, float]]:
-    """Hits ordered by score descending, ties broken by docid ascending (deterministic across tools)."""
-    order = sorted(hits.items(), key=lambda item: (-item[1], item[0]))
+    """Hits in trec_eval's order: score descending, equal scores by docid descending (trec_eval's comp_sim_docno),
+    so that a cut at k, a written rank column and evaluation all see the same order."""
+    order = sorted(hits.items(), key=lambda item: (item[1], item[0]), reverse=True)
     return order if k is None else order[:k]
 
 
 def write_run(run: Run, path: str | Path, tag: str = "peft-ir", hits: int | None = None) -> None:
-    """Write a TREC run with deterministic order (score desc, docid asc); queries in input order."""
+    """Write a TREC run in `ranked` order (score desc, docid desc, as trec_eval reads it); queries in input order."""
     with atomic_open(path) as fh:
         for qid, docs in run.items():
             for rank, (docid, score) in enumerate(ranked(docs, hits), start=1):

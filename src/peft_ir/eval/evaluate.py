@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import ir_measures
 from ir_measures import Measure
 
+from peft_ir.data.trec import ranked
 from peft_ir.errors import PeftIRError
 
 log = logging.getLogger(__name__)
@@ -22,8 +23,18 @@ def drop_self_hits(run: Run) -> Run:
     return {qid: {d: s for d, s in hits.items() if d != qid} for qid, hits in run.items()}
 
 
+def strict_order(run: Run) -> Run:
+    """Each query's hits re-scored n, n-1, ..., 1 in trec_eval's order (`ranked`: score desc, docid desc).
+
+    ir-measures' providers break equal scores differently (the msmarco one behind RR@k by docid ascending,
+    pytrec_eval by docid descending), so without this one table could score a run under two orders.
+    """
+    return {qid: {d: float(len(hits) - i) for i, (d, _) in enumerate(ranked(hits))} for qid, hits in run.items()}
+
+
 def per_query(qrels: Qrels, run: Run, measures: Sequence[Measure], *, ignore_self: bool = False) -> PerQuery:
-    """Per-query values for every judged query; a judged query missing from the run scores 0 for every measure."""
+    """Per-query values for every judged query; a judged query missing from the run scores 0 for every measure.
+    Tied scores are ranked once, in trec_eval's order, for every measure (`strict_order`)."""
     if not qrels:
         raise PeftIRError("the qrels are empty")
     if ignore_self:
@@ -32,7 +43,7 @@ def per_query(qrels: Qrels, run: Run, measures: Sequence[Measure], *, ignore_sel
     unjudged = len(set(run) - judged)
     if unjudged:
         log.warning("%d of %d run queries are not judged in the qrels and are ignored", unjudged, len(run))
-    run = {qid: hits for qid, hits in run.items() if qid in judged}
+    run = strict_order({qid: hits for qid, hits in run.items() if qid in judged})
     if not run:
         raise PeftIRError("no query of the run is judged in the qrels: are the run and the qrels from the same collection?")
     values: PerQuery = {str(m): {qid: 0.0 for qid in qrels} for m in measures}

@@ -29,8 +29,24 @@ def parse_measures(names: Iterable[str | Measure]) -> list[Measure]:
     return out
 
 
-def guess_preset(qrels: dict[str, dict[str, int]]) -> str:
-    """Graded qrels (a grade >= 2) are TREC DL style; binary qrels with thousands of queries are MS MARCO dev; else BEIR."""
+def guess_preset(qrels: dict[str, dict[str, int]], source: str) -> str:
+    """The default measure set for a collection, chosen by what the collection is, never by grades alone (graded
+    BEIR sets such as NFCorpus or TREC-COVID are still BEIR). `source` is `peft_ir.data.qrels_source`'s answer:
+    'beir' (BEIR folder or tsv) -> beir; an `irds:` id by dataset (beir/* -> beir, */trec-dl* -> trec-dl,
+    msmarco-*/dev* -> msmarco); 'trec' qrels files (and other irds ids): graded (a grade >= 2, the TREC DL tracks)
+    -> trec-dl, binary with >= 5,000 queries (MS MARCO dev) -> msmarco, else beir."""
+    if source == "beir":
+        return "beir"
+    if source.startswith("irds:"):
+        dataset = source.removeprefix("irds:")
+        if dataset.startswith("beir/"):
+            return "beir"
+        if "/trec-dl" in dataset:
+            return "trec-dl"
+        if dataset.startswith("msmarco-") and "/dev" in dataset:
+            return "msmarco"
+    elif source != "trec":
+        raise PeftIRError(f"unknown qrels source {source!r}; expected 'beir', 'trec' or an irds: id")
     max_grade = max((g for docs in qrels.values() for g in docs.values()), default=0)
     if max_grade >= 2:
         return "trec-dl"
@@ -39,8 +55,9 @@ def guess_preset(qrels: dict[str, dict[str, int]]) -> str:
     return "beir"
 
 
-def default_measures(qrels: dict[str, dict[str, int]], preset: str | None = None) -> list[Measure]:
-    preset = preset or guess_preset(qrels)
+def default_measures(qrels: dict[str, dict[str, int]], preset: str | None = None, *, source: str) -> list[Measure]:
+    """`preset`'s measures, else those of the collection `source` names (see `guess_preset`)."""
+    preset = preset or guess_preset(qrels, source)
     if preset not in PRESETS:
         raise PeftIRError(f"unknown measure preset {preset!r}; choose one of {', '.join(PRESETS)}")
     return parse_measures(PRESETS[preset])

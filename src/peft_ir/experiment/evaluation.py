@@ -29,13 +29,14 @@ def final_kind(cfg: ExperimentConfig) -> str:
 
 def evaluate_runs(cfg: ExperimentConfig, produced: dict[str, dict[str, Path]], rundir: RunDir) -> dict[str, Any]:
     """produced: test set name -> run kind -> TREC file. Writes and returns metrics.json's content."""
-    from peft_ir.data import load_qrels, read_run  # noqa: PLC0415
+    from peft_ir.data import load_qrels, qrels_source, read_run  # noqa: PLC0415
     from peft_ir.eval import aggregate, default_measures, parse_measures, per_query  # noqa: PLC0415
 
     sets: dict[str, Any] = {}
     for t in cfg.data.test:
         qrels = load_qrels(t.qrels, t.split)
-        measures = parse_measures(cfg.eval.measures) if cfg.eval.measures else default_measures(qrels, cfg.eval.preset)
+        measures = (parse_measures(cfg.eval.measures) if cfg.eval.measures
+                    else default_measures(qrels, cfg.eval.preset, source=qrels_source(t.qrels)))
         runs = {}
         for kind, path in produced[t.name].items():
             values = per_query(qrels, read_run(path), measures, ignore_self=cfg.eval.ignore_self)

@@ -163,14 +163,15 @@ class DenseIndex:
 
 
 def search_shards(shards: Sequence[DenseIndex], queries: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
-    """Search every shard for its top k and merge exactly (highest scores first, ties by docid)."""
+    """Search every shard for its top k and merge exactly (highest scores first, ties by docid descending as in
+    `peft_ir.data.ranked`, so the cut at k keeps the tied documents evaluation ranks first)."""
     if len(shards) == 1:
         return shards[0].search(queries, k)
     per_shard = [s.search(queries, k) for s in shards]
     all_scores, all_ids = [], []
     for qi in range(len(queries)):
         merged = [(float(score), docid) for scores, ids in per_shard for score, docid in zip(scores[qi], ids[qi])]
-        merged.sort(key=lambda x: (-x[0], x[1]))
+        merged.sort(reverse=True)
         merged = merged[:k]
         all_scores.append([s for s, _ in merged])
         all_ids.append([d for _, d in merged])

@@ -3,7 +3,7 @@
 Conventions (stated once, used everywhere):
 
 - Ranks come from the deterministic ranking of each run (`peft_ir.data.ranked`: score descending, ties by docid
-  ascending), starting at 1.
+  descending as in trec_eval), starting at 1.
 - RRF: fused(d) = sum_i w_i / (k + rank_i(d)) over the runs that retrieved d (default w_i = 1, k = 60).
 - Interpolation: fused(d) = sum_i w_i * norm_i(d), where norm_i is run i's score of d normalised over that
   query's hits in run i (min-max to [0, 1] or z-score); a document missing from run i gets contribution 0 from
