@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from peft_ir.data import read_run
+from peft_ir.data import BeirDataset, load_corpus, read_run, write_corpus
+from peft_ir.data.trec import write_topics
 from peft_ir.errors import InputError, PeftIRError
 from peft_ir.reranker.model import CrossEncoder, CrossEncoderSpec
-from peft_ir.reranker.rerank import RerankStats, ScoreCache, load_inputs, rerank, rerank_files
+from peft_ir.reranker.rerank import (RerankStats, ScoreCache, default_cache_path, load_inputs, rerank,
+                                     rerank_files)
 from peft_ir.tuning import METHODS, TuningConfig, apply_tuning, save_tuned
 
 QUERIES = ["alpha beta gamma", "river stone", "light metal glass paper water"]
@@ -105,6 +108,71 @@ def test_rerank_is_deterministic_and_resumes_from_cache(synthetic_beir: Path, sy
     out2 = tmp_path / "resumed.trec"
     rerank_files(synthetic_runs["test"], synthetic_beir, synthetic_beir, ce, out2, hits=10, cache_path=cache_path)
     assert out2.read_text() == first  # identical run after the interruption
+
+
+def test_score_cache_keys_on_query_and_passage_text(synthetic_beir: Path, synthetic_runs: dict, tiny_bert_dir: Path,
+                                                   tmp_path: Path) -> None:
+    """Same qids, other text, one output: the cached scores of the old text are never reused (issue 5)."""
+    ce = CrossEncoder(_spec(tiny_bert_dir))
+    run, hits = synthetic_runs["test"], 5
+    queries = BeirDataset(synthetic_beir, "test").queries()
+    topics_a, topics_b = tmp_path / "a.tsv", tmp_path / "b.tsv"
+    write_topics(queries, topics_a)
+    write_topics({q: f"{t} water fire rewritten" for q, t in queries.items()}, topics_b)
+    out = tmp_path / "same.trec"
+    sa = rerank_files(run, topics_a, synthetic_beir, ce, out, hits=hits)
+    first_a = out.read_text()
+    sb = rerank_files(run, topics_b, synthetic_beir, ce, out, hits=hits)
+    assert sb.scored == sb.pairs == sa.pairs == len(queries) * hits  # the second run scored all its pairs anew
+    ra, rb = read_run(_write(tmp_path / "a.trec", first_a)), read_run(out)
+    assert all(ra[q] != rb[q] for q in ra)  # different text, different scores
+    fresh = tmp_path / "fresh-b.trec"
+    rerank_files(run, topics_b, synthetic_beir, ce, fresh, hits=hits)
+    assert out.read_text() == fresh.read_text()  # what a cache-free run of topics B gives
+
+    # same text again: everything from the cache (it holds both texts' scores), same bytes as the first run
+    again = rerank_files(run, topics_a, synthetic_beir, ce, out, hits=hits)
+    assert again.scored == 0 and out.read_text() == first_a
+
+    # one document's text changed: exactly that document's pairs are scored anew
+    corpus = load_corpus(synthetic_beir / "corpus.jsonl")
+    changed = next(iter(ra[next(iter(ra))]))  # a re-ranked hit of the first query
+    corpus[changed] = replace(corpus[changed], text=corpus[changed].text + " metal glass")
+    corpus_path = tmp_path / "corpus.jsonl"
+    write_corpus(corpus.values(), corpus_path)
+    with_doc = sum(changed in ra[q] for q in ra)
+    assert with_doc >= 1
+    sc = rerank_files(run, topics_a, corpus_path, ce, out, hits=hits)
+    assert sc.scored == with_doc
+    rc = read_run(out)
+    for q in ra:
+        assert {d: s for d, s in rc[q].items() if d != changed} == {d: s for d, s in ra[q].items() if d != changed}
+        if changed in ra[q]:
+            assert rc[q][changed] != ra[q][changed]
+
+
+def test_old_format_cache_lines_are_scored_anew(synthetic_beir: Path, synthetic_runs: dict, tiny_bert_dir: Path,
+                                                tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A cache line without the text hash (written before issue 5) is not trusted: its pair is scored again."""
+    ce = CrossEncoder(_spec(tiny_bert_dir))
+    out = tmp_path / "old.trec"
+    run = read_run(synthetic_runs["test"])
+    cache = default_cache_path(out, ce)
+    with open(cache, "w", encoding="utf-8") as fh:
+        for q, hits in run.items():
+            for d in hits:
+                fh.write(f'{{"q": "{q}", "d": "{d}", "s": 123.0}}\n')
+    with caplog.at_level("INFO", logger="peft_ir.reranker.rerank"):
+        stats = rerank_files(synthetic_runs["test"], synthetic_beir, synthetic_beir, ce, out, hits=5)
+    assert stats.scored == stats.pairs == 10 * 5
+    assert all(s != 123.0 for hits in read_run(out).values() for s in hits.values())
+    old = [r for r in caplog.records if "old-format" in r.getMessage()]
+    assert len(old) == 1 and "200" in old[0].getMessage()  # one line for the file, with the count
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
 
 
 def test_bad_inputs_name_the_file(synthetic_beir: Path, synthetic_runs: dict, tiny_bert_dir: Path, tmp_path: Path) -> None:

@@ -1,13 +1,15 @@
 """Re-rank the top hits of a first-stage run with a cross-encoder; scores are cached so an interrupted run resumes.
 
-The cache is a jsonl file of {"q": qid, "d": docid, "s": score} lines, one file per model state: its name holds
-a hash of every parameter of the (tuned) model and the token limits, so a different model or adapter never
-reuses another's scores. Lines are appended and flushed after every batch; a torn last line (killed mid-write)
-is ignored when the cache is read back.
+The cache is a jsonl file of {"q": qid, "d": docid, "h": text hash, "s": score} lines, one file per model state:
+its name holds a hash of every parameter of the (tuned) model and the token limits, so a different model or
+adapter never reuses another's scores; "h" hashes the query and passage text, so a rewritten query or a changed
+corpus under the same ids is scored anew. Lines are appended and flushed after every batch; a torn last line
+(killed mid-write) is ignored when the cache is read back, and so is a line without "h" (an older cache).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -25,35 +27,52 @@ log = logging.getLogger(__name__)
 CHUNK = 4096  # pairs tokenised and length-sorted at a time
 
 
+Key = tuple[str, str, str]  # (qid, docid, pair_hash of their texts)
+
+
+def pair_hash(query: str, passage: str) -> str:
+    """A short hash of the pair's text: ids alone do not pin the text (rewritten queries, an edited corpus)."""
+    return hashlib.sha1(f"{query}\x00{passage}".encode()).hexdigest()[:16]
+
+
 class ScoreCache:
-    """(qid, docid) -> score, persisted as append-only jsonl."""
+    """(qid, docid, text hash) -> score, persisted as append-only jsonl."""
 
     def __init__(self, path: str | Path | None):
         self.path = Path(path) if path else None
-        self.scores: dict[tuple[str, str], float] = {}
+        self.scores: dict[Key, float] = {}
+        old = 0
         if self.path is not None and self.path.is_file():
             with open(self.path, encoding="utf-8") as fh:
                 for line in fh:
+                    if not line.strip():
+                        continue  # the separator a resumed run writes (blank when the last line was whole)
                     try:
                         row = json.loads(line)
-                        self.scores[(row["q"], row["d"])] = float(row["s"])
-                    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                        if "h" not in row and {"q", "d", "s"} <= row.keys():
+                            old += 1
+                            continue
+                        self.scores[(row["q"], row["d"], row["h"])] = float(row["s"])
+                    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
                         log.warning("%s: skipping a torn cache line (interrupted write)", self.path)
+        if old:
+            log.info("%s: ignoring %d old-format cache line(s) without a text hash; their pairs are scored anew",
+                     self.path, old)
         self._fh = None
 
-    def __contains__(self, key: tuple[str, str]) -> bool:
+    def __contains__(self, key: Key) -> bool:
         return key in self.scores
 
     def __len__(self) -> int:
         return len(self.scores)
 
-    def get(self, key: tuple[str, str]) -> float:
+    def get(self, key: Key) -> float:
         return self.scores[key]
 
-    def add(self, rows: Iterable[tuple[str, str, float]]) -> None:
+    def add(self, rows: Iterable[tuple[str, str, str, float]]) -> None:
         rows = list(rows)
-        for q, d, s in rows:
-            self.scores[(q, d)] = s
+        for q, d, h, s in rows:
+            self.scores[(q, d, h)] = s
         if self.path is None:
             return
         if self._fh is None:
@@ -61,7 +80,7 @@ class ScoreCache:
             self._fh = open(self.path, "a", encoding="utf-8")
             if self._fh.tell() > 0:
                 self._fh.write("\n")  # a torn last line from an earlier run stays on its own line
-        self._fh.write("".join(json.dumps({"q": q, "d": d, "s": s}) + "\n" for q, d, s in rows))
+        self._fh.write("".join(json.dumps({"q": q, "d": d, "h": h, "s": s}) + "\n" for q, d, h, s in rows))
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
@@ -91,22 +110,23 @@ def rerank(run: Run, topics: Mapping[str, str], passages: Mapping[str, str], enc
         raise PeftIRError(f"--hits must be at least 1, got {hits}")
     cache = cache if cache is not None else ScoreCache(None)
     stats = stats if stats is not None else RerankStats()
-    todo: list[tuple[str, str]] = []
-    depth: dict[str, list[str]] = {}
+    todo: list[Key] = []
+    depth: dict[str, list[Key]] = {}
     for qid, q_hits in run.items():
-        depth[qid] = [d for d, _ in ranked(q_hits, hits)]
-        todo += [(qid, d) for d in depth[qid] if (qid, d) not in cache]
+        depth[qid] = [(qid, d, pair_hash(topics[qid], passages[d])) for d, _ in ranked(q_hits, hits)]
+        todo += [key for key in depth[qid] if key not in cache]
     stats.queries, stats.pairs = len(depth), sum(len(v) for v in depth.values())
     for start in range(0, len(todo), CHUNK):
         chunk = todo[start:start + CHUNK]
 
-        def store(idx: list[int], values: list[float], chunk: list[tuple[str, str]] = chunk) -> None:
-            cache.add((chunk[i][0], chunk[i][1], v) for i, v in zip(idx, values))
+        def store(idx: list[int], values: list[float], chunk: list[Key] = chunk) -> None:
+            cache.add((*chunk[i], v) for i, v in zip(idx, values))
             stats.scored += len(idx)
 
-        encoder.score([topics[q] for q, _ in chunk], [passages[d] for _, d in chunk], batch_size, on_batch=store)
+        encoder.score([topics[q] for q, _, _ in chunk], [passages[d] for _, d, _ in chunk], batch_size,
+                      on_batch=store)
         log.info("scored %d of %d pairs", min(start + CHUNK, len(todo)), len(todo))
-    return {qid: {d: cache.get((qid, d)) for d in docs} for qid, docs in depth.items()}
+    return {qid: {d: cache.get((qid, d, h)) for _, d, h in keys} for qid, keys in depth.items()}
 
 
 def load_inputs(run_path: str | Path, topics_spec: str | Path, corpus_spec: str | Path, hits: int, split: str = "test"
