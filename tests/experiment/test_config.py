@@ -77,6 +77,8 @@ def test_wrong_types_name_key_expected_and_got(tiny, section, message) -> None: 
     ({"data": {"beir": None, "corpus": "c", "test": [{"name": "train", "topics": "t", "qrels": "q"}]}},
      r"'data.test\[0\].name': 'train' names the runs of the training queries"),
     ({"data": {"beir": None}}, r"'data': no test set"),
+    ({"index": {"factory": "IVF16,Flat", "nprobe": 0}}, r"'index.nprobe': must be at least 1, got 0"),
+    ({"index": {"nprobe": 8}}, r"'index.nprobe': applies to IVF indexes only, not factory 'Flat'"),
 ])
 def test_inconsistent_sections_are_refused(tiny, section, message) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError, match=message):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +64,17 @@ def test_given_run_is_reranked_by_a_zero_shot_model(tiny_run: dict[str, Any], sy
     assert runs["run"]["file"] == str(given)
     assert runs["run"]["means"] == tiny_run["metrics"]["sets"]["test"]["runs"]["dense"]["means"]
     assert not (tmp_path / "runs" / "given" / "retriever").exists()
+
+
+def test_ivf_index_is_built_and_searched_with_the_configured_nprobe(synthetic_beir: Path, tiny_bert_dir: Path,
+                                                                    tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="peft_ir")
+    cfg = tiny_config(synthetic_beir, tiny_bert_dir, tmp_path / "runs", name="ivf", reranker=None,
+                      retriever={"zero_shot": True, "method": None, "tuning": {}}, index={"factory": "IVF4,Flat",
+                                                                                        "nprobe": 3})
+    metrics = Pipeline(load_config(write_yaml(tmp_path / "ivf.yaml", cfg)), progress=False, echo=lambda _: None).run()
+    root = tmp_path / "runs" / "ivf"
+    assert json.loads((root / "index" / "manifest.json").read_text())["nprobe"] == 3
+    assert f"{root / 'index'}: searching IVF4,Flat with nprobe 3" in caplog.text
+    assert set(metrics["sets"]["test"]["runs"]) == {"dense"}

@@ -25,6 +25,12 @@ def spec_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
                        query_max_length=args.query_max_length, passage_max_length=args.passage_max_length)
 
 
+def add_nprobe_flag(p: argparse.ArgumentParser, text: str = "") -> None:
+    """--nprobe for IVF indexes: at build, the value recorded in the manifest; at search, an override of it."""
+    text = text or "IVF lists probed per query (default: the one recorded when the index was built)"
+    p.add_argument("--nprobe", type=int, default=None, help=text + "; IVF indexes only")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("encode", help="encode a corpus into resumable embedding chunks")
     e.add_argument("--corpus", required=True, help="BEIR folder or corpus.jsonl, MS MARCO collection.tsv, irds:ID")
@@ -43,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--index", required=True, help="index folder to write")
     i.add_argument("--factory", default="Flat", help="FAISS factory string: Flat, HNSW32, IVF4096,PQ64, ...")
     i.add_argument("--train-sample", type=int, default=200_000, help="vectors used to train IVF/PQ")
+    add_nprobe_flag(i, "IVF lists probed per query, recorded in the manifest (default: 32, at most nlist)")
     i.set_defaults(func=run_index)
 
     s = sub.add_parser("search", help="search a dense index with topics and write a TREC run")
@@ -55,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--model", default=None, help="query encoder (default: the one recorded in the index)")
     s.add_argument("--adapter", default=None, help="query-side adapter (default: the one recorded in the index)")
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_nprobe_flag(s)
     s.add_argument("--tag", default="peft-ir-dense", help="run tag (6th column)")
     s.set_defaults(func=run_search)
 
@@ -76,8 +84,9 @@ def run_encode(args: argparse.Namespace) -> int:
 def run_index(args: argparse.Namespace) -> int:
     from peft_ir.indexing.dense import build_index
 
-    m = build_index(args.embeddings, args.index, args.factory, train_sample=args.train_sample)
-    print(f"indexed {m['ntotal']} vectors ({m['factory']}, dim {m['dim']}) into {args.index}")
+    m = build_index(args.embeddings, args.index, args.factory, train_sample=args.train_sample, nprobe=args.nprobe)
+    nprobe = f", nprobe {m['nprobe']}" if "nprobe" in m else ""
+    print(f"indexed {m['ntotal']} vectors ({m['factory']}, dim {m['dim']}{nprobe}) into {args.index}")
     return 0
 
 
@@ -85,9 +94,11 @@ def run_search(args: argparse.Namespace) -> int:
     from peft_ir.data import load_topics, write_run
     from peft_ir.indexing.search import dense_search, encoder_for, load_shards
 
-    shards = load_shards(args.index, args.device)
+    shards = load_shards(args.index, args.device, args.nprobe)
     encoder = encoder_for(shards, args.model, args.adapter)
     run = dense_search(encoder, shards, load_topics(args.topics, args.split), args.hits, args.batch_size)
     write_run(run, args.output, tag=args.tag, hits=args.hits)
-    print(f"wrote {sum(len(h) for h in run.values())} hits for {len(run)} queries to {args.output} ({shards[0].backend})")
+    nprobe = f", nprobe {shards[0].nprobe}" if shards[0].nprobe is not None else ""
+    print(f"wrote {sum(len(h) for h in run.values())} hits for {len(run)} queries to {args.output} "
+          f"({shards[0].backend}{nprobe})")
     return 0

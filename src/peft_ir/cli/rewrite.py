@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from peft_ir.cli.dense import add_nprobe_flag
+
 
 def _backend_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("LLM back-end (an OpenAI-compatible endpoint, or a local transformers model)")
@@ -67,6 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--model", default=None, help="query encoder (default: the one recorded in the index)")
     v.add_argument("--adapter", default=None, help="query-side adapter (default: the one recorded in the index)")
     v.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_nprobe_flag(v)
     v.add_argument("--batch-size", type=int, default=64)
     v.add_argument("--tag", default="dense+vprf")
     v.set_defaults(func=run_vector_prf)
@@ -107,7 +110,7 @@ def run_vector_prf(args: argparse.Namespace) -> int:
     from peft_ir.indexing.search import encoder_for, load_shards
     from peft_ir.rewrite.vector_prf import index_is_normalised, prf_run, vector_prf_search
 
-    shards = load_shards(args.index, args.device)
+    shards = load_shards(args.index, args.device, args.nprobe)
     encoder = encoder_for(shards, args.model, args.adapter)
     index = shards[0] if len(shards) == 1 else _ShardSet(shards)
     topics = load_topics(args.topics, args.split)

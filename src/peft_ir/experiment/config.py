@@ -117,6 +117,7 @@ class EncodeSection:
 class IndexSection:
     factory: str = "Flat"
     train_sample: int = 200_000
+    nprobe: int | None = None               # IVF lists probed per query; None: 32 (at most nlist). IVF only
 
 
 @dataclass(frozen=True, kw_only=True)

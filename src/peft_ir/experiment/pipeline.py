@@ -243,14 +243,14 @@ class Pipeline:
         from peft_ir.indexing.dense import build_index  # noqa: PLC0415
 
         build_index(self.dir.embeddings, self.dir.index, self.cfg.index.factory,
-                    train_sample=self.cfg.index.train_sample, progress=self.progress)
+                    train_sample=self.cfg.index.train_sample, nprobe=self.cfg.index.nprobe, progress=self.progress)
 
     def _dense_search(self, sets: list[TestSet]) -> None:
         from peft_ir.data import load_topics, write_run  # noqa: PLC0415
         from peft_ir.indexing.dense import DenseIndex  # noqa: PLC0415
         from peft_ir.indexing.search import dense_search  # noqa: PLC0415
 
-        index = DenseIndex(self.dir.index)
+        index = DenseIndex(self.dir.index, nprobe=self.cfg.index.nprobe)
         index.check_encoder(self.bi_encoder().manifest())
         for t in sets:
             out = self.dir.run_file(t.name, "dense")

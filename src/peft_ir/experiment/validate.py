@@ -18,6 +18,7 @@ from peft_ir.experiment.config import NEGATIVE_SOURCES, DataConfig, ExperimentCo
 from peft_ir.experiment.schema import Origins, fail
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+IVF_FACTORY = re.compile(r"(?:^|,)\s*(?:IVF|IMI)")  # an inverted-file stage in a FAISS factory string
 
 
 # -- paths -------------------------------------------------------------------------------------------------------
@@ -90,6 +91,11 @@ def validate(cfg: ExperimentConfig, origins: Origins) -> None:
             raise fail("reranker.group_size", origins, f"needs at least 2 (one positive, one negative), "
                        f"got {cfg.reranker.group_size}")
     _positive("search.hits", cfg.search.hits, origins)
+    if cfg.index.nprobe is not None:
+        _positive("index.nprobe", cfg.index.nprobe, origins)
+        if not IVF_FACTORY.search(cfg.index.factory):
+            raise fail("index.nprobe", origins, f"applies to IVF indexes only, not factory {cfg.index.factory!r}: "
+                       "remove it or use an IVF factory (e.g. IVF4096,PQ64)")
     for key in ("encode.batch_size", "encode.max_length", "encode.chunk_size", "search.batch_size"):
         section, name = key.split(".")
         _positive(key, getattr(getattr(cfg, section), name), origins)

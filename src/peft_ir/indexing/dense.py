@@ -2,6 +2,10 @@
 
 Search runs on GPU through faiss-gpu when it is installed and sees a GPU, else exact search with torch on a
 GPU for Flat indexes, else on the CPU. Several index shards are searched one by one and merged exactly.
+
+IVF indexes probe `nprobe` inverted lists per query: FAISS' own default of 1 misses many true neighbours, so
+`build_index` records DEFAULT_NPROBE (or the caller's value) in the manifest and every load applies it, through
+FAISS' parameter space (which also reaches an IVF behind a pre-transform such as OPQ or PCA, and GPU clones).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ log = logging.getLogger(__name__)
 INDEX_FILE = "index.faiss"
 IDS_FILE = "docids.txt"
 MANIFEST = "manifest.json"
+DEFAULT_NPROBE = 32  # lists probed per query when none is given (at most the index's nlist)
 
 
 def _faiss():  # type: ignore[no-untyped-def]
@@ -49,9 +54,33 @@ def _sample(emb_dir: Path, n: int, seed: int = 0) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
+def _nprobe(index: Any, nprobe: int | None, where: str, factory: str) -> int | None:
+    """The nprobe to search CPU `index` with: None for a non-IVF index, else `nprobe` (default DEFAULT_NPROBE)
+    capped at the number of lists; refuses nprobe < 1 and an nprobe asked of a non-IVF index."""
+    if nprobe is not None and nprobe < 1:
+        raise PeftIRError(f"{where}: nprobe must be at least 1, got {nprobe}")
+    ivf = _faiss().try_extract_index_ivf(index)
+    if ivf is None:
+        if nprobe is not None:
+            raise PeftIRError(f"{where}: nprobe applies to IVF indexes only, not {factory}")
+        return None
+    return min(nprobe or DEFAULT_NPROBE, int(ivf.nlist))
+
+
+def _set_nprobe(space: Any, index: Any, nprobe: int, where: str) -> None:
+    """Set nprobe through a FAISS (Gpu)ParameterSpace, which reaches the IVF inside pre-transforms and replicas."""
+    try:
+        space.set_index_parameter(index, "nprobe", nprobe)
+    except RuntimeError as exc:  # e.g. GPU IVF search takes at most 2048 lists
+        raise PeftIRError(f"{where}: FAISS could not set nprobe {nprobe}: {exc}") from None
+
+
 def build_index(emb_dir: str | Path, index_dir: str | Path, factory: str = "Flat", *,
-                train_sample: int = 200_000, hnsw_ef_search: int = 128, progress: bool = True) -> dict[str, Any]:
-    """Build a FAISS index (inner product) from `peft-ir encode` output; the folder appears only when complete."""
+                train_sample: int = 200_000, hnsw_ef_search: int = 128, nprobe: int | None = None,
+                progress: bool = True) -> dict[str, Any]:
+    """Build a FAISS index (inner product) from `peft-ir encode` output; the folder appears only when complete.
+
+    An IVF index is written with `nprobe` (default DEFAULT_NPROBE) set and recorded in the manifest."""
     faiss = _faiss()
     emb_dir = Path(emb_dir)
     manifest = read_manifest(emb_dir)
@@ -60,12 +89,18 @@ def build_index(emb_dir: str | Path, index_dir: str | Path, factory: str = "Flat
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
         raise PeftIRError(f"FAISS could not build factory string {factory!r}: {exc}") from None
+    nprobe = _nprobe(index, nprobe, str(index_dir), factory)
     if not index.is_trained:
         sample = _sample(emb_dir, train_sample)
         log.info("training %s on %d vectors", factory, len(sample))
         index.train(sample)
+    extra: dict[str, Any] = {}
+    if nprobe is not None:
+        _set_nprobe(faiss.ParameterSpace(), index, nprobe, str(index_dir))
+        extra["nprobe"] = nprobe
     if hasattr(index, "hnsw"):
-        index.hnsw.efSearch = hnsw_ef_search
+        index.hnsw.efSearch = hnsw_ef_search  # FAISS writes efSearch into the index file
+        extra["ef_search"] = hnsw_ef_search
     ids: list[str] = []
     bar = tqdm(total=manifest["num_docs"], unit="vec", desc=f"index {factory}", disable=not progress)
     for vecs, chunk_ids in iter_embeddings(emb_dir):
@@ -75,7 +110,7 @@ def build_index(emb_dir: str | Path, index_dir: str | Path, factory: str = "Flat
         ids.extend(chunk_ids)
         bar.update(len(vecs))
     bar.close()
-    out = dict(manifest, factory=factory, ntotal=int(index.ntotal), metric="ip")
+    out = dict(manifest, factory=factory, ntotal=int(index.ntotal), metric="ip", **extra)
     with atomic_path(index_dir) as tmp:
         tmp.mkdir()
         faiss.write_index(index, str(tmp / INDEX_FILE))
@@ -85,9 +120,11 @@ def build_index(emb_dir: str | Path, index_dir: str | Path, factory: str = "Flat
 
 
 class DenseIndex:
-    """A loaded index shard: `search(queries, k)` and `vectors(docids)` (the protocol vector PRF relies on)."""
+    """A loaded index shard: `search(queries, k)` and `vectors(docids)` (the protocol vector PRF relies on).
 
-    def __init__(self, index_dir: str | Path, device: str = "auto"):
+    `nprobe` overrides, for an IVF index, the value recorded at build time (`self.nprobe`; None if not IVF)."""
+
+    def __init__(self, index_dir: str | Path, device: str = "auto", nprobe: int | None = None):
         faiss = _faiss()
         self.path = Path(index_dir)
         for name in (INDEX_FILE, IDS_FILE, MANIFEST):
@@ -99,6 +136,12 @@ class DenseIndex:
         if self.index.ntotal != len(self.docids):
             raise PeftIRError(f"{self.path}: {self.index.ntotal} vectors but {len(self.docids)} docids")
         self._row = {d: i for i, d in enumerate(self.docids)}
+        factory, recorded = str(self.manifest.get("factory", "this index")), self.manifest.get("nprobe")
+        self.nprobe = _nprobe(self.index, nprobe if nprobe is not None else recorded, str(self.path), factory)
+        if self.nprobe is not None:
+            _set_nprobe(faiss.ParameterSpace(), self.index, self.nprobe, str(self.path))
+            origin = "asked for" if nprobe is not None else "recorded" if recorded is not None else "default"
+            log.info("%s: searching %s with nprobe %d (%s)", self.path, factory, self.nprobe, origin)
         self.backend = "faiss-cpu"
         self._torch_matrix = None
         self._use_device(device)
@@ -108,6 +151,8 @@ class DenseIndex:
         gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
         if device in ("auto", "cuda") and gpus > 0:
             self.index = faiss.index_cpu_to_all_gpus(self.index)
+            if self.nprobe is not None:  # on every replica, whatever the cloner copied
+                _set_nprobe(faiss.GpuParameterSpace(), self.index, self.nprobe, str(self.path))
             self.backend = f"faiss-gpu x{gpus}"
             return
         import torch  # noqa: PLC0415
