@@ -8,11 +8,11 @@ Public API:
     apply_tuning(model, config) -> model       freeze the base, inject modules (in place)
     trainable_parameters(model) -> (trainable, total)   share = trainable / base parameters
     head_parameters(model) -> int                       a cross-encoder's task head (trains under every method)
-    budget_config(model, method, share, **fixed) -> TuningConfig
+    budget_config(model, method, share, **fixed) -> TuningConfig   (IAA keeps the paper's ar:r; see tuning.budget)
     save_tuned(model, path, base_name_or_path) / load_tuned(base_model, path) -> model
     load_trainable(model, path) -> model       reload trainable weights into an already tuned model (resume)
     merge_tuned(model) -> model                lora (and bitfit/full); others raise PeftIRError
-    describe(model, config) -> str
+    describe(model, config, budget_note) -> str   budget_note: budget.budget_choice(...).note
 """
 
 from peft_ir.tuning.apply import apply_tuning, head_parameters, merge_tuned, trainable_parameters, tuning_state
