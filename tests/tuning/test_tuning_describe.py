@@ -13,8 +13,9 @@ def test_describe_reports_sizes_counts_and_placements(bert_base) -> None:
     assert "r=12 ar=12" in text
     assert "691,632 parameters = 0.63 %" in text
     assert "109,482,240 base parameters" in text
-    assert "after encoder.layer.{0..11}.attention.output.dense" in text
-    assert "after encoder.layer.{0..11}.output.dense" in text
+    assert ("after encoder.layer.{0..11}.attention.output.dense and its dropout "
+            "(encoder.layer.{0..11}.attention.output.dropout), before Add & Norm") in text
+    assert "after encoder.layer.{0..11}.output.dense and its dropout (encoder.layer.{0..11}.output.dropout)" in text
     assert "input of encoder.layer.{0..11} -> added after its last Add & Norm" in text
     assert "mergeable  no" in text
 
