@@ -61,7 +61,8 @@ def _iaa_l_aside_share(out: str) -> tuple[int, int, float]:
     return r, ar, bottleneck(ar) / (2 * bottleneck(r) + bottleneck(ar))
 
 
-def test_cli_describe_iaa_l_at_the_large_budget_keeps_the_papers_aside_share(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_describe_iaa_l_at_the_large_budget_keeps_the_papers_aside_share(
+        capsys: pytest.CaptureFixture[str]) -> None:
     """The paper's 6.7 % IAA-L is r=50, ar=300: its aside modules hold 75 % of the method's parameters."""
     assert main(["tuning", "describe", "--model", "bert-base-config", "--method", "iaa-l", "--budget", "6.7%"]) == 0
     out = capsys.readouterr().out
@@ -73,7 +74,8 @@ def test_cli_describe_iaa_l_at_the_large_budget_keeps_the_papers_aside_share(cap
     assert "ar = 6 r" in out and "aside modules 74.8 % of the method's parameters" in out
 
 
-def test_cli_describe_iaa_l_at_the_small_budget_keeps_the_papers_one_to_one(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_describe_iaa_l_at_the_small_budget_keeps_the_papers_one_to_one(
+        capsys: pytest.CaptureFixture[str]) -> None:
     """The paper's 0.5 % IAA-L is r=12, ar=12 (0.63 % by our count): the solver keeps ar = r and says so."""
     assert main(["tuning", "describe", "--model", "bert-base-config", "--method", "iaa-l", "--budget", "0.5%"]) == 0
     out = capsys.readouterr().out
