@@ -89,3 +89,22 @@ def test_budget_targets_the_method_and_leaves_the_cross_encoder_head_out() -> No
     trainable, total = trainable_parameters(apply_tuning(model, config))
     assert head / total > 0.005
     assert abs((trainable - head) / total - 0.005) < 0.0005, (config, trainable, head, total)
+
+
+def test_budget_helper_gives_iaa_the_papers_sizes_and_ratio(bert_base) -> None:
+    """IAA's free r and ar keep the paper's ratio: 1:1 at 0.5 % (r=ar=12 there), 6:1 at 6.7 % (r=50, ar=300),
+    interpolated in log budget between the two and held beyond them."""
+    assert budget_config(bert_base, "iaa-l", "6.7%").sizes() == {"r": 50, "ar": 300, "aside": "layer",
+                                                                  "activation": "relu"}
+    small = budget_config(bert_base, "iaa-l", "0.5%")
+    assert small.r == small.ar == 9
+    assert budget_config(bert_base, "iaa-l", "0.1%").ar == budget_config(bert_base, "iaa-l", "0.1%").r
+    middle = budget_config(bert_base, "iaa-l", "2%")
+    assert 2.0 < middle.ar / middle.r < 3.0  # 6 ** (log(2/0.5) / log(6.7/0.5)) = 2.6
+    large = budget_config(bert_base, "iaa-l", "20%")
+    assert large.ar == pytest.approx(6 * large.r, abs=1)
+    for method in ("iaa-s", "iaa-m"):
+        config = budget_config(bert_base, method, "6.7%")
+        assert config.ar == pytest.approx(6 * config.r, abs=1), (method, config)
+    lora = budget_config(bert_base, "lora", "6.7%", aside="layer")  # not IAA: one common size as before
+    assert lora.lora_r == lora.ar

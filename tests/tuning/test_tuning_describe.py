@@ -13,8 +13,9 @@ def test_describe_reports_sizes_counts_and_placements(bert_base) -> None:
     assert "r=12 ar=12" in text
     assert "691,632 parameters = 0.63 %" in text
     assert "109,482,240 base parameters" in text
-    assert "after encoder.layer.{0..11}.attention.output.dense" in text
-    assert "after encoder.layer.{0..11}.output.dense" in text
+    assert ("after encoder.layer.{0..11}.attention.output.dense and its dropout "
+            "(encoder.layer.{0..11}.attention.output.dropout), before Add & Norm") in text
+    assert "after encoder.layer.{0..11}.output.dense and its dropout (encoder.layer.{0..11}.output.dropout)" in text
     assert "input of encoder.layer.{0..11} -> added after its last Add & Norm" in text
     assert "mergeable  no" in text
 
@@ -49,3 +50,35 @@ def test_cli_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "unknown tuning method 'nope'" in capsys.readouterr().err
     assert main(["tuning", "describe", "--method", "lora", "--r", "4"]) == 2
     assert "r does not apply to method lora" in capsys.readouterr().err
+
+
+def _iaa_l_aside_share(out: str) -> tuple[int, int, float]:
+    """(r, ar, aside share of the method's own parameters) of an IAA-L describe, from its sizes line (d = 768)."""
+    import re
+
+    r, ar = (int(x) for x in re.search(r"sizes +r=(\d+) ar=(\d+)", out).groups())
+    bottleneck = lambda k: 2 * 768 * k + k + 768  # noqa: E731
+    return r, ar, bottleneck(ar) / (2 * bottleneck(r) + bottleneck(ar))
+
+
+def test_cli_describe_iaa_l_at_the_large_budget_keeps_the_papers_aside_share(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The paper's 6.7 % IAA-L is r=50, ar=300: its aside modules hold 75 % of the method's parameters."""
+    assert main(["tuning", "describe", "--model", "bert-base-config", "--method", "iaa-l", "--budget", "6.7%"]) == 0
+    out = capsys.readouterr().out
+    r, ar, aside = _iaa_l_aside_share(out)
+    paper = 461_868 / 617_104  # B(300) / (2 B(50) + B(300)) = 74.8 %
+    assert abs(aside - paper) < 0.10, (r, ar, aside)
+    assert (r, ar) == (50, 300)
+    assert "sizes chosen for 6.7 %: r=50, ar=300" in out
+    assert "ar = 6 r" in out and "aside modules 74.8 % of the method's parameters" in out
+
+
+def test_cli_describe_iaa_l_at_the_small_budget_keeps_the_papers_one_to_one(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The paper's 0.5 % IAA-L is r=12, ar=12 (0.63 % by our count): the solver keeps ar = r and says so."""
+    assert main(["tuning", "describe", "--model", "bert-base-config", "--method", "iaa-l", "--budget", "0.5%"]) == 0
+    out = capsys.readouterr().out
+    r, ar, aside = _iaa_l_aside_share(out)
+    assert r == ar == 9 and abs(aside - 1 / 3) < 0.01
+    assert "sizes chosen for 0.5 %: r=9, ar=9" in out and "ar = r" in out

@@ -82,13 +82,16 @@ def build_structure(name: str | None, cross_encoder: bool) -> Any:
 
 
 def run_describe(args: argparse.Namespace) -> int:
-    from peft_ir.tuning import TuningConfig, budget_config, describe
+    from peft_ir.tuning import TuningConfig, describe
+    from peft_ir.tuning.budget import budget_choice
 
     model = build_structure(args.model, args.cross_encoder)
     sizes = _sizes(args)
+    note = None
     if args.budget:
-        config = budget_config(model, args.method, args.budget, **sizes)
+        choice = budget_choice(model, args.method, args.budget, **sizes)
+        config, note = choice.config, choice.note
     else:
         config = TuningConfig(method=args.method, **sizes)
-    print(describe(model, config))
+    print(describe(model, config, budget_note=note))
     return 0

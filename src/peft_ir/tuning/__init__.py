@@ -9,11 +9,11 @@ Public API:
     trainable_parameters(model) -> (trainable, total)   share = trainable / base parameters
     head_parameters(model) -> int                       a cross-encoder's task head (trains under every method)
     head_modules(model) / pooler_parameters(model)      the head's modules; its pooler's count when the pooler trains
-    budget_config(model, method, share, **fixed) -> TuningConfig
+    budget_config(model, method, share, **fixed) -> TuningConfig   (IAA keeps the paper's ar:r; see tuning.budget)
     save_tuned(model, path, base_name_or_path) / load_tuned(base_model, path) -> model
     load_trainable(model, path) -> model       reload trainable weights into an already tuned model (resume)
     merge_tuned(model) -> model                lora (and bitfit/full); others raise PeftIRError
-    describe(model, config) -> str
+    describe(model, config, budget_note) -> str   budget_note: budget.budget_choice(...).note
 """
 
 from peft_ir.tuning.apply import (

@@ -22,10 +22,12 @@ class LayerSlots:
     layer: nn.Module  # input: x_l, output: x_{l+1} (after the last Add & Norm)
     attn_in: nn.Module  # its input is the attention sub-layer's input x (inside the layer's forward)
     self_attention: nn.Module  # computes q, k, v and calls the attention interface (prefix wraps it)
-    attn_proj: nn.Linear  # attention output projection: series adapter 1 acts on its output
+    attn_proj: nn.Linear  # attention output projection
+    attn_out: nn.Module  # its output is attn_proj's after the dropout that follows it: series adapter 1 acts on it
     attn_addnorm: nn.Module  # its output is the attention sub-layer's Add & Norm output
     ffn_in: nn.Module  # its input is the FFN input u
-    ffn_proj: nn.Linear  # FFN output projection: series adapter 2 acts on its output, parallel adds here
+    ffn_proj: nn.Linear  # FFN output projection: the parallel adapter adds to its output
+    ffn_out: nn.Module  # its output is ffn_proj's after the dropout that follows it: series adapter 2 acts on it
     ffn_addnorm: nn.Module  # its output is the FFN sub-layer's Add & Norm output (= layer output)
 
 
@@ -93,9 +95,11 @@ def _bert_like(encoder: nn.Module) -> list[LayerSlots] | None:
                 attn_in=attn,
                 self_attention=attn.self,
                 attn_proj=attn.output.dense,
+                attn_out=attn.output.dropout,  # BertSelfOutput: LayerNorm(dropout(dense(h)) + x)
                 attn_addnorm=attn.output,
                 ffn_in=layer.intermediate,
                 ffn_proj=layer.output.dense,
+                ffn_out=layer.output.dropout,  # BertOutput: LayerNorm(dropout(dense(h)) + u)
                 ffn_addnorm=layer.output,
             )
         )
@@ -113,9 +117,11 @@ def _distilbert_like(encoder: nn.Module) -> list[LayerSlots] | None:
             attn_in=layer.attention,
             self_attention=layer.attention,
             attn_proj=layer.attention.out_lin,
+            attn_out=layer.attention.out_lin,  # DistilBERT has no dropout after out_lin (only on the weights)
             attn_addnorm=layer.sa_layer_norm,
             ffn_in=layer.ffn,
             ffn_proj=layer.ffn.lin2,
+            ffn_out=layer.ffn.dropout,  # FFN: dropout(lin2(act(lin1(u))))
             ffn_addnorm=layer.output_layer_norm,
         )
         for i, layer in enumerate(layers)

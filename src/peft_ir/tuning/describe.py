@@ -9,10 +9,11 @@ from peft_ir.tuning.config import TuningConfig
 from peft_ir.tuning.registry import get_method
 
 
-def describe(model: nn.Module, config: TuningConfig | None = None) -> str:
+def describe(model: nn.Module, config: TuningConfig | None = None, budget_note: str | None = None) -> str:
     """Describe `config` on `model` from the closed-form counts (the model is not changed).
 
     With a tuned model and no config, describes the applied config and also reports the measured count.
+    `budget_note` (from `budget_choice`) says which sizes a budget chose and why.
     """
     state = tuning_state(model)
     if config is None:
@@ -34,6 +35,7 @@ def describe(model: nn.Module, config: TuningConfig | None = None) -> str:
         f"model      {type(model).__name__} ({kind}): {arch.num_layers} layers, hidden {arch.hidden}, "
         f"FFN {arch.intermediate}, {arch.num_heads} heads; {total:,} base parameters",
         f"sizes      {sizes}",
+        *([f"budget     {budget_note}"] if budget_note else []),
         f"trainable  {trainable:,} parameters = {100 * trainable / total:.2f} % of the base "
         f"({trainable / total:.6f}; share = trainable / base parameters)",
     ]

@@ -63,7 +63,7 @@ def _add_to_output(output: Any, delta: torch.Tensor) -> Any:
 
 
 class SeriesAdapter(Bottleneck):
-    """Houlsby adapter in series on a projection's output h: h + BN(h)."""
+    """Houlsby adapter in series on a sub-layer's output o (after its projection and dropout): o + BN(o)."""
 
     def attach(self, target: nn.Module) -> None:
         target.register_forward_hook(self._after)

@@ -1,7 +1,8 @@
 """Houlsby adapters: two bottlenecks per layer, in series after the attention and FFN output projections.
 
-h -> h + W_up · act(W_down · h), placed after the projection and before its Add & Norm; W_up is zero so the
-model starts equal to the frozen base.
+o -> o + W_up · act(W_down · o), where o is the sub-layer's output after its projection and the dropout that
+follows it, before Add & Norm: y = LayerNorm(x + A(dropout(W h))) as in Houlsby et al. 2019. W_up is zero so the
+model starts equal to the frozen base. The activation is the config's (ReLU by default; Houlsby et al. use GeLU).
 """
 
 from __future__ import annotations
@@ -11,8 +12,17 @@ from peft_ir.tuning.config import TuningConfig
 from peft_ir.tuning.modules import SeriesAdapter, bottleneck_params, place
 from peft_ir.tuning.registry import Method, Part, register
 
-# (slot of LayerSlots, name of the child module on the layer, label)
-SLOTS = (("attn_proj", "tuning_adapter_attn", "attention"), ("ffn_proj", "tuning_adapter_ffn", "FFN"))
+# (slot of LayerSlots the adapter acts on, the projection before it, name of the child module on the layer, label)
+SLOTS = (
+    ("attn_out", "attn_proj", "tuning_adapter_attn", "attention"),
+    ("ffn_out", "ffn_proj", "tuning_adapter_ffn", "FFN"),
+)
+
+
+def _where(arch: Arch, out: str, proj: str) -> str:
+    if getattr(arch.layers[0], out) is getattr(arch.layers[0], proj):  # no dropout after the projection
+        return f"after {arch.pattern(proj)}"
+    return f"after {arch.pattern(proj)} and its dropout ({arch.pattern(out)})"
 
 
 def adapter_parts(arch: Arch, r: int) -> list[Part]:
@@ -20,21 +30,20 @@ def adapter_parts(arch: Arch, r: int) -> list[Part]:
     return [
         Part(
             f"series adapter ({label}), r={r}",
-            f"after {arch.pattern(slot)}, before Add & Norm (as {arch.pattern('layer')}.{child})",
+            f"{_where(arch, out, proj)}, before Add & Norm (as {arch.pattern('layer')}.{child})",
             each,
             arch.num_layers,
         )
-        for slot, child, label in SLOTS
+        for out, proj, child, label in SLOTS
     ]
 
 
 def inject_adapters(arch: Arch, r: int, activation: str) -> None:
     for slots in arch.layers:
-        for slot, child, _ in SLOTS:
-            target = getattr(slots, slot)
-            adapter = place(SeriesAdapter(arch.hidden, r, activation), like=target.weight)
+        for out, proj, child, _ in SLOTS:
+            adapter = place(SeriesAdapter(arch.hidden, r, activation), like=getattr(slots, proj).weight)
             slots.layer.add_module(child, adapter)
-            adapter.attach(target)
+            adapter.attach(getattr(slots, out))
 
 
 @register
