@@ -1,6 +1,7 @@
 """Contrastive bi-encoder training with any tuning method, on sentence-transformers' trainer.
 
-InfoNCE over in-batch and hard negatives (MultipleNegativesRankingLoss; scale = 1 / temperature), GradCache
+InfoNCE over in-batch and hard negatives (MultipleNegativesRankingLoss; scale = 1 / temperature) with the
+similarity search uses (the inner product: cosine for a normalising encoder, dot product otherwise), GradCache
 (CachedMultipleNegativesRankingLoss) for large batches in small memory, negatives gathered across devices under
 DDP, warm-up, gradient accumulation, dev nDCG@10 during training, checkpoints of the trainable weights only,
 and `resume` from the last complete checkpoint.
@@ -84,6 +85,7 @@ def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
     from sentence_transformers.sentence_transformer.losses import (  # noqa: PLC0415
         CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss,
     )
+    from sentence_transformers.util import cos_sim, dot_score  # noqa: PLC0415
     from transformers import set_seed  # noqa: PLC0415
 
     out, ckpt_dir, resume_from = prepare_run_dir(cfg.output, cfg.resume)
@@ -105,11 +107,12 @@ def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     scale = 1.0 / cfg.temperature
+    similarity = cos_sim if encoder.spec.normalize else dot_score  # what the index and dev_run score with
     if cfg.cache_mini_batch:
-        loss = CachedMultipleNegativesRankingLoss(st, scale=scale, mini_batch_size=cfg.cache_mini_batch,
-                                                  gather_across_devices=world > 1)
+        loss = CachedMultipleNegativesRankingLoss(st, scale=scale, similarity_fct=similarity,
+                                                  mini_batch_size=cfg.cache_mini_batch, gather_across_devices=world > 1)
     else:
-        loss = MultipleNegativesRankingLoss(st, scale=scale, gather_across_devices=world > 1)
+        loss = MultipleNegativesRankingLoss(st, scale=scale, similarity_fct=similarity, gather_across_devices=world > 1)
     evaluator = DevEvaluator(dev, query_prefix=cfg.encoder.query_prefix, passage_prefix=cfg.encoder.passage_prefix)
     metric = f"eval_{evaluator.primary_metric}"
     prompts = {"query": cfg.encoder.query_prefix, "positive": cfg.encoder.passage_prefix,
@@ -139,7 +142,8 @@ def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
             "best_dev": trainer.state.best_metric, "dev_metric": metric,
             "train_examples": len(dataset), "dev_queries": len(dev.queries), "dev_corpus": len(dev.corpus),
             "dev_seed": cfg.dev_split_seed(),
-            "wall_seconds": wall, "world_size": world, "loss": type(loss).__name__, "resumed_from": str(resume_from) if resume_from else None,
+            "wall_seconds": wall, "world_size": world, "loss": type(loss).__name__, "similarity": similarity.__name__,
+            "resumed_from": str(resume_from) if resume_from else None,
             "config": _jsonable(asdict(cfg)),
         }
         with atomic_open(out / "encoder.json") as fh:
