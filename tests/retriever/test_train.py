@@ -150,6 +150,18 @@ def _trainer_as_built(cfg: RetrieverTrainConfig, monkeypatch: pytest.MonkeyPatch
     return built[0]
 
 
+@pytest.fixture(scope="module")
+def long_query_beir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic folder with every query 15 times as long (45 words, about 47 tokens)."""
+    from synthetic import make_beir
+
+    root = make_beir(tmp_path_factory.mktemp("long") / "beir")
+    rows = [json.loads(x) for x in (root / "queries.jsonl").read_text().splitlines()]
+    (root / "queries.jsonl").write_text("".join(json.dumps(r | {"text": " ".join([r["text"]] * 15)}) + "\n"
+                                                for r in rows))
+    return root
+
+
 @pytest.mark.parametrize("cache_mini_batch", [None, 2])
 def test_unnormalised_encoder_trains_with_the_dot_product_it_is_searched_with(
         synthetic_beir: Path, tiny_bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -171,3 +183,36 @@ def test_unnormalised_encoder_trains_with_the_dot_product_it_is_searched_with(
     assert not torch.allclose(q.norm(dim=1), torch.ones(len(rows)), atol=1e-2)  # really unnormalised
     assert got == pytest.approx(expected, rel=1e-4)
 
+
+def test_training_truncates_queries_at_query_max_length(long_query_beir: Path, tiny_bert_dir: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training cuts queries where search cuts them (query_max_length), not at the passage length."""
+    cfg = _cfg(long_query_beir, tiny_bert_dir, tmp_path / "run")
+    cfg.encoder.query_max_length, cfg.encoder.passage_max_length = 40, 16
+    trainer = _trainer_as_built(cfg, monkeypatch)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    assert batch["query_input_ids"].shape[1] == 40      # the queries are longer: cut at the query limit
+    assert batch["positive_input_ids"].shape[1] <= 16   # passages at the passage limit
+
+
+def test_dev_evaluator_scores_as_search_does(long_query_beir: Path, tiny_bert_dir: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dev nDCG ranks by the inner product of the vectors search would compute: same lengths, same similarity."""
+    import numpy as np
+
+    import peft_ir.retriever.dev_eval as dev_eval
+    from peft_ir.retriever.encoder import BiEncoder
+
+    cfg = _cfg(long_query_beir, tiny_bert_dir, tmp_path / "run", tuning=TuningConfig(method="lora", lora_r=4))
+    cfg.encoder.normalize, cfg.encoder.query_max_length, cfg.encoder.passage_max_length = False, 40, 16
+    trainer = _trainer_as_built(cfg, monkeypatch)
+    evaluator, seen, real = trainer.evaluator, [], dev_eval.dev_run
+    monkeypatch.setattr(dev_eval, "dev_run", lambda q, d, *a, **kw: (seen.append((q, d)), real(q, d, *a, **kw))[1])
+    evaluator(trainer.model)
+    (q, d), = seen
+    search = BiEncoder(EncoderSpec(model=str(tiny_bert_dir), normalize=False, query_max_length=40,
+                                   passage_max_length=16), device="cpu")  # LoRA starts as the identity
+    np.testing.assert_allclose(q, search.encode_queries([evaluator.dev.queries[x] for x in evaluator.qids]),
+                               atol=1e-5)
+    np.testing.assert_allclose(d, search.encode_passages([evaluator.dev.corpus[x] for x in evaluator.docids]),
+                               atol=1e-5)

@@ -1,7 +1,8 @@
 """Contrastive bi-encoder training with any tuning method, on sentence-transformers' trainer.
 
 InfoNCE over in-batch and hard negatives (MultipleNegativesRankingLoss; scale = 1 / temperature) with the
-similarity search uses (the inner product: cosine for a normalising encoder, dot product otherwise), GradCache
+similarity search uses (the inner product: cosine for a normalising encoder, dot product otherwise), queries and
+passages each cut at their own length as search cuts them, GradCache
 (CachedMultipleNegativesRankingLoss) for large batches in small memory, negatives gathered across devices under
 DDP, warm-up, gradient accumulation, dev nDCG@10 during training, checkpoints of the trainable weights only,
 and `resume` from the last complete checkpoint.
@@ -99,8 +100,7 @@ def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
     dataset = _dataset(train_ex, cfg.num_negatives, cfg.seed)
 
     encoder = BiEncoder(cfg.encoder, device="cuda" if torch.cuda.is_available() else "cpu")
-    st = encoder.model
-    st.max_seq_length = cfg.encoder.passage_max_length
+    st = encoder.model  # its Transformer module cuts task "query" at query_max_length, "document" at passage_max_length
     tuned = apply_tuning(encoder.hf_model, cfg.tuning)
     encoder._set_hf_model(tuned)
     trainable, total = trainable_parameters(tuned)
@@ -115,12 +115,13 @@ def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
         loss = MultipleNegativesRankingLoss(st, scale=scale, similarity_fct=similarity, gather_across_devices=world > 1)
     evaluator = DevEvaluator(dev, query_prefix=cfg.encoder.query_prefix, passage_prefix=cfg.encoder.passage_prefix)
     metric = f"eval_{evaluator.primary_metric}"
-    prompts = {"query": cfg.encoder.query_prefix, "positive": cfg.encoder.passage_prefix,
-               **{f"negative_{i + 1}": cfg.encoder.passage_prefix for i in range(cfg.num_negatives)}}
+    passages = ["positive", *(f"negative_{i + 1}" for i in range(cfg.num_negatives))]
+    prompts = {"query": cfg.encoder.query_prefix, **{c: cfg.encoder.passage_prefix for c in passages}}
     args = SentenceTransformerTrainingArguments(
         **common_trainer_args(cfg, ckpt_dir, metric),
         batch_sampler=BatchSamplers.NO_DUPLICATES,
         prompts={k: v for k, v in prompts.items() if v} or None,
+        router_mapping={"query": "query", **{c: "document" for c in passages}},  # the task, hence the length cut
     )
     trainer = _trainer_class()(model=st, args=args, train_dataset=dataset, loss=loss, evaluator=evaluator,
                                callbacks=[JsonlMetrics(out / "metrics.jsonl")])
