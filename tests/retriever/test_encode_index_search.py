@@ -118,3 +118,36 @@ def test_stale_temporary_chunks_of_this_shard_are_removed(encoder: BiEncoder, tm
     other.write_bytes(b"another shard's chunk in progress")
     encode_corpus(encoder, DOCS, tmp_path / "emb", chunk_size=8, shard_id=0, num_shards=2, progress=False)
     assert not mine.exists() and other.exists()
+
+
+def test_queries_are_cut_at_the_models_own_length_by_default() -> None:
+    """A paragraph-long query is not cut at 64 tokens: the default is the model's max_seq_length (256 for MiniLM)."""
+    query = " ".join(f"counter argument {i} about policy and evidence" for i in range(20))  # about 150 tokens
+    default = BiEncoder(EncoderSpec(), device="cpu")
+    assert default.spec.query_max_length == 256 and default.manifest()["query_max_length"] == 256
+    explicit = BiEncoder(EncoderSpec(query_max_length=256), device="cpu")
+    cut = BiEncoder(EncoderSpec(query_max_length=64), device="cpu")
+    vec = default.encode_queries([query])
+    np.testing.assert_allclose(vec, explicit.encode_queries([query]), atol=1e-6)
+    assert not np.allclose(vec, cut.encode_queries([query]), atol=1e-3)  # the query really is longer than 64
+
+
+def test_encoding_logs_how_many_texts_were_truncated(tiny_bert_dir: Path, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    encoder = BiEncoder(EncoderSpec(model=str(tiny_bert_dir), normalize=True, query_max_length=8,
+                                    passage_max_length=8), device="cpu")
+    with caplog.at_level("INFO", logger="peft_ir"):
+        encode_corpus(encoder, DOCS, tmp_path / "emb", chunk_size=16, progress=False)
+        build_index(tmp_path / "emb", tmp_path / "idx", "Flat", progress=False)
+        dense_search(encoder, load_shards([tmp_path / "idx"]), {"q1": "word number 3", "q2": "word " * 20},
+                     hits=5, progress=False)
+    # [CLS] title i word * (i % 7 + 1) number i [SEP]: longer than 8 tokens when i % 7 >= 2
+    long_docs = sum(len(encoder.model.tokenizer(d.joined())["input_ids"]) > 8 for d in DOCS)
+    assert 0 < long_docs < len(DOCS)
+    assert f"{long_docs} of 40 passages longer than 8 tokens were truncated" in caplog.text
+    assert "1 of 2 queries longer than 8 tokens were truncated" in caplog.text
+
+
+def test_a_length_below_one_token_is_refused(tiny_bert_dir: Path) -> None:
+    with pytest.raises(PeftIRError, match="query_max_length must be a positive number of tokens, got 0"):
+        BiEncoder(EncoderSpec(model=str(tiny_bert_dir), query_max_length=0), device="cpu")

@@ -34,7 +34,7 @@ def test_training_writes_adapter_metrics_and_curve(synthetic_beir: Path, tiny_be
     s = train_retriever(_cfg(synthetic_beir, tiny_bert_dir, tmp_path / "run"))
     out = tmp_path / "run"
     assert s["steps"] == 12 and s["method"] == "iaa-l" and 0 < s["share"] < 1
-    assert s["loss"] == "MultipleNegativesRankingLoss"
+    assert s["loss"] == "MultipleNegativesRankingLoss" and s["similarity"] == "cos_sim"  # normalised: cosine
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("loss" in r for r in rows)
     dev = [r[s["dev_metric"]] for r in rows if s["dev_metric"] in r]
@@ -124,6 +124,98 @@ def test_dev_seed_gives_every_training_seed_one_dev_set(synthetic_beir: Path, sy
     fixed_1, fixed_2, own_1, own_2 = dev_sets_by_seed(monkeypatch, train_module, "split_dev", start)
     assert fixed_1 == fixed_2                   # same held-out queries, same dev corpus (negatives included)
     assert own_1.queries != own_2.queries       # by default each seed holds out its own queries
+
+
+class _Stop(Exception):
+    """Ends training at its first evaluation: these tests look at the trainer as training would start."""
+
+
+def _trainer_as_built(cfg: RetrieverTrainConfig, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The trainer `train_retriever` builds for `cfg` (loss, data collator, dev evaluator), stopped before step 0."""
+    import peft_ir.retriever.train as train_module
+
+    real, built = train_module._trainer_class, []
+
+    def spy():  # type: ignore[no-untyped-def]
+        class Stopped(real()):  # type: ignore[misc]
+            def evaluate(self, *args, **kw):  # type: ignore[no-untyped-def]
+                built.append(self)
+                raise _Stop
+
+        return Stopped
+
+    monkeypatch.setattr(train_module, "_trainer_class", spy)
+    with pytest.raises(_Stop):
+        train_retriever(cfg)
+    return built[0]
+
+
+@pytest.fixture(scope="module")
+def long_query_beir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic folder with every query 15 times as long (45 words, about 47 tokens)."""
+    from synthetic import make_beir
+
+    root = make_beir(tmp_path_factory.mktemp("long") / "beir")
+    rows = [json.loads(x) for x in (root / "queries.jsonl").read_text().splitlines()]
+    (root / "queries.jsonl").write_text("".join(json.dumps(r | {"text": " ".join([r["text"]] * 15)}) + "\n"
+                                                for r in rows))
+    return root
+
+
+@pytest.mark.parametrize("cache_mini_batch", [None, 2])
+def test_unnormalised_encoder_trains_with_the_dot_product_it_is_searched_with(
+        synthetic_beir: Path, tiny_bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        cache_mini_batch: int | None) -> None:
+    """normalize: false searches by inner product, so the loss is InfoNCE over dot products / temperature."""
+    import torch
+    import torch.nn.functional as F
+
+    cfg = _cfg(synthetic_beir, tiny_bert_dir, tmp_path / "run", temperature=0.5, cache_mini_batch=cache_mini_batch)
+    cfg.encoder.normalize = False
+    trainer = _trainer_as_built(cfg, monkeypatch)
+    rows = [trainer.train_dataset[i] for i in range(6)]
+    st = trainer.model.eval()
+    with torch.no_grad():
+        got = trainer.loss(*trainer.collect_features(trainer.data_collator(rows))).item()
+        features, _ = trainer.collect_features(trainer.data_collator(rows))
+        q, p = (st(f)["sentence_embedding"] for f in features)
+        expected = F.cross_entropy(q @ p.T / 0.5, torch.arange(len(rows))).item()
+    assert not torch.allclose(q.norm(dim=1), torch.ones(len(rows)), atol=1e-2)  # really unnormalised
+    assert got == pytest.approx(expected, rel=1e-4)
+
+
+def test_training_truncates_queries_at_query_max_length(long_query_beir: Path, tiny_bert_dir: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training cuts queries where search cuts them (query_max_length), not at the passage length."""
+    cfg = _cfg(long_query_beir, tiny_bert_dir, tmp_path / "run")
+    cfg.encoder.query_max_length, cfg.encoder.passage_max_length = 40, 16
+    trainer = _trainer_as_built(cfg, monkeypatch)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    assert batch["query_input_ids"].shape[1] == 40      # the queries are longer: cut at the query limit
+    assert batch["positive_input_ids"].shape[1] <= 16   # passages at the passage limit
+
+
+def test_dev_evaluator_scores_as_search_does(long_query_beir: Path, tiny_bert_dir: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dev nDCG ranks by the inner product of the vectors search would compute: same lengths, same similarity."""
+    import numpy as np
+
+    import peft_ir.retriever.dev_eval as dev_eval
+    from peft_ir.retriever.encoder import BiEncoder
+
+    cfg = _cfg(long_query_beir, tiny_bert_dir, tmp_path / "run", tuning=TuningConfig(method="lora", lora_r=4))
+    cfg.encoder.normalize, cfg.encoder.query_max_length, cfg.encoder.passage_max_length = False, 40, 16
+    trainer = _trainer_as_built(cfg, monkeypatch)
+    evaluator, seen, real = trainer.evaluator, [], dev_eval.dev_run
+    monkeypatch.setattr(dev_eval, "dev_run", lambda q, d, *a, **kw: (seen.append((q, d)), real(q, d, *a, **kw))[1])
+    evaluator(trainer.model)
+    (q, d), = seen
+    search = BiEncoder(EncoderSpec(model=str(tiny_bert_dir), normalize=False, query_max_length=40,
+                                   passage_max_length=16), device="cpu")  # LoRA starts as the identity
+    np.testing.assert_allclose(q, search.encode_queries([evaluator.dev.queries[x] for x in evaluator.qids]),
+                               atol=1e-5)
+    np.testing.assert_allclose(d, search.encode_passages([evaluator.dev.corpus[x] for x in evaluator.docids]),
+                               atol=1e-5)
 
 
 def test_no_dev_queries_trains_without_evaluation_and_keeps_the_last_step(synthetic_beir: Path, tiny_bert_dir: Path,

@@ -13,7 +13,8 @@ def add_encoder_flags(p: argparse.ArgumentParser) -> None:
                    help="L2-normalise embeddings (default: as the model folder says)")
     p.add_argument("--query-prefix", default="")
     p.add_argument("--passage-prefix", default="")
-    p.add_argument("--query-max-length", type=int, default=64)
+    p.add_argument("--query-max-length", type=int, default=None,
+                   help="query tokens kept (default: the model's own max_seq_length, 256 for MiniLM)")
     p.add_argument("--passage-max-length", type=int, default=256)
 
 

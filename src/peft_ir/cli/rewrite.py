@@ -115,6 +115,7 @@ def run_vector_prf(args: argparse.Namespace) -> int:
     index = shards[0] if len(shards) == 1 else _ShardSet(shards)
     topics = load_topics(args.topics, args.split)
     qids = list(topics)
+    encoder.log_truncated(encoder.count_truncated(list(topics.values()), "query"), len(qids), "query")
     run = {}
     for start in range(0, len(qids), args.batch_size):
         batch = qids[start:start + args.batch_size]

@@ -81,7 +81,7 @@ class RetrieverSection(TunedModelSection):
     normalize: bool | None = None
     query_prefix: str = ""
     passage_prefix: str = ""
-    query_max_length: int = 64
+    query_max_length: int | None = None     # None: the model's own max_seq_length (256 for MiniLM)
     passage_max_length: int = 256          # in training; encoding uses encode.max_length
     num_negatives: int = 1
     temperature: float = 0.05

@@ -38,6 +38,7 @@ def encoder_for(shards: Sequence[DenseIndex], model: str | None = None, adapter:
 def dense_search(encoder: BiEncoder, shards: Sequence[DenseIndex], topics: dict[str, str], hits: int = 1000,
                  batch_size: int = 64, progress: bool = True) -> Run:
     qids = list(topics)
+    encoder.log_truncated(encoder.count_truncated(list(topics.values()), "query"), len(qids), "query")
     run: Run = {}
     for start in tqdm(range(0, len(qids), batch_size), desc="search", unit="batch", disable=not progress):
         batch = qids[start:start + batch_size]

@@ -19,7 +19,12 @@ def dev_run(query_vecs: np.ndarray, doc_vecs: np.ndarray, qids: list[str], docid
 
 
 class DevEvaluator(BaseEvaluator):
-    """A sentence-transformers evaluator: encodes dev queries and dev corpus with the model being trained."""
+    """A sentence-transformers evaluator: encodes dev queries and dev corpus with the model being trained.
+
+    Queries and passages are encoded as tasks "query" and "document", so a BiEncoder's model cuts them at its
+    query and passage lengths as search does, and scored by the raw inner product of the model's outputs as the
+    index scores them (cosine exactly when the model ends in a Normalize module).
+    """
 
     def __init__(self, dev: DevSet, measure: str = "nDCG@10", query_prefix: str = "", passage_prefix: str = "",
                  batch_size: int = 64, name: str = "dev"):
@@ -35,10 +40,10 @@ class DevEvaluator(BaseEvaluator):
         self.docids = list(dev.corpus)
 
     def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:  # type: ignore[no-untyped-def]
-        q = model.encode([self.dev.queries[x] for x in self.qids], prompt=self.query_prefix or None,
+        q = model.encode([self.dev.queries[x] for x in self.qids], prompt=self.query_prefix or None, task="query",
                          batch_size=self.batch_size, convert_to_numpy=True)
         d = model.encode([self.dev.corpus[x] for x in self.docids], prompt=self.passage_prefix or None,
-                         batch_size=self.batch_size, convert_to_numpy=True)
+                         task="document", batch_size=self.batch_size, convert_to_numpy=True)
         run = dev_run(np.asarray(q), np.asarray(d), self.qids, self.docids)
         value = evaluate(self.dev.qrels, run, self.measures)[str(self.measures[0])]
         return {self.primary_metric: value}

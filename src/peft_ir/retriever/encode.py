@@ -67,7 +67,7 @@ def encode_corpus(encoder: BiEncoder, docs: Iterable[Document], out_dir: str | P
 
     n_docs = 0
     n_chunks = 0
-    done = skipped = 0
+    done = skipped = truncated = encoded = 0
     bar = tqdm(total=total, unit="doc", desc=f"encode shard {shard_id}/{num_shards}", disable=not progress)
     for k, chunk in enumerate(_chunks(docs, chunk_size)):
         n_docs += len(chunk)
@@ -81,6 +81,8 @@ def encode_corpus(encoder: BiEncoder, docs: Iterable[Document], out_dir: str | P
             bar.update(len(chunk))
             continue
         texts = [d.joined() for d in chunk]
+        truncated += encoder.count_truncated(texts, "passage")
+        encoded += len(texts)
         step = batch_size * 16  # length-sorted within each slice; slices keep the progress bar moving
         parts = []
         for start in range(0, len(texts), step):
@@ -95,6 +97,8 @@ def encode_corpus(encoder: BiEncoder, docs: Iterable[Document], out_dir: str | P
     if n_docs == 0:
         raise PeftIRError("the corpus is empty")
     log.info("shard %d/%d: encoded %d chunk(s), %d already done", shard_id, num_shards, done, skipped)
+    if encoded:
+        encoder.log_truncated(truncated, encoded, "passage")
     manifest.update({"num_docs": n_docs, "num_chunks": n_chunks, "chunk_size": chunk_size, "dtype": "float32"})
     with atomic_open(out_dir / MANIFEST) as fh:
         json.dump(manifest, fh, indent=2)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +20,10 @@ from peft_ir.errors import PeftIRError
 from peft_ir.models import model_label, resolve_model
 from peft_ir.tuning import base_fingerprint, load_tuned, merge_tuned
 
+log = logging.getLogger(__name__)
+
 Pooling = Literal["mean", "cls"]
+TextKind = Literal["query", "passage"]
 
 
 @dataclass
@@ -31,7 +35,7 @@ class EncoderSpec:
     normalize: bool | None = None      # None: as the folder says (True for MiniLM)
     query_prefix: str = ""
     passage_prefix: str = ""
-    query_max_length: int = 64
+    query_max_length: int | None = None  # None: the model's own max_seq_length (256 for MiniLM), resolved on load
     passage_max_length: int = 256
     adapter: str | None = None         # folder written by peft_ir.tuning.save_tuned
     extra: dict[str, Any] = field(default_factory=dict)
@@ -56,6 +60,7 @@ class BiEncoder:
                                      device=device)
         self.model = st
         self._configure_pooling_and_norm()
+        self._configure_lengths()
         self.base_hash = base_fingerprint(self.hf_model)
         self.adapter_hash: str | None = None
         if spec.adapter:
@@ -98,22 +103,54 @@ class BiEncoder:
         self.spec.pooling = next(m for m in self.model if isinstance(m, Pooling)).pooling_mode
         self.spec.normalize = any(isinstance(m, Normalize) for m in self.model)
 
+    def _configure_lengths(self) -> None:
+        """Resolve the query limit and hand both limits to the Transformer module, which truncates `task="query"`
+        and `task="document"` inputs at them: encoding, training and the dev evaluator then all cut alike."""
+        if self.spec.query_max_length is None:
+            if self.model.max_seq_length is None:
+                raise PeftIRError(f"{self.spec.model or 'the model'} states no max_seq_length; set query_max_length")
+            self.spec.query_max_length = int(self.model.max_seq_length)
+        for name in ("query_max_length", "passage_max_length"):
+            value = getattr(self.spec, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise PeftIRError(f"{name} must be a positive number of tokens, got {value!r}")
+        transformer = self.model[0]
+        transformer.query_length = self.spec.query_max_length
+        transformer.document_length = self.spec.passage_max_length
+
     @property
     def dim(self) -> int:
         return int(self.model.get_embedding_dimension())
 
     # -- encoding ----------------------------------------------------------------------------------------
-    def _encode(self, texts: list[str], prefix: str, max_length: int, batch_size: int, progress: bool) -> np.ndarray:
-        self.model.max_seq_length = max_length
-        out = self.model.encode(texts, prompt=prefix or None, batch_size=batch_size, show_progress_bar=progress,
-                                convert_to_numpy=True)
+    def _encode(self, texts: list[str], prefix: str, task: str, batch_size: int, progress: bool) -> np.ndarray:
+        out = self.model.encode(texts, prompt=prefix or None, task=task, batch_size=batch_size,
+                                show_progress_bar=progress, convert_to_numpy=True)
         return np.asarray(out, dtype=np.float32)
 
     def encode_queries(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        return self._encode(texts, self.spec.query_prefix, self.spec.query_max_length, batch_size, progress)
+        return self._encode(texts, self.spec.query_prefix, "query", batch_size, progress)
 
     def encode_passages(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        return self._encode(texts, self.spec.passage_prefix, self.spec.passage_max_length, batch_size, progress)
+        return self._encode(texts, self.spec.passage_prefix, "document", batch_size, progress)
+
+    def max_length(self, kind: TextKind) -> int:
+        limit = self.spec.query_max_length if kind == "query" else self.spec.passage_max_length
+        assert limit is not None  # resolved on load
+        return limit
+
+    def count_truncated(self, texts: list[str], kind: TextKind) -> int:
+        """How many `texts` (prefix and special tokens included) are longer than the limit they are cut at."""
+        prefix = self.spec.query_prefix if kind == "query" else self.spec.passage_prefix
+        ids = self.model.tokenizer([prefix + t for t in texts], verbose=False, return_attention_mask=False,
+                                   return_token_type_ids=False)["input_ids"]
+        limit = self.max_length(kind)
+        return sum(len(x) > limit for x in ids)
+
+    def log_truncated(self, truncated: int, total: int, kind: TextKind) -> None:
+        """Say how much text the limit cut: a silent cut of long queries costs effectiveness unnoticed."""
+        log.info("%d of %d %s longer than %d tokens were truncated", truncated, total,
+                 "queries" if kind == "query" else "passages", self.max_length(kind))
 
     # -- identity ----------------------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """Contrastive bi-encoder training with any tuning method, on sentence-transformers' trainer.
 
-InfoNCE over in-batch and hard negatives (MultipleNegativesRankingLoss; scale = 1 / temperature), GradCache
+InfoNCE over in-batch and hard negatives (MultipleNegativesRankingLoss; scale = 1 / temperature) with the
+similarity search uses (the inner product: cosine for a normalising encoder, dot product otherwise), queries and
+passages each cut at their own length as search cuts them, GradCache
 (CachedMultipleNegativesRankingLoss) for large batches in small memory, negatives gathered across devices under
 DDP, warm-up, gradient accumulation, dev nDCG@10 during training, checkpoints of the trainable weights only,
 and `resume` from the last complete checkpoint.
@@ -84,6 +86,7 @@ def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
     from sentence_transformers.sentence_transformer.losses import (  # noqa: PLC0415
         CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss,
     )
+    from sentence_transformers.util import cos_sim, dot_score  # noqa: PLC0415
     from transformers import set_seed  # noqa: PLC0415
 
     cfg.check()
@@ -100,29 +103,30 @@ def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
         log.info("--dev-queries 0: no dev evaluation; the weights of the last step are kept")
 
     encoder = BiEncoder(cfg.encoder, device="cuda" if torch.cuda.is_available() else "cpu")
-    st = encoder.model
-    st.max_seq_length = cfg.encoder.passage_max_length
+    st = encoder.model  # its Transformer module cuts task "query" at query_max_length, "document" at passage_max_length
     tuned = apply_tuning(encoder.hf_model, cfg.tuning)
     encoder._set_hf_model(tuned)
     trainable, total = trainable_parameters(tuned)
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     scale = 1.0 / cfg.temperature
+    similarity = cos_sim if encoder.spec.normalize else dot_score  # what the index and dev_run score with
     if cfg.cache_mini_batch:
-        loss = CachedMultipleNegativesRankingLoss(st, scale=scale, mini_batch_size=cfg.cache_mini_batch,
-                                                  gather_across_devices=world > 1)
+        loss = CachedMultipleNegativesRankingLoss(st, scale=scale, similarity_fct=similarity,
+                                                  mini_batch_size=cfg.cache_mini_batch, gather_across_devices=world > 1)
     else:
-        loss = MultipleNegativesRankingLoss(st, scale=scale, gather_across_devices=world > 1)
+        loss = MultipleNegativesRankingLoss(st, scale=scale, similarity_fct=similarity, gather_across_devices=world > 1)
     evaluator = DevEvaluator(dev, query_prefix=cfg.encoder.query_prefix, passage_prefix=cfg.encoder.passage_prefix)
     metric = f"eval_{evaluator.primary_metric}"
     if not cfg.has_dev():
         evaluator = None
-    prompts = {"query": cfg.encoder.query_prefix, "positive": cfg.encoder.passage_prefix,
-               **{f"negative_{i + 1}": cfg.encoder.passage_prefix for i in range(cfg.num_negatives)}}
+    passages = ["positive", *(f"negative_{i + 1}" for i in range(cfg.num_negatives))]
+    prompts = {"query": cfg.encoder.query_prefix, **{c: cfg.encoder.passage_prefix for c in passages}}
     args = SentenceTransformerTrainingArguments(
         **common_trainer_args(cfg, ckpt_dir, metric),
         batch_sampler=BatchSamplers.NO_DUPLICATES,
         prompts={k: v for k, v in prompts.items() if v} or None,
+        router_mapping={"query": "query", **{c: "document" for c in passages}},  # the task, hence the length cut
     )
     trainer = _trainer_class()(model=st, args=args, train_dataset=dataset, loss=loss, evaluator=evaluator,
                                callbacks=[JsonlMetrics(out / "metrics.jsonl")])
@@ -145,7 +149,8 @@ def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
             "selection": "best dev" if cfg.has_dev() else "last step (no dev queries)",
             "train_examples": len(dataset), "dev_queries": len(dev.queries), "dev_corpus": len(dev.corpus),
             "dev_seed": cfg.dev_split_seed(),
-            "wall_seconds": wall, "world_size": world, "loss": type(loss).__name__, "resumed_from": str(resume_from) if resume_from else None,
+            "wall_seconds": wall, "world_size": world, "loss": type(loss).__name__, "similarity": similarity.__name__,
+            "resumed_from": str(resume_from) if resume_from else None,
             "config": _jsonable(asdict(cfg)),
         }
         with atomic_open(out / "encoder.json") as fh:
