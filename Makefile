@@ -2,7 +2,19 @@
 PYTHON ?= python3
 VENV   ?= .venv
 FAISS  ?= cpu            # `make run FAISS=gpu` installs faiss-gpu instead of faiss-cpu
+# The torch build. Empty: the pyproject pin from PyPI, which on Linux is the CUDA 13 build (GPUs need NVIDIA driver
+# >= 580; with an older driver torch sees no GPU and peft-ir refuses to start). cu126 / cu128 (CUDA 12, older
+# drivers), cu130 or cpu: that build of the same version, from the PyTorch wheel index. `make clean` before switching.
+TORCH  ?=
+TORCH_INDEX   ?= https://download.pytorch.org/whl
+TORCH_VERSION := $(shell sed -n 's/^ *"torch==\([^"]*\)".*/\1/p' pyproject.toml)
+TORCH_BUILD   := $(strip $(TORCH))
 BIN    := $(VENV)/bin
+ifneq ($(TORCH_BUILD),)
+ifeq ($(shell printf '%s' '$(TORCH_BUILD)' | grep -Ex 'cpu|cu[0-9]+'),)
+$(error TORCH=$(TORCH_BUILD): choose a PyTorch build name such as cu126, cu128, cu130 or cpu (empty: PyPI's default))
+endif
+endif
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -13,11 +25,18 @@ $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+# torch first, when a build is named: the package's torch==VERSION is then met by VERSION+BUILD and left alone
+$(VENV)/.torch-$(or $(TORCH_BUILD),pypi): pyproject.toml | $(BIN)/activate
+ifneq ($(TORCH_BUILD),)
+	$(BIN)/pip install -q --index-url $(TORCH_INDEX)/$(TORCH_BUILD) "torch==$(TORCH_VERSION)+$(TORCH_BUILD)"
+endif
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch-$(or $(TORCH_BUILD),pypi) | $(BIN)/activate
 	$(BIN)/pip install -q -e ".[$(strip $(FAISS))]"
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/activate
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.torch-$(or $(TORCH_BUILD),pypi) | $(BIN)/activate
 	$(BIN)/pip install -q -e ".[$(strip $(FAISS)),test]"
 	touch $@ $(VENV)/.installed
 

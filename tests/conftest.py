@@ -82,3 +82,17 @@ def synthetic_runs(synthetic_beir: Path, tmp_path_factory: pytest.TempPathFactor
         write_run(run, out / f"{split}.trec", tag="overlap")
         paths[split] = out / f"{split}.trec"
     return paths
+
+
+@pytest.fixture
+def cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pin an in-process test to the CPU (see tests/cpu_only.py); torch may have initialised CUDA already, so
+    hiding the GPUs through the environment alone would not reach it."""
+    import torch
+
+    from cpu_only import CPU_ONLY
+
+    for key, value in CPU_ONLY.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)

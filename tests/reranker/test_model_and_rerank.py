@@ -189,3 +189,43 @@ def test_bad_inputs_name_the_file(synthetic_beir: Path, synthetic_runs: dict, ti
     with pytest.raises(PeftIRError, match="hits"):
         rerank_files(synthetic_runs["test"], synthetic_beir, synthetic_beir, ce, tmp_path / "o.trec", hits=0)
     assert not (tmp_path / "o.trec").exists()
+
+
+def test_collate_equals_the_row_by_row_batch(tiny_bert_dir: Path) -> None:
+    """The vectorised collate builds exactly the tensors the row-by-row loop did (CPU scores unchanged)."""
+    ce = CrossEncoder(_spec(tiny_bert_dir))
+    items = ce.pair_ids(QUERIES * 2 + ["x"], PASSAGES * 2 + ["y " * 40])
+    width = max(len(ids) for ids, _ in items)
+    pad = ce.tokenizer.pad_token_id or 0
+    ids, types, mask = (torch.full((len(items), width), pad, dtype=torch.long),
+                        torch.zeros((len(items), width), dtype=torch.long),
+                        torch.zeros((len(items), width), dtype=torch.long))
+    for i, (x, t) in enumerate(items):
+        ids[i, : len(x)], types[i, : len(t)], mask[i, : len(x)] = torch.tensor(x), torch.tensor(t), 1
+    got = ce.collate(items)
+    assert got.keys() == {"input_ids", "attention_mask", "token_type_ids"}
+    for key, expected in (("input_ids", ids), ("attention_mask", mask), ("token_type_ids", types)):
+        assert got[key].dtype == torch.long and torch.equal(got[key], expected), key
+
+
+def test_score_cache_flushes_every_batch_and_fsyncs_at_an_interval(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every batch reaches the OS at once (a killed process loses nothing written); the disk sync that guards
+    against power loss runs every `fsync_seconds` and on close, not after every 32-pair batch."""
+    import os
+
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    path = tmp_path / "c.jsonl"
+    cache = ScoreCache(path, fsync_seconds=3600)
+    for i in range(10):
+        cache.add([("q", f"d{i}", "h", float(i))])
+        assert len(ScoreCache(path)) == i + 1  # already readable by another process
+    assert synced == []
+    cache.close()
+    assert len(synced) == 1
+    every = ScoreCache(tmp_path / "e.jsonl", fsync_seconds=0)
+    for i in range(3):
+        every.add([("q", f"d{i}", "h", 0.0)])
+    every.close()
+    assert len(synced) == 1 + 3

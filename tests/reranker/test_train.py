@@ -71,7 +71,7 @@ def test_group_losses() -> None:
 
 
 def test_resume_from_last_complete_checkpoint(synthetic_beir: Path, synthetic_runs: dict, tiny_ce_dir: Path,
-                                              tmp_path: Path) -> None:
+                                              tmp_path: Path, cpu_only: None) -> None:
     straight = tmp_path / "straight"
     train_reranker(_cfg(synthetic_beir, synthetic_runs["train"], tiny_ce_dir, straight))
     with pytest.raises(PeftIRError, match="already holds a finished"):
@@ -201,3 +201,43 @@ def test_several_gpus_without_torchrun_are_refused(synthetic_beir: Path, synthet
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.delenv("WORLD_SIZE")
     refuse_data_parallel()                  # one GPU: allowed
+
+
+def test_ddp_two_processes_on_cpu(synthetic_beir: Path, synthetic_runs: dict, tiny_ce_dir: Path,
+                                  tmp_path: Path) -> None:
+    """torchrun with 2 processes (gloo): rank 0 alone writes the adapter and summary (two ranks renaming onto one
+    folder collide), and the dev metric is computed once per evaluation, on rank 0, and shared with rank 1."""
+    import socket
+    import subprocess
+    import sys
+
+    from cpu_only import cpu_env
+
+    repo = Path(__file__).resolve().parents[2]
+    spy = tmp_path / "spy.py"  # records which rank computes dev nDCG and saves the adapter, then runs the CLI
+    spy.write_text("import os, sys\nimport peft_ir.reranker.training as t\n"
+                   "def spy(name):\n    real = getattr(t, name)\n"
+                   "    def call(*a, **kw):\n        with open(sys.argv[1], 'a') as fh:\n"
+                   "            fh.write(f\"{name}:{os.environ['RANK']}\\n\")\n        return real(*a, **kw)\n"
+                   "    setattr(t, name, call)\n"
+                   "spy('dev_ndcg'); spy('save_tuned')\nfrom peft_ir.cli import main\nsys.exit(main(sys.argv[2:]))\n")
+    calls, out = tmp_path / "calls.txt", tmp_path / "ddp"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", port, str(spy), str(calls),
+           "train", "reranker", "--train", str(synthetic_beir), "--negatives-run", str(synthetic_runs["train"]),
+           "--output", str(out), "--model", str(tiny_ce_dir), "--method", "lora", "--tuning", "lora_r=2",
+           "--query-max-length", "8", "--passage-max-length", "24", "--group-size", "4", "--batch-size", "4",
+           "--max-steps", "4", "--eval-steps", "2", "--save-steps", "2", "--dev-queries", "8",
+           "--dev-candidates", "8"]
+    done = subprocess.run(cmd, env=cpu_env(HF_HUB_OFFLINE="1", PYTHONPATH=str(repo / "src"), OMP_NUM_THREADS="1"),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # dev nDCG at steps 0, 2, 4 and the final one; one save of the final adapter (checkpoints save elsewhere)
+    assert sorted(calls.read_text().split()) == ["dev_ndcg:0"] * 4 + ["save_tuned:0"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["world_size"] == 2 and (out / "adapter" / "tuning_config.json").is_file()
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "eval_dev_nDCG@10" in r] == [0, 2, 4]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
+from cpu_only import cpu_env
 
 from peft_ir.data import iter_corpus, write_corpus
 from peft_ir.retriever import iter_embeddings
@@ -31,7 +31,7 @@ def _load(out: Path) -> tuple[np.ndarray, list[str]]:
 def test_sigkill_then_resume(scifact: Path, tmp_path: Path) -> None:
     corpus = tmp_path / "corpus.jsonl"
     write_corpus(islice(iter_corpus(scifact / "corpus.jsonl"), 96), corpus)  # real MiniLM, 6 chunks
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
+    env = cpu_env(HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")  # compared exactly
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_encode(corpus, killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -12,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cpu_only import cpu_env
 from safetensors.torch import load_file
 
 from peft_ir.retriever.encoder import EncoderSpec
@@ -57,7 +57,7 @@ def _cli(data: Path, model: Path, out: Path, *extra: str) -> list[str]:
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(synthetic_beir: Path, tiny_bert_dir: Path, tmp_path: Path) -> None:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO / "src"))
+    env = cpu_env(HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO / "src"))  # exact resume: CPU kernels, even on a GPU box
     straight = tmp_path / "straight"
     subprocess.run(_cli(synthetic_beir, tiny_bert_dir, straight), check=True, env=env, capture_output=True)
 
@@ -85,7 +85,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(synthetic_beir: Path, ti
 
 def test_ddp_two_processes_on_cpu(synthetic_beir: Path, tiny_bert_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
+    # gloo on the CPU even on a GPU box: NCCL with 2 ranks would need 2 GPUs
+    env = cpu_env(HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
     with socket.socket() as s:  # torchrun's --master_port 0 does not pick a free port: find one
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])

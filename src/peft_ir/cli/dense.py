@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+
+from peft_ir.devices import DEVICE_CHOICES, parse_device
 
 
 def add_encoder_flags(p: argparse.ArgumentParser) -> None:
@@ -39,8 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_encoder_flags(e)
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--chunk-size", type=int, default=4096, help="documents per resumable chunk")
-    e.add_argument("--shard-id", type=int, default=0)
-    e.add_argument("--num-shards", type=int, default=1)
+    e.add_argument("--shard-id", type=int, default=None, help="default: $RANK under torchrun, else 0")
+    e.add_argument("--num-shards", type=int, default=None, help="default: $WORLD_SIZE under torchrun, else 1")
+    e.add_argument("--device", type=parse_device, default="auto",
+                   help=f"{DEVICE_CHOICES}; auto: the GPU of $LOCAL_RANK under torchrun, else a GPU if torch sees "
+                        "one, else the CPU")
     e.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                    help="model precision on GPU (embeddings are stored as float32)")
     e.set_defaults(func=run_encode)
@@ -72,13 +78,17 @@ def run_encode(args: argparse.Namespace) -> int:
     import torch
 
     from peft_ir.data import iter_documents
+    from peft_ir.devices import device_for_process
     from peft_ir.retriever import BiEncoder, encode_corpus
 
+    # `torchrun --nproc_per_node N -m peft_ir.cli encode ...`: rank r encodes shard r of N on its own GPU
+    shard_id = args.shard_id if args.shard_id is not None else int(os.environ.get("RANK", "0"))
+    num_shards = args.num_shards if args.num_shards is not None else int(os.environ.get("WORLD_SIZE", "1"))
     dtype = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
-    encoder = BiEncoder(spec_from_args(args), dtype=dtype)
-    manifest = encode_corpus(encoder, iter_documents(args.corpus), args.output, shard_id=args.shard_id,
-                             num_shards=args.num_shards, chunk_size=args.chunk_size, batch_size=args.batch_size)
-    print(f"encoded shard {args.shard_id}/{args.num_shards} of {manifest['num_docs']} documents into {args.output}")
+    encoder = BiEncoder(spec_from_args(args), device=device_for_process(args.device), dtype=dtype)
+    manifest = encode_corpus(encoder, iter_documents(args.corpus), args.output, shard_id=shard_id,
+                             num_shards=num_shards, chunk_size=args.chunk_size, batch_size=args.batch_size)
+    print(f"encoded shard {shard_id}/{num_shards} of {manifest['num_docs']} documents into {args.output}")
     return 0
 
 

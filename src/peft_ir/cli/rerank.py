@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from peft_ir.cli.train import add_tuning_flags, tuning_from_args
+from peft_ir.devices import DEVICE_CHOICES, parse_device
 
 
 def add_cross_encoder_flags(p: argparse.ArgumentParser) -> None:
@@ -36,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", required=True, help="TREC run to write")
     p.add_argument("--cache", default=None, help="score cache (default: .<output>.scores-<model hash>.jsonl beside it)")
     p.add_argument("--tag", default="peft-ir-rerank")
+    p.add_argument("--device", type=parse_device, default="auto",
+                   help=f"{DEVICE_CHOICES}; auto: a GPU if torch sees one, else the CPU")
     p.set_defaults(func=run_rerank)
 
 
@@ -91,11 +94,12 @@ def register_reranker(tsub: argparse._SubParsersAction) -> None:
 def run_rerank(args: argparse.Namespace) -> int:
     import time
 
+    from peft_ir.devices import device_for_process
     from peft_ir.reranker.model import CrossEncoder
     from peft_ir.reranker.rerank import rerank_files
 
     t0 = time.perf_counter()
-    encoder = CrossEncoder(spec_from_args(args), adapter=args.adapter)
+    encoder = CrossEncoder(spec_from_args(args), adapter=args.adapter, device=device_for_process(args.device))
     stats = rerank_files(args.run, args.topics, args.corpus, encoder, args.output, hits=args.hits,
                          batch_size=args.batch_size, split=args.split, cache_path=args.cache, tag=args.tag,
                          keep_rest=args.keep_rest)
@@ -125,8 +129,9 @@ def run_train_reranker(args: argparse.Namespace) -> int:
         eval_steps=args.eval_steps, save_steps=args.save_steps, logging_steps=args.logging_steps, seed=args.seed,
         resume=args.resume)
     s = train_reranker(cfg)
-    print(f"{s['method']} ({s['loss']}): {s['trainable']:,} trainable of {s['total']:,} ({s['share']:.3%}); "
-          f"{s['steps']} steps in {s['wall_seconds']:.0f} s; {selection_note(s)}; adapter in {args.output}/adapter")
+    if s:  # rank 0 under torchrun; the other ranks return nothing
+        print(f"{s['method']} ({s['loss']}): {s['trainable']:,} trainable of {s['total']:,} ({s['share']:.3%}); "
+              f"{s['steps']} steps in {s['wall_seconds']:.0f} s; {selection_note(s)}; adapter in {args.output}/adapter")
     return 0
 
 

@@ -26,6 +26,7 @@ import torch
 
 from peft_ir.atomic import atomic_open
 from peft_ir.data import TrainingExample
+from peft_ir.devices import device_for_process, log_device
 from peft_ir.errors import PeftIRError
 from peft_ir.reranker.model import CrossEncoder, CrossEncoderSpec, describe_spec
 from peft_ir.training.checkpoints import prepare_run_dir
@@ -181,11 +182,21 @@ def _trainer_class():  # type: ignore[no-untyped-def]
             return optimizer
 
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):  # type: ignore[no-untyped-def]
-            value = dev_ndcg(self.peft_ir_encoder, self.peft_ir_dev, self.peft_ir_eval_batch)
+            value = self.shared_dev_ndcg()
             metrics = {f"{metric_key_prefix}_dev_nDCG@10": value}
             self.log(metrics)
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
             return metrics
+
+        def shared_dev_ndcg(self) -> float:
+            """Dev nDCG@10, computed on rank 0 (the ranks hold the same weights: once is enough) and broadcast, so
+            that every rank keeps the same best checkpoint."""
+            if self.args.world_size <= 1:
+                return dev_ndcg(self.peft_ir_encoder, self.peft_ir_dev, self.peft_ir_eval_batch)
+            value = [dev_ndcg(self.peft_ir_encoder, self.peft_ir_dev, self.peft_ir_eval_batch)
+                     if self.is_world_process_zero() else None]
+            torch.distributed.broadcast_object_list(value, src=0)
+            return float(value[0])  # type: ignore[arg-type]
 
     return RerankerTrainer
 
@@ -216,12 +227,13 @@ def load_training_examples(cfg: RerankerTrainConfig) -> list[TrainingExample]:
 
 def train_reranker(cfg: RerankerTrainConfig) -> dict[str, Any]:
     """Train, keep the best dev checkpoint (or the last step without dev queries), write the adapter, metrics,
-    curves and summary; returns the summary."""
+    curves and summary; returns the summary (under torchrun: on rank 0, which alone writes; {} on the others)."""
     from transformers import TrainingArguments, set_seed  # noqa: PLC0415
 
     if cfg.loss not in LOSSES:
         raise PeftIRError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(LOSSES)}")
     cfg.check()
+    device = device_for_process()  # this rank's GPU under torchrun: the model is built there, not on GPU 0
     out, ckpt_dir, resume_from = prepare_run_dir(cfg.output, cfg.resume)
 
     set_seed(cfg.seed)
@@ -233,8 +245,8 @@ def train_reranker(cfg: RerankerTrainConfig) -> dict[str, Any]:
     if not cfg.has_dev():
         log.info("--dev-queries 0: no dev evaluation; the weights of the last step are kept")
 
-    cuda = torch.cuda.is_available()
-    encoder = CrossEncoder(cfg.cross_encoder, device="cuda" if cuda else "cpu")
+    log_device("training", device)
+    encoder = CrossEncoder(cfg.cross_encoder, device=device)
     tuning = cfg.tuning
     if tuning.train_pooler is None:
         tuning = tuning.replace(train_pooler=not encoder.pooler_pretrained)
@@ -262,6 +274,8 @@ def train_reranker(cfg: RerankerTrainConfig) -> dict[str, Any]:
         trainer.evaluate()  # the zero-step point of the curve: the untrained model (new head)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     wall = time.perf_counter() - t0
+    if not trainer.is_world_process_zero():  # one rank writes: two renaming onto one adapter folder collide
+        return {}
     final_dev = dev_ndcg(encoder, dev, cfg.eval_batch_size) if cfg.has_dev() else None
 
     save_tuned(tuned, out / "adapter", base_name)
@@ -277,6 +291,7 @@ def train_reranker(cfg: RerankerTrainConfig) -> dict[str, Any]:
         "selection": "best dev" if cfg.has_dev() else "last step (no dev queries)", "train_groups": len(rows),
         "train_queries": len(train_ex), "dev_queries": len(dev.queries), "dev_seed": cfg.dev_split_seed(),
         "dev_pairs": sum(len(c) for c in dev.candidates.values()), "wall_seconds": wall,
+        "world_size": trainer.args.world_size,
         "resumed_from": str(resume_from) if resume_from else None, "config": _jsonable(asdict(cfg)),
     }
     with atomic_open(out / "cross_encoder.json") as fh:

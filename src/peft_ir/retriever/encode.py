@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from peft_ir.atomic import atomic_open, atomic_path
 from peft_ir.data.beir import Document
+from peft_ir.devices import log_device
 from peft_ir.errors import MismatchError, PeftIRError
 from peft_ir.retriever.encoder import BiEncoder, fingerprint
 
@@ -64,6 +65,7 @@ def encode_corpus(encoder: BiEncoder, docs: Iterable[Document], out_dir: str | P
     manifest = encoder.manifest()
     manifest["fingerprint"] = fingerprint(manifest)
     _check_encoder(out_dir, manifest)
+    log_device("encoding", encoder.model.device)
 
     n_docs = 0
     n_chunks = 0

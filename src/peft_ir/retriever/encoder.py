@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from peft_ir.devices import device_for_process
 from peft_ir.errors import PeftIRError
 from peft_ir.models import model_label, resolve_model
 from peft_ir.tuning import base_fingerprint, load_tuned, merge_tuned
@@ -51,7 +52,7 @@ class BiEncoder:
 
         self.spec = spec
         path = resolve_model(spec.model)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = device or device_for_process()
         if (Path(path) / "modules.json").is_file():
             st = SentenceTransformer(path, device=device)
         else:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from peft_ir.atomic import atomic_open
+from peft_ir.devices import device_for_process, log_device
 from peft_ir.errors import PeftIRError
 from peft_ir.retriever.dev_eval import DevEvaluator
 from peft_ir.retriever.encoder import BiEncoder, EncoderSpec
@@ -90,6 +91,7 @@ def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
     from transformers import set_seed  # noqa: PLC0415
 
     cfg.check()
+    device = device_for_process()  # this rank's GPU under torchrun: the model is built there, not on GPU 0
     out, ckpt_dir, resume_from = prepare_run_dir(cfg.output, cfg.resume)
 
     set_seed(cfg.seed)
@@ -102,7 +104,8 @@ def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
     if not cfg.has_dev():
         log.info("--dev-queries 0: no dev evaluation; the weights of the last step are kept")
 
-    encoder = BiEncoder(cfg.encoder, device="cuda" if torch.cuda.is_available() else "cpu")
+    log_device("training", device)
+    encoder = BiEncoder(cfg.encoder, device=device)
     st = encoder.model  # its Transformer module cuts task "query" at query_max_length, "document" at passage_max_length
     tuned = apply_tuning(encoder.hf_model, cfg.tuning)
     encoder._set_hf_model(tuned)

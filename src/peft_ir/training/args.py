@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from peft_ir.devices import usable_cpus
 from peft_ir.errors import PeftIRError
 from peft_ir.tuning import TuningConfig
 
@@ -77,6 +78,14 @@ def refuse_data_parallel() -> None:
             "or train on one GPU: CUDA_VISIBLE_DEVICES=0")
 
 
+def dataloader_workers(cuda: bool, world: int) -> int:
+    """Worker processes that tokenise and collate batches while a GPU computes: up to 4 per rank, leaving each rank
+    a core of its own. None on the CPU, where they would compete with the model for the same cores."""
+    if not cuda:
+        return 0
+    return max(0, min(4, usable_cpus() // max(world, 1) - 1))
+
+
 def common_trainer_args(cfg: ScheduleConfig, output_dir: Path, metric: str) -> dict[str, Any]:
     """Keyword arguments for (SentenceTransformer)TrainingArguments from a retriever or reranker config.
 
@@ -85,6 +94,7 @@ def common_trainer_args(cfg: ScheduleConfig, output_dir: Path, metric: str) -> d
     """
     cuda = torch.cuda.is_available()
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    workers = dataloader_workers(cuda, world)
     return dict(
         output_dir=str(output_dir),
         num_train_epochs=cfg.epochs,
@@ -107,7 +117,9 @@ def common_trainer_args(cfg: ScheduleConfig, output_dir: Path, metric: str) -> d
         data_seed=cfg.seed,
         report_to=[],
         disable_tqdm=not cfg.progress,
-        dataloader_num_workers=0,
+        dataloader_num_workers=workers,
+        dataloader_pin_memory=cuda,             # page-locked batches copy to the GPU asynchronously
+        dataloader_persistent_workers=workers > 0,
         ddp_backend="gloo" if world > 1 and not cuda else None,
         use_cpu=not cuda,
     )
