@@ -49,6 +49,7 @@ def test_unknown_key_names_file_and_suggests(tiny) -> None:  # type: ignore[no-u
     ({"reranker": {"negatives_window": [1]}}, r"'reranker.negatives_window': expected a list of 2 values"),
     ({"eval": {"measures": "nDCG@10"}}, r"'eval.measures': expected a list, got 'nDCG@10'"),
     ({"search": 5}, r"'search': expected a mapping of SearchSection settings, got 5 \(int\)"),
+    ({"search": {"device": "gpu"}}, r"'search.device': expected one of auto, cpu, cuda, got 'gpu'"),
     ({"data": {"test": [{"name": "x", "topics": "t"}]}}, r"'data.test\[0\].qrels': required key is missing"),
 ])
 def test_wrong_types_name_key_expected_and_got(tiny, section, message) -> None:  # type: ignore[no-untyped-def]
@@ -79,10 +80,23 @@ def test_wrong_types_name_key_expected_and_got(tiny, section, message) -> None: 
     ({"data": {"beir": None}}, r"'data': no test set"),
     ({"index": {"factory": "IVF16,Flat", "nprobe": 0}}, r"'index.nprobe': must be at least 1, got 0"),
     ({"index": {"nprobe": 8}}, r"'index.nprobe': applies to IVF indexes only, not factory 'Flat'"),
+    ({"search": {"device": "cpu", "fp16_index": True}}, r"'search.fp16_index': applies to GPU search only"),
 ])
 def test_inconsistent_sections_are_refused(tiny, section, message) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError, match=message):
         load_config(tiny(**section), check_files=False)
+
+
+def test_search_device_defaults_to_auto_and_cuda_needs_a_gpu(tiny, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    assert load_config(tiny()).search.device == "auto" and not load_config(tiny()).search.fp16_index
+    assert load_config(tiny(search={"device": "cpu"})).search.device == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    path = tiny(search={"device": "cuda", "fp16_index": True})
+    assert load_config(path, check_files=False).search.device == "cuda"  # consistent on paper...
+    with pytest.raises(ConfigError, match=r"'search.device': cuda asked for, but neither faiss-gpu nor torch sees"):
+        load_config(path)  # ...but not on this machine, which is said before any training
 
 
 def test_unreachable_budget_is_refused_before_any_work(tiny) -> None:  # type: ignore[no-untyped-def]

@@ -72,9 +72,11 @@ def test_ivf_index_is_built_and_searched_with_the_configured_nprobe(synthetic_be
     caplog.set_level(logging.INFO, logger="peft_ir")
     cfg = tiny_config(synthetic_beir, tiny_bert_dir, tmp_path / "runs", name="ivf", reranker=None,
                       retriever={"zero_shot": True, "method": None, "tuning": {}}, index={"factory": "IVF4,Flat",
-                                                                                        "nprobe": 3})
+                                                                                        "nprobe": 3},
+                      search={"device": "cpu"})
     metrics = Pipeline(load_config(write_yaml(tmp_path / "ivf.yaml", cfg)), progress=False, echo=lambda _: None).run()
     root = tmp_path / "runs" / "ivf"
     assert json.loads((root / "index" / "manifest.json").read_text())["nprobe"] == 3
     assert f"{root / 'index'}: searching IVF4,Flat with nprobe 3" in caplog.text
+    assert f"{root / 'index'}: searching on faiss-cpu (device cpu asked for)" in caplog.text  # search.device
     assert set(metrics["sets"]["test"]["runs"]) == {"dense"}

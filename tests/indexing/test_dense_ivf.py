@@ -94,7 +94,7 @@ def test_nprobe_is_set_on_the_gpu_clone(tmp_path: Path, monkeypatch: pytest.Monk
     build_index(tmp_path / "emb", tmp_path / "ivf", "IVF16,Flat", nprobe=4, progress=False)
     clones, calls = [], []
 
-    def to_gpus(index):  # type: ignore[no-untyped-def]
+    def to_gpus(index, co=None):  # type: ignore[no-untyped-def]
         clone = faiss.clone_index(index)
         faiss.extract_index_ivf(clone).nprobe = 1
         clones.append(clone)
@@ -108,6 +108,7 @@ def test_nprobe_is_set_on_the_gpu_clone(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
     monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", to_gpus)
     monkeypatch.setattr(faiss, "GpuParameterSpace", GpuParameterSpace, raising=False)
+    monkeypatch.setattr(faiss, "GpuMultipleClonerOptions", lambda: type("Options", (), {})(), raising=False)
     index = DenseIndex(tmp_path / "ivf", device="auto", nprobe=8)
     assert index.backend.startswith("faiss-gpu") and index.index is clones[0]
     assert calls[-1] == ("nprobe", 8) and faiss.extract_index_ivf(index.index).nprobe == 8
@@ -129,8 +130,8 @@ def test_cli_index_search_and_vector_prf_take_nprobe(tmp_path: Path, monkeypatch
 
     seen = []
 
-    def spy(paths, device="auto", nprobe=None):  # type: ignore[no-untyped-def]
-        seen.append((paths, device, nprobe))
+    def spy(paths, device="auto", nprobe=None, fp16=False):  # type: ignore[no-untyped-def]
+        seen.append((paths, device, nprobe, fp16))
         raise PeftIRError("stop here")
 
     monkeypatch.setattr(search, "load_shards", spy)
@@ -138,4 +139,8 @@ def test_cli_index_search_and_vector_prf_take_nprobe(tmp_path: Path, monkeypatch
     assert main(["search", *common, "--nprobe", "7"]) == 2
     assert main(["rewrite", "vector-prf", *common, "--nprobe", "9"]) == 2
     assert main(["search", *common]) == 2
-    assert seen == [([ivf], "cpu", 7), ([ivf], "cpu", 9), ([ivf], "cpu", None)]
+    common[-1] = "cuda"
+    assert main(["search", *common, "--fp16-index"]) == 2
+    assert main(["rewrite", "vector-prf", *common, "--fp16-index"]) == 2
+    assert seen == [([ivf], "cpu", 7, False), ([ivf], "cpu", 9, False), ([ivf], "cpu", None, False),
+                    ([ivf], "cuda", None, True), ([ivf], "cuda", None, True)]

@@ -130,3 +130,56 @@ def test_cli_vector_prf_on_a_real_dense_index(tiny_bert_dir, tmp_path):
     scores, ids = vector_prf_search(shards[0], vecs, 10, 2, 0.5, 0.5)
     for q, row_ids, row_scores in zip(("1", "2"), ids, scores):
         assert run[q] == pytest.approx(dict(zip(row_ids, row_scores.tolist())), abs=1e-5)
+
+
+def test_vector_prf_on_a_gpu_index_reconstructs_only_the_feedback_rows(tmp_path, monkeypatch):
+    """No copy of the whole GPU index back to host per query batch: the feedback rows come from the CPU index."""
+    from fake_faiss_gpu import FakeFaissGpu, embeddings_folder, unit_vectors
+    from peft_ir.indexing.dense import DenseIndex, build_index
+
+    embeddings_folder(tmp_path / "emb", unit_vectors(500, 16))
+    build_index(tmp_path / "emb", tmp_path / "idx", "Flat", progress=False)
+    queries = unit_vectors(4, 16, seed=1)
+    cpu = DenseIndex(tmp_path / "idx", device="cpu")
+    want = vector_prf_search(cpu, queries, k=10, fb_docs=3)
+    feedback = sorted({d for row in cpu.search(queries, 3)[1] for d in row})
+
+    asked = []
+    for name in ("reconstruct", "reconstruct_n", "reconstruct_batch"):
+        original = getattr(faiss.IndexFlatIP, name)
+        monkeypatch.setattr(faiss.IndexFlatIP, name,
+                            lambda self, *a, _f=original, _n=name, **kw: asked.append((_n, a)) or _f(self, *a, **kw))
+    gpu = FakeFaissGpu(monkeypatch, gpus=1)
+    index = DenseIndex(tmp_path / "idx")
+    assert index.backend == "faiss-gpu x1"
+    for _ in range(2):  # two query batches
+        scores, ids = vector_prf_search(index, queries, k=10, fb_docs=3)
+        assert ids == want[1] and np.allclose(scores, want[0], atol=1e-6)
+    assert gpu.to_cpu == 0 and gpu.searches == [3, 10, 3, 10]
+    rows = sorted(int(r) for _, args in asked for r in np.atleast_1d(args[0]))
+    assert not any(n == "reconstruct_n" for n, _ in asked) and rows == sorted(2 * [int(d[1:]) for d in feedback])
+
+
+def test_vectors_through_a_pre_transform_and_across_shards(tmp_path):
+    """An IVF inside PCA gets its direct map; each of several shards is asked once, for its own documents."""
+    from fake_faiss_gpu import embeddings_folder, unit_vectors
+    from peft_ir.cli.rewrite import _ShardSet
+    from peft_ir.indexing.dense import DenseIndex, build_index
+
+    vecs = unit_vectors(400, 16)
+    embeddings_folder(tmp_path / "emb-a", vecs[:200])
+    embeddings_folder(tmp_path / "emb-b", vecs[200:], first=200)
+    build_index(tmp_path / "emb-a", tmp_path / "a", "Flat", progress=False)
+    build_index(tmp_path / "emb-b", tmp_path / "b", "PCA16,IVF4,Flat", progress=False)
+    shards = [DenseIndex(tmp_path / "a", device="cpu"), DenseIndex(tmp_path / "b", device="cpu")]
+    np.testing.assert_allclose(shards[1].vectors(["d203", "d350"]), vecs[[203, 350]], atol=1e-4)  # PCA16 of 16 dims
+
+    calls = []
+    for shard in shards:
+        fetch = shard.vectors
+        shard.vectors = lambda ids, _f=fetch, _p=shard.path.name: calls.append((_p, list(ids))) or _f(ids)
+    both = _ShardSet(shards)
+    np.testing.assert_allclose(both.vectors(["d250", "d1", "d250"]), vecs[[250, 1, 250]], atol=1e-4)
+    assert calls == [("a", ["d1"]), ("b", ["d250", "d250"])]
+    with pytest.raises(PeftIRError, match="'nope' is in none of the index shards"):
+        both.vectors(["d1", "nope"])

@@ -35,6 +35,16 @@ def add_nprobe_flag(p: argparse.ArgumentParser, text: str = "") -> None:
     p.add_argument("--nprobe", type=int, default=None, help=text + "; IVF indexes only")
 
 
+def add_search_device_flags(p: argparse.ArgumentParser) -> None:
+    """--device and --fp16-index: where a dense index is searched (see peft_ir.indexing.dense)."""
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: faiss-gpu when it sees a GPU (types without a GPU version: CPU, with a warning), else "
+                        "torch exact search on the GPUs for Flat indexes, else CPU; cuda: refuse to run without a GPU")
+    p.add_argument("--fp16-index", action="store_true",
+                   help="GPU search: store Flat vectors in float16 (half the memory; unit-vector scores within "
+                        "about 1e-3), float16 IVF-PQ lookup tables")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("encode", help="encode a corpus into resumable embedding chunks")
     e.add_argument("--corpus", required=True, help="BEIR folder or corpus.jsonl, MS MARCO collection.tsv, irds:ID")
@@ -68,7 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--model", default=None, help="query encoder (default: the one recorded in the index)")
     s.add_argument("--adapter", default=None, help="query-side adapter (default: the one recorded in the index)")
-    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_search_device_flags(s)
     add_nprobe_flag(s)
     s.add_argument("--tag", default="peft-ir-dense", help="run tag (6th column)")
     s.set_defaults(func=run_search)
@@ -105,7 +115,7 @@ def run_search(args: argparse.Namespace) -> int:
     from peft_ir.data import load_topics, write_run
     from peft_ir.indexing.search import dense_search, encoder_for, load_shards
 
-    shards = load_shards(args.index, args.device, args.nprobe)
+    shards = load_shards(args.index, args.device, args.nprobe, fp16=args.fp16_index)
     encoder = encoder_for(shards, args.model, args.adapter)
     run = dense_search(encoder, shards, load_topics(args.topics, args.split), args.hits, args.batch_size)
     write_run(run, args.output, tag=args.tag, hits=args.hits)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from peft_ir.cli.dense import add_nprobe_flag
+from peft_ir.cli.dense import add_nprobe_flag, add_search_device_flags
 
 
 def _backend_flags(p: argparse.ArgumentParser) -> None:
@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--beta", type=float, default=0.1, help="weight of the feedback mean (Pyserini's default 0.1)")
     v.add_argument("--model", default=None, help="query encoder (default: the one recorded in the index)")
     v.add_argument("--adapter", default=None, help="query-side adapter (default: the one recorded in the index)")
-    v.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_search_device_flags(v)
     add_nprobe_flag(v)
     v.add_argument("--batch-size", type=int, default=64)
     v.add_argument("--tag", default="dense+vprf")
@@ -88,21 +88,23 @@ class _ShardSet:
         return search_shards(self.shards, queries, k)
 
     def vectors(self, docids):  # type: ignore[no-untyped-def]
+        """Each shard is asked once, for the documents it holds (in the order asked)."""
         import numpy as np
 
         from peft_ir.errors import PeftIRError
 
-        rows = []
+        docids = list(docids)
+        owner = []
         for d in docids:
-            for shard in self.shards:
-                try:
-                    rows.append(shard.vectors([d])[0])
-                    break
-                except PeftIRError:
-                    continue
-            else:
+            owner.append(next((j for j, shard in enumerate(self.shards) if d in shard), None))
+            if owner[-1] is None:
                 raise PeftIRError(f"document {d!r} is in none of the index shards")
-        return np.stack(rows)
+        out = np.zeros((len(docids), self.shards[0].dim), dtype=np.float32)
+        for j, shard in enumerate(self.shards):
+            at = [i for i, o in enumerate(owner) if o == j]
+            if at:
+                out[at] = shard.vectors([docids[i] for i in at])
+        return out
 
 
 def run_vector_prf(args: argparse.Namespace) -> int:
@@ -110,7 +112,7 @@ def run_vector_prf(args: argparse.Namespace) -> int:
     from peft_ir.indexing.search import encoder_for, load_shards
     from peft_ir.rewrite.vector_prf import index_is_normalised, prf_run, vector_prf_search
 
-    shards = load_shards(args.index, args.device, args.nprobe)
+    shards = load_shards(args.index, args.device, args.nprobe, fp16=args.fp16_index)
     encoder = encoder_for(shards, args.model, args.adapter)
     index = shards[0] if len(shards) == 1 else _ShardSet(shards)
     topics = load_topics(args.topics, args.split)

@@ -124,6 +124,8 @@ class IndexSection:
 class SearchSection:
     hits: int = 1000
     batch_size: int = 64
+    device: Literal["auto", "cpu", "cuda"] = "auto"   # dense search, as `peft-ir search --device`
+    fp16_index: bool = False                # GPU search: float16 Flat storage / IVF-PQ tables (--fp16-index)
 
 
 @dataclass(frozen=True, kw_only=True)

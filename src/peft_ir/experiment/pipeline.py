@@ -250,7 +250,8 @@ class Pipeline:
         from peft_ir.indexing.dense import DenseIndex  # noqa: PLC0415
         from peft_ir.indexing.search import dense_search  # noqa: PLC0415
 
-        index = DenseIndex(self.dir.index, nprobe=self.cfg.index.nprobe)
+        index = DenseIndex(self.dir.index, device=self.cfg.search.device, nprobe=self.cfg.index.nprobe,
+                           fp16=self.cfg.search.fp16_index)
         index.check_encoder(self.bi_encoder().manifest())
         for t in sets:
             out = self.dir.run_file(t.name, "dense")

@@ -96,6 +96,8 @@ def validate(cfg: ExperimentConfig, origins: Origins) -> None:
         if not IVF_FACTORY.search(cfg.index.factory):
             raise fail("index.nprobe", origins, f"applies to IVF indexes only, not factory {cfg.index.factory!r}: "
                        "remove it or use an IVF factory (e.g. IVF4096,PQ64)")
+    if cfg.search.fp16_index and cfg.search.device == "cpu":
+        raise fail("search.fp16_index", origins, "applies to GPU search only, and search.device is cpu")
     for key in ("encode.batch_size", "encode.max_length", "encode.chunk_size", "search.batch_size"):
         section, name = key.split(".")
         _positive(key, getattr(getattr(cfg, section), name), origins)
@@ -234,6 +236,12 @@ def check_inputs(cfg: ExperimentConfig, origins: Origins) -> None:
         exists(f"data.test[{i}].topics", t.topics, t.split)
         exists(f"data.test[{i}].qrels", t.qrels, t.split)
         exists(f"data.test[{i}].run", t.run)
+    if cfg.search.device == "cuda" and "dense" in cfg.run_kinds():
+        from peft_ir.indexing.dense import visible_gpus  # noqa: PLC0415
+
+        if not any(visible_gpus()):  # said now rather than after training
+            raise fail("search.device", origins, "cuda asked for, but neither faiss-gpu nor torch sees a GPU "
+                       "(auto searches on whatever is there)")
     for key, cross in (("retriever", False), ("reranker", True)):
         section: TunedModelSection | None = getattr(cfg, key)
         if section is None:

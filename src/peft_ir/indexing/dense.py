@@ -1,7 +1,17 @@
 """FAISS indexes over encoded corpora: build (training on a sample when the factory needs it), load, search.
 
-Search runs on GPU through faiss-gpu when it is installed and sees a GPU, else exact search with torch on a
-GPU for Flat indexes, else on the CPU. Several index shards are searched one by one and merged exactly.
+Where search runs (`choose_backend`; logged with its reason when an index is loaded):
+- faiss-gpu when it is installed and sees a GPU, for the types FAISS has a GPU version of (Flat, IVF-Flat, IVF-SQ,
+  IVF-PQ, also behind OPQ/PCA): on one GPU, or sharded across several. IVF-PQ gets float16 lookup tables when
+  float32 ones would not fit in a GPU block's 48 KiB of shared memory (PQ64 at 8 bits needs 64 KiB); `fp16` asks
+  for float16 storage of Flat (and float16 IVF-PQ tables). Other types (HNSW, ...) and indexes the GPU cloner
+  refuses are searched on CPU, with a warning. FAISS' GPU search returns at most 2048 hits per query: a larger k
+  is searched on the CPU index read from disk, which is kept in host memory (it also serves `vectors`).
+- torch exact search on the GPUs when FAISS has no GPU support (faiss-cpu on a GPU machine), for Flat indexes:
+  the vectors are copied chunk by chunk into one block per GPU (float16 storage optional) and scored tile by tile
+  with a running top-k (`TorchExactSearch`), so memory is bounded by a tile, not by the corpus.
+- faiss-cpu otherwise.
+Several index shards are searched one by one and merged exactly.
 
 IVF indexes probe `nprobe` inverted lists per query: FAISS' own default of 1 misses many true neighbours, so
 `build_index` records DEFAULT_NPROBE (or the caller's value) in the manifest and every load applies it, through
@@ -13,8 +23,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -24,12 +36,25 @@ from peft_ir.errors import MismatchError, PeftIRError
 from peft_ir.retriever.encode import iter_embeddings, read_manifest
 from peft_ir.retriever.encoder import fingerprint
 
+if TYPE_CHECKING:
+    import torch
+
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.faiss"
 IDS_FILE = "docids.txt"
 MANIFEST = "manifest.json"
 DEFAULT_NPROBE = 32  # lists probed per query when none is given (at most the index's nlist)
+DEVICES = ("auto", "cpu", "cuda")
+GPU_MAX_K = 2048  # FAISS' GPU k-selection returns at most this many hits per query
+GPU_SHARED_MEMORY = 48 * 1024  # bytes of shared memory per block that FAISS' GPU IVF-PQ lookup tables must fit in
+# the types FAISS' GPU cloner makes GPU indexes of; any other is "not implemented on GPU" on one GPU and, on
+# several, silently copied to the CPU
+GPU_TYPES = frozenset({"IndexFlat", "IndexFlatIP", "IndexFlatL2", "IndexIVFFlat", "IndexIVFScalarQuantizer",
+                       "IndexIVFPQ"})
+TORCH_TYPES = frozenset({"IndexFlat", "IndexFlatIP"})  # what torch exact search reproduces (inner product)
+DEFAULT_TILE_BYTES = 1 << 30  # torch exact search: float32 work per tile (scores, and an fp16 tile's fp32 copy)
+RECONSTRUCT_ROWS = 65_536  # torch exact search: rows copied from the FAISS index to a device at a time
 
 
 def _faiss():  # type: ignore[no-untyped-def]
@@ -119,12 +144,164 @@ def build_index(emb_dir: str | Path, index_dir: str | Path, factory: str = "Flat
     return out
 
 
+def _core(index: Any) -> Any:
+    """The index inside any pre-transforms (OPQ, PCA): its type decides where FAISS can search it."""
+    faiss = _faiss()
+    while type(index).__name__ == "IndexPreTransform":
+        index = faiss.downcast_index(index.index)
+    return index
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where an index is searched, on how many devices, and why (`fallback`: a GPU is there but not used)."""
+
+    kind: Literal["faiss-gpu", "torch", "faiss-cpu"]
+    devices: int
+    reason: str
+    fallback: bool = False
+
+
+def choose_backend(index: Any, device: str, *, faiss_gpus: int, torch_gpus: int, factory: str = "") -> Backend:
+    """The backend for CPU `index` on `device` (auto|cpu|cuda), given how many GPUs faiss-gpu and torch see."""
+    if device not in DEVICES:
+        raise PeftIRError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "cpu":
+        return Backend("faiss-cpu", 0, "device cpu asked for")
+    core = type(_core(index)).__name__
+    name = f"{factory} ({core})" if factory else core
+    if faiss_gpus > 0:
+        if core in GPU_TYPES:
+            return Backend("faiss-gpu", faiss_gpus, f"faiss-gpu sees {faiss_gpus} GPU(s)")
+        return Backend("faiss-cpu", 0, f"{name} has no GPU version in FAISS: searching on CPU", True)
+    if torch_gpus > 0:
+        if type(index).__name__ in TORCH_TYPES and index.metric_type == _faiss().METRIC_INNER_PRODUCT:
+            return Backend("torch", torch_gpus, f"FAISS without GPU support (faiss-cpu): exact search with torch on "
+                                                f"{torch_gpus} GPU(s)")
+        return Backend("faiss-cpu", 0, f"{name} on CPU: this FAISS has no GPU support (install faiss-gpu) and "
+                                       "torch searches Flat indexes only", True)
+    if device == "cuda":
+        raise PeftIRError("--device cuda asked for, but neither faiss-gpu nor torch sees a GPU")
+    return Backend("faiss-cpu", 0, "no GPU visible")
+
+
+def visible_gpus() -> tuple[int, int]:
+    """(GPUs faiss-gpu sees, GPUs torch sees): 0 for faiss-cpu, and for torch without CUDA."""
+    faiss = _faiss()
+    return (faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0), len(_torch_gpus())
+
+
+def _torch_gpus() -> list[torch.device]:
+    import torch  # noqa: PLC0415
+
+    return [torch.device("cuda", i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
+class TorchExactSearch:
+    """Exact inner-product top-k with torch over the vectors of a FAISS index, on one or several devices.
+
+    The corpus is split into one contiguous block of rows per device, filled RECONSTRUCT_ROWS rows at a time
+    straight from the index (the host never holds a second copy), optionally stored in float16. A query batch is
+    scored against one tile of rows at a time (`tile_rows`, or as many as `tile_bytes` of float32 work allow) and
+    a running top-k is merged tile by tile, so memory does not grow with the corpus. Devices search their blocks in
+    parallel threads. Ties are ranked by row (lower first), as a full sort would rank them: the result does not
+    depend on tiles or devices."""
+
+    def __init__(self, index: Any, devices: Sequence[torch.device | str], *, dtype: torch.dtype | None = None,
+                 tile_bytes: int = DEFAULT_TILE_BYTES, tile_rows: int | None = None):
+        import torch  # noqa: PLC0415
+
+        if not devices:
+            raise PeftIRError("torch exact search needs at least one device")
+        self.ntotal, self.dim = int(index.ntotal), int(index.d)
+        self.dtype = dtype or torch.float32
+        self.tile_bytes, self.tile_rows = tile_bytes, tile_rows
+        bounds = [self.ntotal * i // len(devices) for i in range(len(devices) + 1)]
+        self.blocks: list[tuple[int, torch.Tensor]] = []  # (first row, its rows on one device)
+        for device, lo, hi in zip(devices, bounds, bounds[1:]):
+            block = torch.empty((hi - lo, self.dim), dtype=self.dtype, device=device)
+            for start in range(lo, hi, RECONSTRUCT_ROWS):
+                n = min(RECONSTRUCT_ROWS, hi - start)
+                block[start - lo:start - lo + n].copy_(torch.from_numpy(index.reconstruct_n(start, n)))
+            self.blocks.append((lo, block))
+
+    def rows_per_tile(self, n_queries: int) -> int:
+        """Rows scored at once: a float32 score per query, plus the float32 copy of a row stored in float16."""
+        import torch  # noqa: PLC0415
+
+        if self.tile_rows:
+            return self.tile_rows
+        per_row = 4 * (n_queries + (self.dim if self.dtype != torch.float32 else 0))
+        return max(1, self.tile_bytes // per_row)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scores (float32) and rows (int64) of the top min(k, ntotal) per query, best first."""
+        import torch  # noqa: PLC0415
+
+        q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
+        k = min(k, self.ntotal)
+        blocks = [(first, block) for first, block in self.blocks if len(block)]
+        if k < 1 or not blocks:
+            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        if len(blocks) == 1:
+            parts = [self._search_block(q, *blocks[0], k)]
+        else:
+            with ThreadPoolExecutor(len(blocks)) as pool:
+                parts = list(pool.map(lambda b: self._search_block(q, *b, k), blocks))
+        scores, rows = _merge_topk([p[0] for p in parts], [p[1] for p in parts], k)
+        return scores.numpy(), rows.numpy()
+
+    def _search_block(self, queries: torch.Tensor, first: int, block: torch.Tensor,
+                      k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch  # noqa: PLC0415
+
+        q = queries.to(block.device)
+        best_s = torch.empty((len(q), 0), dtype=torch.float32, device=block.device)
+        best_r = torch.empty((len(q), 0), dtype=torch.long, device=block.device)
+        step = self.rows_per_tile(len(q))
+        for start in range(0, len(block), step):
+            tile = block[start:start + step]
+            scores = q @ (tile if tile.dtype == torch.float32 else tile.float()).T
+            s, r = _topk_lowest_rows(scores, min(k, len(tile)))
+            best_s, best_r = _merge_topk([best_s, s], [best_r, r + (first + start)], k)
+        return best_s.cpu(), best_r.cpu()
+
+
+def _topk_lowest_rows(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.topk along dim 1, except that of the scores tied at the cut the lowest columns are kept (topk's choice
+    among ties is unspecified), so that the selection does not depend on how the corpus was tiled."""
+    values, cols = scores.topk(k, dim=1)
+    cut = values[:, -1:]
+    tied = ((scores >= cut).sum(dim=1) > k).nonzero().squeeze(1)  # queries with more candidates than places
+    if len(tied):
+        s, c = scores[tied], cut[tied]
+        take = s > c
+        equal = s == c
+        take |= equal & (equal.cumsum(dim=1) <= k - take.sum(dim=1, keepdim=True))
+        fixed = take.nonzero()[:, 1].view(len(tied), k)
+        cols[tied], values[tied] = fixed, s.gather(1, fixed)
+    return values, cols
+
+
+def _merge_topk(scores: Sequence[torch.Tensor], rows: Sequence[torch.Tensor],
+                k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The best k of several candidate lists per query: score descending, ties by row ascending."""
+    import torch  # noqa: PLC0415
+
+    s, r = torch.cat(list(scores), dim=1), torch.cat(list(rows), dim=1)
+    r, order = torch.sort(r, dim=1, stable=True)
+    s, order = torch.sort(s.gather(1, order), dim=1, descending=True, stable=True)
+    return s[:, :k], r.gather(1, order)[:, :k]
+
+
 class DenseIndex:
     """A loaded index shard: `search(queries, k)` and `vectors(docids)` (the protocol vector PRF relies on).
 
-    `nprobe` overrides, for an IVF index, the value recorded at build time (`self.nprobe`; None if not IVF)."""
+    `nprobe` overrides, for an IVF index, the value recorded at build time (`self.nprobe`; None if not IVF).
+    `device` (auto|cpu|cuda) and `fp16` choose where and how it is searched (see the module docstring);
+    `self.backend` says where: "faiss-gpu x2", "torch-cuda x1 (exact)", "faiss-cpu", ..."""
 
-    def __init__(self, index_dir: str | Path, device: str = "auto", nprobe: int | None = None):
+    def __init__(self, index_dir: str | Path, device: str = "auto", nprobe: int | None = None, fp16: bool = False):
         faiss = _faiss()
         self.path = Path(index_dir)
         for name in (INDEX_FILE, IDS_FILE, MANIFEST):
@@ -132,40 +309,68 @@ class DenseIndex:
                 raise PeftIRError(f"{self.path}: not a peft-ir index (missing {name})")
         self.manifest = json.loads((self.path / MANIFEST).read_text())
         self.docids = (self.path / IDS_FILE).read_text(encoding="utf-8").splitlines()
-        self.index = faiss.read_index(str(self.path / INDEX_FILE))
-        if self.index.ntotal != len(self.docids):
-            raise PeftIRError(f"{self.path}: {self.index.ntotal} vectors but {len(self.docids)} docids")
+        self.cpu_index = faiss.read_index(str(self.path / INDEX_FILE))  # kept for k > GPU_MAX_K and `vectors`
+        if self.cpu_index.ntotal != len(self.docids):
+            raise PeftIRError(f"{self.path}: {self.cpu_index.ntotal} vectors but {len(self.docids)} docids")
         self._row = {d: i for i, d in enumerate(self.docids)}
-        factory, recorded = str(self.manifest.get("factory", "this index")), self.manifest.get("nprobe")
-        self.nprobe = _nprobe(self.index, nprobe if nprobe is not None else recorded, str(self.path), factory)
+        self.factory = str(self.manifest.get("factory", "this index"))
+        recorded = self.manifest.get("nprobe")
+        self.nprobe = _nprobe(self.cpu_index, nprobe if nprobe is not None else recorded, str(self.path),
+                              self.factory)
         if self.nprobe is not None:
-            _set_nprobe(faiss.ParameterSpace(), self.index, self.nprobe, str(self.path))
+            _set_nprobe(faiss.ParameterSpace(), self.cpu_index, self.nprobe, str(self.path))
             origin = "asked for" if nprobe is not None else "recorded" if recorded is not None else "default"
-            log.info("%s: searching %s with nprobe %d (%s)", self.path, factory, self.nprobe, origin)
+            log.info("%s: searching %s with nprobe %d (%s)", self.path, self.factory, self.nprobe, origin)
+        self.index = self.cpu_index  # what FAISS searches: the CPU index, or its GPU clone
         self.backend = "faiss-cpu"
-        self._torch_matrix = None
-        self._use_device(device)
+        self._torch: TorchExactSearch | None = None
+        self._direct_map = False
+        self._said_large_k = False
+        self._use_device(device, fp16)
 
-    def _use_device(self, device: str) -> None:
+    def _use_device(self, device: str, fp16: bool) -> None:
+        faiss_gpus, torch_gpus = visible_gpus() if device != "cpu" else (0, 0)
+        plan = choose_backend(self.cpu_index, device, faiss_gpus=faiss_gpus, torch_gpus=torch_gpus,
+                              factory=self.factory)
+        if plan.kind == "faiss-gpu":
+            try:
+                self.index = self._to_gpus(plan.devices, fp16)
+                self.backend = f"faiss-gpu x{plan.devices}"
+            except RuntimeError as exc:  # e.g. a PQ size FAISS' GPU code does not support
+                plan = Backend("faiss-cpu", 0, f"FAISS could not copy {self.factory} to GPU: {exc}; searching on "
+                                               "CPU", True)
+        elif plan.kind == "torch":
+            import torch  # noqa: PLC0415
+
+            devices = _torch_gpus()
+            self._torch = TorchExactSearch(self.cpu_index, devices, dtype=torch.float16 if fp16 else None)
+            self.backend = f"torch-{devices[0].type} x{len(devices)} (exact{', float16' if fp16 else ''})"
+        note = "; float16 storage applies to GPU search only" if fp16 and self.backend == "faiss-cpu" else ""
+        (log.warning if plan.fallback else log.info)("%s: searching on %s (%s%s)", self.path, self.backend,
+                                                     plan.reason, note)
+
+    def _to_gpus(self, gpus: int, fp16: bool) -> Any:
+        """The faiss-gpu clone: sharded across several GPUs (each holds 1/n of the vectors rather than a replica);
+        float16 storage for Flat when `fp16`; float16 lookup tables for IVF-PQ when `fp16` or when float32 ones
+        would not fit in shared memory (FAISS' cloner option `useFloat16` means both)."""
         faiss = _faiss()
-        gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-        if device in ("auto", "cuda") and gpus > 0:
-            self.index = faiss.index_cpu_to_all_gpus(self.index)
-            if self.nprobe is not None:  # on every replica, whatever the cloner copied
-                _set_nprobe(faiss.GpuParameterSpace(), self.index, self.nprobe, str(self.path))
-            self.backend = f"faiss-gpu x{gpus}"
-            return
-        import torch  # noqa: PLC0415
-
-        if device in ("auto", "cuda") and torch.cuda.is_available() and self.manifest.get("factory") == "Flat":
-            self._torch_matrix = torch.from_numpy(self.index.reconstruct_n(0, self.index.ntotal)).cuda()
-            self.backend = "torch-cuda (exact)"
-        elif device == "cuda":
-            raise PeftIRError("--device cuda asked for, but neither faiss-gpu nor torch sees a GPU")
+        co = faiss.GpuMultipleClonerOptions()
+        co.shard = gpus > 1
+        ivf = faiss.try_extract_index_ivf(self.cpu_index)
+        ivf = faiss.downcast_index(ivf) if ivf is not None else None
+        tables = int(ivf.pq.M) * int(ivf.pq.ksub) * 4 if type(ivf).__name__ == "IndexIVFPQ" else 0
+        co.useFloat16 = bool(fp16 or tables > GPU_SHARED_MEMORY)
+        if tables > GPU_SHARED_MEMORY:
+            log.info("%s: %s needs %d KiB of float32 lookup tables (GPU shared memory: %d KiB): using float16 ones",
+                     self.path, self.factory, tables // 1024, GPU_SHARED_MEMORY // 1024)
+        index = faiss.index_cpu_to_all_gpus(self.cpu_index, co=co)
+        if self.nprobe is not None:  # on every shard or replica, whatever the cloner copied
+            _set_nprobe(faiss.GpuParameterSpace(), index, self.nprobe, str(self.path))
+        return index
 
     @property
     def dim(self) -> int:
-        return int(self.index.d)
+        return int(self.cpu_index.d)
 
     def check_encoder(self, manifest: dict[str, Any]) -> None:
         """Refuse queries from an encoder whose fingerprint differs from the one that built the index."""
@@ -181,30 +386,40 @@ class DenseIndex:
                 f"(fingerprint {mine}), queries from {manifest.get('model')} (fingerprint {theirs}); differing: "
                 + ", ".join(f"{k}={self.manifest.get(k)!r} vs {manifest.get(k)!r}" for k in diff))
 
+    def __contains__(self, docid: object) -> bool:
+        return docid in self._row
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise MismatchError(f"queries of shape {queries.shape} against index {self.path} of dimension {self.dim}")
         k = min(k, len(self.docids))
-        if self._torch_matrix is not None:
-            import torch  # noqa: PLC0415
-
-            s, i = torch.topk(torch.from_numpy(queries).to(self._torch_matrix) @ self._torch_matrix.T, k, dim=1)
-            scores, rows = s.cpu().numpy(), i.cpu().numpy()
+        if self._torch is not None:
+            scores, rows = self._torch.search(queries, k)
+        elif k > GPU_MAX_K and self.index is not self.cpu_index:
+            if not self._said_large_k:
+                log.warning("%s: k=%d is more than faiss-gpu can return (%d): searching on CPU whenever k > %d",
+                            self.path, k, GPU_MAX_K, GPU_MAX_K)
+                self._said_large_k = True
+            scores, rows = self.cpu_index.search(queries, k)
         else:
             scores, rows = self.index.search(queries, k)
         return scores, [[self.docids[r] for r in row if r >= 0] for row in rows]
 
     def vectors(self, docids: Sequence[str]) -> np.ndarray:
+        """The stored vectors of `docids`, reconstructed from the CPU index: those rows only, whatever the backend."""
         try:
-            rows = [self._row[d] for d in docids]
+            rows = np.array([self._row[d] for d in docids], dtype=np.int64)
         except KeyError as exc:
             raise PeftIRError(f"document {exc.args[0]!r} is not in index {self.path}") from None
-        faiss = _faiss()
-        index = faiss.index_gpu_to_cpu(self.index) if self.backend.startswith("faiss-gpu") else self.index
-        if hasattr(index, "make_direct_map"):
-            index.make_direct_map()
-        return np.stack([index.reconstruct(r) for r in rows]).astype(np.float32)
+        if not len(rows):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if not self._direct_map:  # IVF reconstructs through a direct map, also behind a pre-transform
+            ivf = _faiss().try_extract_index_ivf(self.cpu_index)
+            if ivf is not None:
+                ivf.make_direct_map()
+            self._direct_map = True
+        return np.asarray(self.cpu_index.reconstruct_batch(rows), dtype=np.float32)
 
 
 def search_shards(shards: Sequence[DenseIndex], queries: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:

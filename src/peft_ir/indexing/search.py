@@ -12,9 +12,11 @@ from peft_ir.indexing.dense import DenseIndex, search_shards
 from peft_ir.retriever.encoder import BiEncoder, spec_from_manifest
 
 
-def load_shards(paths: Sequence[str | Path], device: str = "auto", nprobe: int | None = None) -> list[DenseIndex]:
-    """Load index shards (nprobe: for IVF shards, instead of the one each manifest records) and check they match."""
-    shards = [DenseIndex(p, device=device, nprobe=nprobe) for p in paths]
+def load_shards(paths: Sequence[str | Path], device: str = "auto", nprobe: int | None = None,
+                fp16: bool = False) -> list[DenseIndex]:
+    """Load index shards (nprobe: for IVF shards, instead of the one each manifest records; device and fp16: see
+    DenseIndex) and check they match."""
+    shards = [DenseIndex(p, device=device, nprobe=nprobe, fp16=fp16) for p in paths]
     first = shards[0]
     for other in shards[1:]:
         if other.manifest.get("fingerprint") != first.manifest.get("fingerprint"):
