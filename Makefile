@@ -19,7 +19,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test bench install install-test clean
+.PHONY: run test bench gpu-check install install-test clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,15 @@ bench: install
 
 test: install-test
 	$(BIN)/python -m pytest -q tests
+
+# The GPU check (bench/gpu_check.py; CUDA only, offline, sized for < 8 minutes on one large GPU): every GPU path
+# once, PASS / FAIL / SKIP per step into bench/results/gpu_check.md; exit code 1 if a step failed, 3 without a CUDA
+# GPU. Installs with FAISS=gpu, i.e. PyPI's faiss-gpu-cu12 (the `gpu` extra; its CUDA 12 runtime comes from PyPI too).
+# An existing .venv is not reinstalled: after `make run` / `make test` (faiss-cpu) run `make clean` first; for a
+# driver older than 580 add TORCH=cu126 (see README, GPUs).
+gpu-check: FAISS = gpu
+gpu-check: install
+	$(BIN)/python bench/gpu_check.py --output bench/results/gpu_check.md
 
 clean:
 	rm -rf $(VENV) runs/quickstart-iaa-l
