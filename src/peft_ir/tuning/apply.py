@@ -141,10 +141,12 @@ def head_parameters(model: nn.Module) -> int:
 def pooler_parameters(model: nn.Module) -> int:
     """Parameters of a tuned cross-encoder's pooler when it trains with the head (part of head_parameters)."""
     state = tuning_state(model)
-    arch = detect_tuned(model, state.config) if state is not None else None
-    if arch is None or arch.pooler is None or arch.pooler not in arch.head:
+    if state is None:
+        raise PeftIRError("pooler_parameters needs a model returned by apply_tuning or load_tuned")
+    pooler = detect(model).pooler
+    if pooler is None or not state.config.train_pooler:
         return 0
-    return sum(p.numel() for p in arch.pooler[1].parameters())
+    return sum(p.numel() for p in pooler[1].parameters())
 
 
 def merge_tuned(model: nn.Module) -> nn.Module:
