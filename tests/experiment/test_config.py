@@ -1,9 +1,8 @@
 """Config validation before any work: unknown keys (with a suggestion), types, methods, budgets, extends, --set,
-missing files, inconsistent sections; and the schema's defaults agree with the library's own configs."""
+missing files, inconsistent sections."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,6 @@ import pytest
 from tiny import tiny_config, write_yaml
 from peft_ir.errors import PeftIRError
 from peft_ir.experiment import ConfigError, load_config
-from peft_ir.experiment.config import RerankerSection, RetrieverSection
 
 
 @pytest.fixture
@@ -176,31 +174,3 @@ def test_relative_paths_resolve_against_the_working_directory(tmp_path: Path, sy
     monkeypatch.chdir(tmp_path / "configs")  # the same file from elsewhere finds no data
     with pytest.raises(PeftIRError, match=r"'data.beir': .*configs/data not found"):
         load_config(path)
-
-
-def _library_defaults(*classes: type) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for cls in classes:
-        for f in dataclasses.fields(cls):
-            if f.default is not dataclasses.MISSING:
-                out.setdefault(f.name, f.default)
-    return out
-
-
-@pytest.mark.parametrize("section, library", [
-    (RetrieverSection, ("peft_ir.retriever.train:RetrieverTrainConfig", "peft_ir.retriever.encoder:EncoderSpec")),
-    (RerankerSection, ("peft_ir.reranker.training:RerankerTrainConfig", "peft_ir.reranker.model:CrossEncoderSpec")),
-])
-def test_section_defaults_match_the_library(section: type, library: tuple[str, ...]) -> None:
-    """A key left out of a config means what the matching `peft-ir train` flag means when left out."""
-    import importlib
-
-    classes = [getattr(importlib.import_module(ref.split(":")[0]), ref.split(":")[1]) for ref in library]
-    defaults = _library_defaults(*classes)
-    mine = {f.name: f.default for f in dataclasses.fields(section) if f.default is not dataclasses.MISSING}
-    shared = set(mine) & set(defaults) - {"seed"}
-    assert len(shared) >= 15
-    for name in sorted(shared):
-        assert mine[name] == defaults[name], name
-    # negatives_from/to are one window here
-    assert mine["negatives_window"] == (defaults["negatives_from"], defaults["negatives_to"])

@@ -160,7 +160,7 @@ def _same_adapter(a: Path, b: Path) -> None:
 
 
 def _same_embeddings(a: Path, b: Path) -> None:
-    from peft_ir.retriever import iter_embeddings
+    from peft_ir.retriever.encode import iter_embeddings
 
     (va, ia), (vb, ib) = (tuple(zip(*iter_embeddings(p))) for p in (a, b))
     assert [i for c in ia for i in c] == [i for c in ib for i in c]

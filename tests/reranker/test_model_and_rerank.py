@@ -11,7 +11,8 @@ import torch
 from peft_ir.data import BeirDataset, load_corpus, read_run, write_corpus
 from peft_ir.data.trec import write_topics
 from peft_ir.errors import InputError, PeftIRError
-from peft_ir.reranker.model import CrossEncoder, CrossEncoderSpec
+from peft_ir.reranker.config import CrossEncoderSpec
+from peft_ir.reranker.model import CrossEncoder
 from peft_ir.reranker.rerank import (RerankStats, ScoreCache, default_cache_path, load_inputs, rerank,
                                      rerank_files)
 from peft_ir.tuning import METHODS, TuningConfig, apply_tuning, save_tuned

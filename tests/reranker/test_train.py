@@ -11,13 +11,15 @@ import torch
 from safetensors.torch import load_file
 
 from peft_ir.errors import PeftIRError
-from peft_ir.reranker.model import CrossEncoder, CrossEncoderSpec
-from peft_ir.reranker.training import RerankerTrainConfig, group_loss, train_reranker
+from peft_ir.reranker.config import CrossEncoderSpec, RerankerTrainConfig
+from peft_ir.reranker.model import CrossEncoder
+from peft_ir.reranker.losses import group_loss
+from peft_ir.reranker.training import train_reranker
 from peft_ir.tuning import TuningConfig
 
 
 def _cfg(data: Path, run: Path, model: Path, out: Path, **kw) -> RerankerTrainConfig:  # type: ignore[no-untyped-def]
-    base = dict(train=str(data), output=str(out), negatives_run=str(run), negatives_to=20, negatives_pool=10,
+    base = dict(train=str(data), output=str(out), negatives_run=str(run), negatives_window=(1, 20), negatives_pool=10,
                 cross_encoder=CrossEncoderSpec(model=str(model), query_max_length=8, passage_max_length=24),
                 tuning=TuningConfig(method="iaa-l", r=4, ar=4), group_size=4, batch_size=8, max_steps=12,
                 eval_steps=4, save_steps=4, logging_steps=1, dev_queries=8, dev_candidates=8, lr=1e-2,
@@ -185,7 +187,8 @@ def test_negative_dev_queries_are_refused_before_anything_loads(tmp_path: Path) 
 def test_several_gpus_without_torchrun_are_refused(synthetic_beir: Path, synthetic_runs: dict, tiny_ce_dir: Path,
                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The HF Trainer would wrap the model in DataParallel, whose replicas lose the tuning hooks."""
-    from peft_ir.retriever.train import RetrieverTrainConfig, train_retriever
+    from peft_ir.retriever.config import RetrieverTrainConfig
+    from peft_ir.retriever.train import train_retriever
     from peft_ir.training.args import refuse_data_parallel
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -11,7 +11,9 @@ from peft_ir.data import Document
 from peft_ir.errors import MismatchError, PeftIRError
 from peft_ir.indexing.dense import DenseIndex, build_index, search_shards
 from peft_ir.indexing.search import dense_search, encoder_for, load_shards
-from peft_ir.retriever import BiEncoder, EncoderSpec, encode_corpus, iter_embeddings
+from peft_ir.retriever.config import EncoderSpec
+from peft_ir.retriever.encode import encode_corpus, iter_embeddings
+from peft_ir.retriever.encoder import BiEncoder
 
 DOCS = [Document(f"d{i}", f"title {i}", " ".join(["word"] * (i % 7 + 1)) + f" number {i}") for i in range(40)]
 

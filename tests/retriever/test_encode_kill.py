@@ -13,7 +13,7 @@ import numpy as np
 from cpu_only import cpu_env
 
 from peft_ir.data import iter_corpus, write_corpus
-from peft_ir.retriever import iter_embeddings
+from peft_ir.retriever.encode import iter_embeddings
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -14,8 +14,9 @@ import pytest
 from cpu_only import cpu_env
 from safetensors.torch import load_file
 
-from peft_ir.retriever.encoder import EncoderSpec
-from peft_ir.retriever.train import RetrieverTrainConfig, train_retriever
+from peft_ir.retriever.config import EncoderSpec
+from peft_ir.retriever.config import RetrieverTrainConfig
+from peft_ir.retriever.train import train_retriever
 from peft_ir.tuning import TuningConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -120,7 +121,7 @@ def test_dev_seed_gives_every_training_seed_one_dev_set(synthetic_beir: Path, sy
 
     def start(seed: int, dev_seed: int | None, i: int) -> None:
         train_retriever(_cfg(synthetic_beir, tiny_bert_dir, tmp_path / str(i), seed=seed, dev_seed=dev_seed,
-                             negatives_run=str(synthetic_runs["train"]), negatives_to=20, num_negatives=1))
+                             negatives_run=str(synthetic_runs["train"]), negatives_window=(1, 20), num_negatives=1))
 
     fixed_1, fixed_2, own_1, own_2 = dev_sets_by_seed(monkeypatch, train_module, "split_dev", start)
     assert fixed_1 == fixed_2                   # same held-out queries, same dev corpus (negatives included)

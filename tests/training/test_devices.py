@@ -70,7 +70,8 @@ def test_makefile_refuses_an_unknown_torch_flavour(tmp_path: Path) -> None:
 def test_gpus_the_driver_sees_but_torch_cannot_use_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """PyPI's CUDA 13 torch on an older driver: torch sees no GPU while nvidia-smi lists two. Refuse, say why."""
     from peft_ir.devices import device_for_process
-    from peft_ir.retriever.encoder import BiEncoder, EncoderSpec
+    from peft_ir.retriever.config import EncoderSpec
+    from peft_ir.retriever.encoder import BiEncoder
 
     _gpus(monkeypatch, 0, driver=2)
     with pytest.raises(PeftIRError, match=r"2 GPU.*driver.*torch.*TORCH=cu126.*--device cpu"):
@@ -101,10 +102,12 @@ def test_each_stage_says_which_device_it_runs_on(monkeypatch: pytest.MonkeyPatch
                                                  tiny_bert_dir: Path, synthetic_beir: Path, tmp_path: Path) -> None:
     from peft_ir.data import iter_documents
     from peft_ir.devices import describe_device
-    from peft_ir.reranker.model import CrossEncoder, CrossEncoderSpec
+    from peft_ir.reranker.config import CrossEncoderSpec
+    from peft_ir.reranker.model import CrossEncoder
     from peft_ir.reranker.rerank import rerank
-    from peft_ir.retriever import BiEncoder, encode_corpus
-    from peft_ir.retriever.encoder import EncoderSpec
+    from peft_ir.retriever.encode import encode_corpus
+    from peft_ir.retriever.encoder import BiEncoder
+    from peft_ir.retriever.config import EncoderSpec
 
     caplog.set_level(logging.INFO, logger="peft_ir")
     encoder = BiEncoder(EncoderSpec(model=str(tiny_bert_dir), passage_max_length=16), device="cpu")
@@ -152,8 +155,8 @@ def test_trainers_build_each_ranks_model_on_its_own_gpu(stage: str, monkeypatch:
     """Under torchrun rank 1 builds its model on cuda:1, not on GPU 0 before the Trainer moves it."""
     import peft_ir.reranker.training as reranker_training
     import peft_ir.retriever.train as retriever_train
-    from peft_ir.reranker.training import RerankerTrainConfig
-    from peft_ir.retriever.train import RetrieverTrainConfig
+    from peft_ir.reranker.config import RerankerTrainConfig
+    from peft_ir.retriever.config import RetrieverTrainConfig
 
     _gpus(monkeypatch, 2)
     for var, value in (("WORLD_SIZE", "2"), ("RANK", "1"), ("LOCAL_RANK", "1")):
@@ -174,7 +177,7 @@ def test_trainers_build_each_ranks_model_on_its_own_gpu(stage: str, monkeypatch:
         with pytest.raises(_Stop):
             reranker_training.train_reranker(RerankerTrainConfig(
                 train=str(synthetic_beir), output=str(tmp_path / "c"), negatives_run=str(synthetic_runs["train"]),
-                negatives_to=20, dev_queries=4))
+                negatives_window=(1, 20), dev_queries=4))
     assert seen == ["cuda:1"]
 
 
@@ -205,7 +208,7 @@ def test_encode_takes_its_shard_from_rank_and_world_size(monkeypatch: pytest.Mon
 def test_encode_and_rerank_take_a_device(command: str, monkeypatch: pytest.MonkeyPatch, synthetic_beir: Path,
                                          synthetic_runs: dict, tiny_bert_dir: Path, tmp_path: Path) -> None:
     import peft_ir.reranker.model as reranker_model
-    import peft_ir.retriever as retriever
+    import peft_ir.retriever.encoder as retriever
     from peft_ir.cli import main
 
     seen: list[str] = []

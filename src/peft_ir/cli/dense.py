@@ -5,28 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
+from peft_ir.cli.flags import add_flags, config_from_args
 from peft_ir.devices import DEVICE_CHOICES, parse_device
-
-
-def add_encoder_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="model path or hub name (default: embedded all-MiniLM-L6-v2)")
-    p.add_argument("--adapter", default=None, help="adapter folder written by peft-ir training")
-    p.add_argument("--pooling", choices=("mean", "cls"), default=None, help="default: as the model folder says")
-    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
-                   help="L2-normalise embeddings (default: as the model folder says)")
-    p.add_argument("--query-prefix", default="")
-    p.add_argument("--passage-prefix", default="")
-    p.add_argument("--query-max-length", type=int, default=None,
-                   help="query tokens kept (default: the model's own max_seq_length, 256 for MiniLM)")
-    p.add_argument("--passage-max-length", type=int, default=256)
-
-
-def spec_from_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from peft_ir.retriever import EncoderSpec
-
-    return EncoderSpec(model=args.model, adapter=args.adapter, pooling=args.pooling, normalize=args.normalize,
-                       query_prefix=args.query_prefix, passage_prefix=args.passage_prefix,
-                       query_max_length=args.query_max_length, passage_max_length=args.passage_max_length)
+from peft_ir.retriever.config import EncoderSpec
 
 
 def add_nprobe_flag(p: argparse.ArgumentParser, text: str = "") -> None:
@@ -49,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("encode", help="encode a corpus into resumable embedding chunks")
     e.add_argument("--corpus", required=True, help="BEIR folder or corpus.jsonl, MS MARCO collection.tsv, irds:ID")
     e.add_argument("--output", required=True, help="embeddings folder (re-running resumes)")
-    add_encoder_flags(e)
+    add_flags(e, EncoderSpec, skip=("extra",))
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--chunk-size", type=int, default=4096, help="documents per resumable chunk")
     e.add_argument("--shard-id", type=int, default=None, help="default: $RANK under torchrun, else 0")
@@ -89,13 +70,14 @@ def run_encode(args: argparse.Namespace) -> int:
 
     from peft_ir.data import iter_documents
     from peft_ir.devices import device_for_process
-    from peft_ir.retriever import BiEncoder, encode_corpus
+    from peft_ir.retriever.encode import encode_corpus
+    from peft_ir.retriever.encoder import BiEncoder
 
     # `torchrun --nproc_per_node N -m peft_ir.cli encode ...`: rank r encodes shard r of N on its own GPU
     shard_id = args.shard_id if args.shard_id is not None else int(os.environ.get("RANK", "0"))
     num_shards = args.num_shards if args.num_shards is not None else int(os.environ.get("WORLD_SIZE", "1"))
     dtype = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
-    encoder = BiEncoder(spec_from_args(args), device=device_for_process(args.device), dtype=dtype)
+    encoder = BiEncoder(config_from_args(EncoderSpec, args), device=device_for_process(args.device), dtype=dtype)
     manifest = encode_corpus(encoder, iter_documents(args.corpus), args.output, shard_id=shard_id,
                              num_shards=num_shards, chunk_size=args.chunk_size, batch_size=args.batch_size)
     print(f"encoded shard {shard_id}/{num_shards} of {manifest['num_docs']} documents into {args.output}")

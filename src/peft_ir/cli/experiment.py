@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("config", help="experiment YAML (see configs/)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set retriever.max_steps=40 (value read as YAML; repeatable)")
-    r.add_argument("--check", action="store_true", help="validate the config and list the stages, run nothing")
+    r.add_argument("--check", action="store_true",
+                   help="validate the config, print it resolved (each key with its help text) and list the stages; "
+                        "run nothing")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.set_defaults(func=run_experiment)
 
@@ -33,7 +35,7 @@ def run_experiment(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     pipeline = Pipeline(cfg, progress=not args.no_progress)
     if args.check:
-        print(to_yaml(cfg), end="")
+        print(to_yaml(cfg, comments=True), end="")
         for k, stage in enumerate(pipeline.stages(), 1):
             print(f"[{k}] {stage.title}{' (done)' if stage.done() else ''}")
         return 0

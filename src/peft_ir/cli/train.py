@@ -1,77 +1,37 @@
-"""`peft-ir train retriever` and `peft-ir mine`: tune a bi-encoder with any method; mine hard negatives."""
+"""`peft-ir train retriever|reranker|reranker-data` and `peft-ir mine`: tune a bi-encoder or a cross-encoder with
+any method; write training files with hard negatives. The training flags are the config fields (cli/flags.py)."""
 
 from __future__ import annotations
 
 import argparse
 
-from peft_ir.cli.dense import add_encoder_flags, spec_from_args
-
-
-def add_tuning_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", default="iaa-l", help="full, bitfit, adapter, parallel, prefix, lora, mam, iaa-s, iaa-l, iaa-m")
-    p.add_argument("--budget", default=None, help="target share of trainable parameters, e.g. 0.5%% (sets the sizes)")
-    p.add_argument("--tuning", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="explicit method sizes, e.g. r=12 ar=12 lora_r=16 prefix_len=32")
-
-
-def tuning_from_args(args: argparse.Namespace, model) -> object:  # type: ignore[no-untyped-def]
-    from peft_ir.errors import PeftIRError
-    from peft_ir.tuning import TuningConfig, budget_config
-
-    fixed = {}
-    for item in args.tuning:
-        if "=" not in item:
-            raise PeftIRError(f"--tuning expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        fixed[key] = _parse_value(value)
-    if args.budget:
-        return budget_config(model, args.method, args.budget, **fixed)
-    return TuningConfig.from_dict({"method": args.method, **fixed})
-
-
-def _parse_value(value: str):  # type: ignore[no-untyped-def]
-    import json
-
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value
+from peft_ir.cli.flags import add_flags, add_tuning_flags, config_from_args, selection_note, tuning_from_args
+from peft_ir.reranker.config import RerankerTrainConfig
+from peft_ir.retriever.config import RetrieverTrainConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a retriever or reranker with a PEFT method")
     tsub = t.add_subparsers(dest="what", required=True, metavar="WHAT")
     r = tsub.add_parser("retriever", help="contrastive bi-encoder training (InfoNCE, in-batch + hard negatives)")
-    r.add_argument("--train", required=True, help="BEIR folder (with --split) or training file (Tevatron/FlagEmbedding/triples)")
-    r.add_argument("--split", default="train")
-    r.add_argument("--output", required=True, help="run folder: adapter/, checkpoints/, metrics.jsonl, curves.png")
-    r.add_argument("--negatives-run", default=None, help="first-stage TREC run to mine hard negatives from")
-    r.add_argument("--negatives-window", nargs=2, type=int, default=(1, 100), metavar=("FROM", "TO"))
-    r.add_argument("--num-negatives", type=int, default=1, help="hard negatives per query per batch (0: in-batch only)")
-    add_encoder_flags(r)
+    add_flags(r, RetrieverTrainConfig, skip=("adapter", "extra"))
     add_tuning_flags(r)
-    r.add_argument("--batch-size", type=int, default=16, help="queries per device per step")
-    r.add_argument("--grad-accum", type=int, default=1)
-    r.add_argument("--cache-mini-batch", type=int, default=None, help="GradCache mini-batch size (large batches, small memory)")
-    r.add_argument("--epochs", type=float, default=1.0)
-    r.add_argument("--max-steps", type=int, default=-1)
-    r.add_argument("--lr", type=float, default=None, help="default: 2e-5 for full, 1e-3 otherwise")
-    r.add_argument("--warmup-ratio", type=float, default=0.1)
-    r.add_argument("--temperature", type=float, default=0.05)
-    r.add_argument("--dev-queries", type=int, default=50,
-                   help="training queries held out for model selection (0: none, the last step is kept)")
-    r.add_argument("--dev-seed", type=int, default=None,
-                   help="seed of the held-out dev queries and the mined negative pools (default: --seed);"
-                        " fix it to compare seeds on one dev set")
-    r.add_argument("--dev-corpus", type=int, default=2000, help="passages in the dev corpus")
-    r.add_argument("--eval-steps", type=int, default=50)
-    r.add_argument("--save-steps", type=int, default=50)
-    r.add_argument("--logging-steps", type=int, default=10)
-    r.add_argument("--seed", type=int, default=42)
-    r.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint in --output")
     r.set_defaults(func=run_train_retriever)
-    from peft_ir.cli.rerank import register_reranker  # noqa: PLC0415  (cli/rerank.py imports this module)
-    register_reranker(tsub)
+
+    c = tsub.add_parser("reranker", help="cross-encoder training (LCE or BCE, BM25/run negatives)")
+    add_flags(c, RerankerTrainConfig)
+    add_tuning_flags(c)
+    c.set_defaults(func=run_train_reranker)
+
+    d = tsub.add_parser("reranker-data", help="MS MARCO-domain reranker training file: BM25 negatives over the positive pool")
+    d.add_argument("--positives", required=True, help="train-positives.jsonl {query_id, query, positive_id, positive}")
+    d.add_argument("--index", required=True, help="BM25 index folder of the positive pool (built if absent)")
+    d.add_argument("--output", required=True, help="training file to write (FlagEmbedding jsonl)")
+    d.add_argument("--depth", type=int, default=30, help="BM25 hits searched per query")
+    d.add_argument("--num-negatives", type=int, default=30)
+    d.add_argument("--max-queries", type=int, default=None)
+    d.add_argument("--threads", type=int, default=None)
+    d.set_defaults(func=run_reranker_data)
 
     m = sub.add_parser("mine", help="write hard negatives from a first-stage run as a training file")
     m.add_argument("--run", required=True, help="first-stage TREC run (BM25 or dense)")
@@ -86,20 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_train_retriever(args: argparse.Namespace) -> int:
     from peft_ir.retriever.encoder import BiEncoder
-    from peft_ir.retriever.train import RetrieverTrainConfig, train_retriever
+    from peft_ir.retriever.train import train_retriever
 
-    spec = spec_from_args(args)
-    probe = BiEncoder(spec, device="cpu")
-    tuning = tuning_from_args(args, probe.hf_model)
+    cfg = config_from_args(RetrieverTrainConfig, args)
+    probe = BiEncoder(cfg.encoder, device="cpu")
+    cfg.tuning = tuning_from_args(args, probe.hf_model)
     del probe
-    cfg = RetrieverTrainConfig(
-        train=args.train, output=args.output, split=args.split, negatives_run=args.negatives_run,
-        negatives_from=args.negatives_window[0], negatives_to=args.negatives_window[1],
-        num_negatives=args.num_negatives, encoder=spec, tuning=tuning, batch_size=args.batch_size,  # type: ignore[arg-type]
-        grad_accum=args.grad_accum, cache_mini_batch=args.cache_mini_batch, epochs=args.epochs,
-        max_steps=args.max_steps, lr=args.lr, warmup_ratio=args.warmup_ratio, temperature=args.temperature,
-        dev_queries=args.dev_queries, dev_seed=args.dev_seed, dev_corpus=args.dev_corpus, eval_steps=args.eval_steps,
-        save_steps=args.save_steps, logging_steps=args.logging_steps, seed=args.seed, resume=args.resume)
     s = train_retriever(cfg)
     if s:
         print(f"{s['method']}: {s['trainable']:,} trainable of {s['total']:,} ({s['share']:.3%}); {s['steps']} steps in "
@@ -107,11 +59,31 @@ def run_train_retriever(args: argparse.Namespace) -> int:
     return 0
 
 
-def selection_note(summary: dict) -> str:  # type: ignore[type-arg]
-    """How a training run chose its weights, for the closing line."""
-    if summary.get("dev_metric") is None:
-        return "no dev queries: the last step's weights"
-    return f"best {summary['dev_metric']} {summary['best_dev']:.4f}"
+def run_train_reranker(args: argparse.Namespace) -> int:
+    from peft_ir.reranker.model import load_base
+    from peft_ir.reranker.training import train_reranker
+
+    cfg = config_from_args(RerankerTrainConfig, args)
+    probe, _ = load_base(cfg.cross_encoder, device="cpu")
+    cfg.tuning = tuning_from_args(args, probe)
+    del probe
+    s = train_reranker(cfg)
+    if s:  # rank 0 under torchrun; the other ranks return nothing
+        print(f"{s['method']} ({s['loss']}): {s['trainable']:,} trainable of {s['total']:,} ({s['share']:.3%}); "
+              f"{s['steps']} steps in {s['wall_seconds']:.0f} s; {selection_note(s)}; adapter in {args.output}/adapter")
+    return 0
+
+
+def run_reranker_data(args: argparse.Namespace) -> int:
+    from peft_ir.indexing.bm25 import default_threads
+    from peft_ir.reranker.msmarco import build_training_set
+
+    s = build_training_set(args.positives, args.index, args.output, depth=args.depth,
+                           num_negatives=args.num_negatives, threads=args.threads or default_threads(),
+                           max_queries=args.max_queries)
+    print(f"wrote {s['queries']} queries ({s['without_negatives']} without negatives, {s['negatives']} negatives; "
+          f"pool {s['pool']} passages) to {s['output']}")
+    return 0
 
 
 def run_mine(args: argparse.Namespace) -> int:

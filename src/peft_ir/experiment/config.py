@@ -1,16 +1,20 @@
 """The experiment config schema: one YAML file describes one reproducible experiment, end to end.
 
-Sections mirror the library's own configs (RetrieverTrainConfig, RerankerTrainConfig, EncoderSpec,
-CrossEncoderSpec) field for field and with the same defaults, so a YAML key means exactly what the matching
-`peft-ir train` flag means; tests/experiment checks that the defaults stay in step.
+The retriever and reranker sections are built from the library's own configs (RetrieverTrainConfig with its
+EncoderSpec, RerankerTrainConfig with its CrossEncoderSpec): a YAML key is the field behind the matching
+`peft-ir train` flag, with its default and help text.
 Relative paths are resolved against the working directory of `peft-ir run` (the repository root for the
 committed configs) and stored absolute in the run folder's `config.resolved.yaml`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
+
+from peft_ir.reranker.config import RerankerTrainConfig
+from peft_ir.retriever.config import RetrieverTrainConfig
+from peft_ir.settings import flat_dataclass, setting
 
 RunKind = Literal["dense", "bm25", "run"]   # a first-stage run: dense search, BM25, or a given run file
 NEGATIVE_SOURCES = ("bm25", "first_stage")  # besides a path to a TREC run of the training queries
@@ -20,154 +24,126 @@ NEGATIVE_SOURCES = ("bm25", "first_stage")  # besides a path to a TREC run of th
 class TestSet:
     """Queries to evaluate on: topics and qrels (files, a BEIR folder with `split`, or irds: ids)."""
 
-    name: str
-    topics: str
-    qrels: str
-    split: str = "test"
-    run: str | None = None                  # a given first-stage run (first_stage: run, or fuse.runs: [.., run])
+    name: str = setting(help="names the test set's runs and its rows in metrics.json")
+    topics: str = setting(help="topics tsv, queries.jsonl, a BEIR folder (with split) or irds:ID")
+    qrels: str = setting(help="TREC qrels, a BEIR folder (with split) or irds:ID")
+    split: str = setting("test", help="split of a BEIR folder")
+    run: str | None = setting(None, help="a given first-stage run (first_stage: run, or fuse.runs: [.., run])")
 
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
     """Where training and test data come from; `beir` is shorthand that fills train, corpus and test."""
 
-    beir: str | None = None                 # BEIR folder: train = its train_split, one test set = its test_split
-    train_split: str = "train"
-    test_split: str = "test"
-    train: str | None = None                # BEIR folder or training file (Tevatron / FlagEmbedding / triples)
-    build_train_from: str | None = None     # train-positives.jsonl: write `train` with BM25 negatives if missing
-    corpus: str | None = None               # BEIR folder or corpus.jsonl, collection.tsv, irds:ID
-    test: list[TestSet] = field(default_factory=list)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ScheduleSection:
-    """Training schedule shared by retriever and reranker (peft_ir.training.args.ScheduleConfig)."""
-
-    batch_size: int = 16
-    grad_accum: int = 1
-    epochs: float = 1.0
-    max_steps: int = -1
-    lr: float | None = None                 # None: 2e-5 for full, 1e-3 for bitfit and the PEFT methods
-    warmup_ratio: float = 0.1
-    dev_queries: int = 50
-    dev_seed: int | None = None             # dev queries and negative pools (ScheduleConfig.dev_seed); None: seed
-    eval_steps: int = 50
-    save_steps: int = 50
-    logging_steps: int = 10
+    beir: str | None = setting(None, help="BEIR folder: train = its train_split, one test set = its test_split")
+    train_split: str = setting("train", help="qrels split the models train on")
+    test_split: str = setting("test", help="qrels split of the BEIR test set")
+    train: str | None = setting(None, help="BEIR folder or training file (Tevatron / FlagEmbedding / triples)")
+    build_train_from: str | None = setting(None, help="train-positives.jsonl: write `train` with BM25 negatives if "
+                                                      "missing")
+    corpus: str | None = setting(None, help="BEIR folder or corpus.jsonl, collection.tsv, irds:ID")
+    test: list[TestSet] = setting(default_factory=list, help="test sets: {name, topics, qrels, split, run}")
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSection:
-    """A model that is trained with a PEFT method (or used as it is, `zero_shot: true`)."""
+    """How a section's model is trained, as only an experiment says it (the library takes a TuningConfig and a
+    negatives run); the section's other keys are the library's own settings (see below)."""
 
-    model: str | None = None                # None: the embedded all-MiniLM-L6-v2
-    zero_shot: bool = False
-    method: str | None = None               # a name in peft_ir.tuning.METHODS
-    budget: str | float | None = None       # "0.5%" or 0.005: the method's sizes are chosen to reach this share
-    tuning: dict[str, Any] = field(default_factory=dict)   # explicit sizes: r, ar, lora_r, prefix_len, ...
-    negatives: str | None = None            # bm25 | first_stage | a TREC run of the training queries
-    negatives_window: tuple[int, int] = (1, 100)
-
-
-@dataclass(frozen=True, kw_only=True)
-class TunedModelSection(ScheduleSection, ModelSection):
-    """Model fields first, then the schedule (dataclass fields follow the reversed MRO)."""
+    zero_shot: bool = setting(False, help="use the model as it is, untrained")
+    method: str | None = setting(None, help="a PEFT method: full, bitfit, adapter, parallel, prefix, lora, mam, "
+                                            "iaa-s, iaa-l, iaa-m")
+    budget: str | float | None = setting(None, help='target share of trainable parameters ("0.5%" or 0.005): the '
+                                                    "method's sizes are chosen to reach it")
+    tuning: dict[str, Any] = setting(default_factory=dict, help="explicit method sizes: r, ar, lora_r, prefix_len, ..")
+    negatives: str | None = setting(None, help="hard negatives: bm25 | first_stage | a TREC run of the training "
+                                               "queries")
 
 
 @dataclass(frozen=True, kw_only=True)
-class RetrieverSection(TunedModelSection):
-    pooling: Literal["mean", "cls"] | None = None
-    normalize: bool | None = None
-    query_prefix: str = ""
-    passage_prefix: str = ""
-    query_max_length: int | None = None     # None: the model's own max_seq_length (256 for MiniLM)
-    passage_max_length: int = 256          # in training; encoding uses encode.max_length
-    num_negatives: int = 1
-    temperature: float = 0.05
-    cache_mini_batch: int | None = None
-    dev_corpus: int = 2000
+class RerankStage:
+    """The re-ranking stage that follows a re-ranker's training."""
+
+    hits: int = setting(100, help="re-rank this many top hits of each query")
+    keep_rest: bool = setting(True, help="deeper first-stage hits follow in their order (R@100 stays comparable)")
+    rerank_batch_size: int = setting(32, help="pairs scored per batch when re-ranking")
 
 
-@dataclass(frozen=True, kw_only=True)
-class RerankerSection(TunedModelSection):
-    batch_size: int = 8
-    query_max_length: int = 32
-    passage_max_length: int = 192
-    loss: Literal["lce", "bce"] = "lce"
-    group_size: int = 8
-    negatives_pool: int = 32
-    max_queries: int | None = None
-    dev_candidates: int = 30
-    eval_batch_size: int = 64
-    head_lr: float | None = None            # None: lr for PEFT methods, 1e-3 under full (RerankerTrainConfig.head_lr)
-    hits: int = 100                         # re-rank this many top hits of each query
-    keep_rest: bool = True                  # deeper first-stage hits follow in their order (R@100 stays comparable)
-    rerank_batch_size: int = 32
+# What the experiment supplies itself: data paths, the run folder, the tuning config, its one seed, resuming.
+SUPPLIED = ("train", "output", "split", "negatives_run", "tuning", "seed", "resume", "progress", "adapter", "extra",
+            "head_seed")
+
+# The sections are the library's training configs, flattened (peft_ir.settings): one definition per setting.
+RetrieverSection = flat_dataclass("RetrieverSection", ModelSection, RetrieverTrainConfig, skip=SUPPLIED,
+                                  module=__name__)
+RerankerSection = flat_dataclass("RerankerSection", ModelSection, RerankerTrainConfig, RerankStage, skip=SUPPLIED,
+                                 module=__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
 class EncodeSection:
-    batch_size: int = 64
-    max_length: int = 256                   # passage tokens when encoding the corpus
-    chunk_size: int = 4096
+    batch_size: int = setting(64, help="passages encoded per batch")
+    max_length: int = setting(256, help="passage tokens kept when encoding the corpus")
+    chunk_size: int = setting(4096, help="passages per resumable chunk")
 
 
 @dataclass(frozen=True, kw_only=True)
 class IndexSection:
-    factory: str = "Flat"
-    train_sample: int = 200_000
-    nprobe: int | None = None               # IVF lists probed per query; None: 32 (at most nlist). IVF only
+    factory: str = setting("Flat", help="FAISS index factory string, e.g. Flat, HNSW32, IVF4096,PQ64")
+    train_sample: int = setting(200_000, help="vectors an IVF/PQ index trains on")
+    nprobe: int | None = setting(None, help="IVF lists probed per query; None: 32 (at most nlist). IVF only")
 
 
 @dataclass(frozen=True, kw_only=True)
 class SearchSection:
-    hits: int = 1000
-    batch_size: int = 64
-    device: Literal["auto", "cpu", "cuda"] = "auto"   # dense search, as `peft-ir search --device`
-    fp16_index: bool = False                # GPU search: float16 Flat storage / IVF-PQ tables (--fp16-index)
+    hits: int = setting(1000, help="hits kept per query in every first-stage run")
+    batch_size: int = setting(64, help="queries encoded and searched per batch")
+    device: Literal["auto", "cpu", "cuda"] = setting("auto", help="dense search, as `peft-ir search --device`")
+    fp16_index: bool = setting(False, help="GPU search: float16 Flat storage / IVF-PQ tables (--fp16-index)")
 
 
 @dataclass(frozen=True, kw_only=True)
 class BM25Section:
-    k1: float = 0.9
-    b: float = 0.4
-    threads: int | None = None              # None: one per core, at most 8
+    k1: float = setting(0.9, help="BM25 term-frequency saturation")
+    b: float = setting(0.4, help="BM25 length normalisation")
+    threads: int | None = setting(None, help="None: one per core, at most 8")
 
 
 @dataclass(frozen=True, kw_only=True)
 class FuseSection:
-    runs: list[RunKind] = field(default_factory=lambda: ["dense", "bm25"])
-    method: Literal["rrf", "interpolate"] = "rrf"
-    k: float = 60.0
-    norm: Literal["minmax", "zscore"] = "minmax"
-    weights: list[float] | None = None
-    hits: int = 1000
+    runs: list[RunKind] = setting(default_factory=lambda: ["dense", "bm25"], help="first-stage runs to fuse")
+    method: Literal["rrf", "interpolate"] = setting("rrf", help="reciprocal rank fusion or score interpolation")
+    k: float = setting(60.0, help="RRF constant")
+    norm: Literal["minmax", "zscore"] = setting("minmax", help="score normalisation before interpolating")
+    weights: list[float] | None = setting(None, help="one weight per run (interpolate); None: equal")
+    hits: int = setting(1000, help="hits kept per query in the fused run")
 
 
 @dataclass(frozen=True, kw_only=True)
 class EvalSection:
-    measures: list[str] | None = None       # ir-measures names; None: the collection's default set
-    preset: Literal["beir", "trec-dl", "msmarco"] | None = None
-    ignore_self: bool = False
+    measures: list[str] | None = setting(None, help="ir-measures names; None: the collection's default set")
+    preset: Literal["beir", "trec-dl", "msmarco"] | None = setting(None, help="a collection's measure set; None: "
+                                                                              "chosen by the collection")
+    ignore_self: bool = setting(False, help="drop a document retrieved for the query of the same id (ArguAna)")
 
 
 @dataclass(frozen=True, kw_only=True)
 class ExperimentConfig:
-    name: str
-    data: DataConfig
-    seed: int = 42                          # training order, new head, added modules' init; dev split unless dev_seed
-    output: str = "runs"                    # the run folder is <output>/<name>
-    description: str = ""
-    first_stage: RunKind = "dense"
-    retriever: RetrieverSection | None = None
-    encode: EncodeSection = field(default_factory=EncodeSection)
-    index: IndexSection = field(default_factory=IndexSection)
-    search: SearchSection = field(default_factory=SearchSection)
-    bm25: BM25Section = field(default_factory=BM25Section)
-    fuse: FuseSection | None = None
-    reranker: RerankerSection | None = None
-    eval: EvalSection = field(default_factory=EvalSection)
+    name: str = setting(help="the run folder's name (default: the config file's stem)")
+    data: DataConfig = setting(help="training, corpus and test data")
+    seed: int = setting(42, help="training order, new head, added modules' init; dev split unless dev_seed")
+    output: str = setting("runs", help="the run folder is <output>/<name>")
+    description: str = setting("", help="free text, shown in reports")
+    first_stage: RunKind = setting("dense", help="the run that is re-ranked (or fused): dense, bm25 or a given run")
+    retriever: RetrieverSection | None = setting(None, help="the bi-encoder: trained, or zero_shot")
+    encode: EncodeSection = setting(default_factory=EncodeSection, help="corpus encoding")
+    index: IndexSection = setting(default_factory=IndexSection, help="the FAISS index")
+    search: SearchSection = setting(default_factory=SearchSection, help="first-stage search")
+    bm25: BM25Section = setting(default_factory=BM25Section, help="BM25 (Pyserini)")
+    fuse: FuseSection | None = setting(None, help="fuse first-stage runs")
+    reranker: RerankerSection | None = setting(None, help="the cross-encoder: trained, or zero_shot; re-ranks the "
+                                                          "first stage")
+    eval: EvalSection = setting(default_factory=EvalSection, help="measures")
 
     def run_kinds(self) -> list[str]:
         """The first-stage runs this experiment produces, first stage first."""
@@ -177,5 +153,5 @@ class ExperimentConfig:
                 kinds.append(kind)
         return kinds
 
-    def trains(self, section: TunedModelSection | None) -> bool:
+    def trains(self, section: ModelSection | None) -> bool:
         return section is not None and not section.zero_shot

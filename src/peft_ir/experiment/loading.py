@@ -7,6 +7,7 @@ reranker).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,34 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), *, check_files:
     return cfg
 
 
-def to_yaml(cfg: ExperimentConfig) -> str:
-    """The resolved config as YAML, keys in schema order."""
-    return yaml.safe_dump(to_plain(cfg), sort_keys=False, allow_unicode=True)
+def to_yaml(cfg: ExperimentConfig, comments: bool = False) -> str:
+    """The resolved config as YAML, keys in schema order; with `comments`, each key followed by its help text (the
+    same text as the matching `peft-ir train` flag's), as `peft-ir run --check` shows it."""
+    if not comments:
+        return yaml.safe_dump(to_plain(cfg), sort_keys=False, allow_unicode=True)
+    return "\n".join(_commented(cfg, "")) + "\n"
+
+
+def _commented(obj: Any, pad: str) -> list[str]:
+    lines = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        comment = f"  # {f.metadata['help']}" if f.metadata.get("help") else ""
+        if dataclasses.is_dataclass(value):
+            lines.append(f"{pad}{f.name}:{comment}")
+            lines.extend(_commented(value, pad + "  "))
+        elif isinstance(value, list) and value and all(dataclasses.is_dataclass(v) for v in value):
+            lines.append(f"{pad}{f.name}:{comment}")
+            for item in value:
+                inner = _commented(item, pad + "    ")
+                inner[0] = f"{pad}  - {inner[0].lstrip()}"
+                lines.extend(inner)
+        else:
+            lines.append(f"{pad}{f.name}: {_flow(value)}{comment}")
+    return lines
+
+
+def _flow(value: Any) -> str:
+    """One value as inline YAML (a scalar's document-end marker dropped)."""
+    text = yaml.safe_dump(to_plain(value), default_flow_style=True, width=1 << 30, allow_unicode=True).strip()
+    return text.removesuffix("...").strip()

@@ -10,7 +10,6 @@ complete checkpoint, encoding from its finished chunks, re-ranking from its scor
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
@@ -20,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from peft_ir.errors import PeftIRError
-from peft_ir.experiment.config import ExperimentConfig, ScheduleSection, TestSet, TunedModelSection
+from peft_ir.experiment.config import ExperimentConfig, ModelSection, TestSet
 from peft_ir.experiment.evaluation import evaluate_runs, rerank_input_kind, write_run_report
 from peft_ir.experiment.rundir import RunDir
 from peft_ir.experiment.tuning import resolve_tuning
+from peft_ir.settings import from_flat, to_flat
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,6 @@ class Stage:
 
     def done(self) -> bool:
         return all(p.exists() for p in self.outputs)
-
-
-def schedule_kwargs(section: ScheduleSection) -> dict[str, Any]:
-    """The shared schedule fields, by name, for RetrieverTrainConfig / RerankerTrainConfig."""
-    return {f.name: getattr(section, f.name) for f in dataclasses.fields(ScheduleSection)}
 
 
 class Pipeline:
@@ -152,7 +147,7 @@ class Pipeline:
         return max([s.negatives_window[1] for s in (self.cfg.retriever, self.cfg.reranker)
                     if s is not None and s.negatives is not None] or [100])
 
-    def _negatives_run(self, s: TunedModelSection) -> str | None:
+    def _negatives_run(self, s: ModelSection) -> str | None:
         if s.negatives == "bm25":
             return str(self.dir.run_file("train", "bm25"))
         if s.negatives == "first_stage":
@@ -200,40 +195,41 @@ class Pipeline:
                                     threads=self.cfg.bm25.threads or default_threads())
             write_run(run, out, tag=f"{self.cfg.name}-bm25", hits=hits)
 
+    def _train_config(self, cls: type, s: ModelSection, output: Path, cross_encoder: bool) -> Any:
+        """The library's training config from a section: its settings by name, plus what the experiment supplies."""
+        return from_flat(cls, {
+            **to_flat(s), "train": self.cfg.data.train, "output": str(output), "split": self.cfg.data.train_split,
+            "negatives_run": self._negatives_run(s), "seed": self.cfg.seed, "head_seed": self.cfg.seed,
+            "tuning": resolve_tuning(s, cross_encoder=cross_encoder, seed=self.cfg.seed), "resume": True,
+            "progress": self.progress})
+
     def _train_retriever(self) -> None:
-        from peft_ir.retriever.train import RetrieverTrainConfig, train_retriever  # noqa: PLC0415
+        from peft_ir.retriever.config import RetrieverTrainConfig  # noqa: PLC0415
+        from peft_ir.retriever.train import train_retriever  # noqa: PLC0415
 
-        s, d = self.cfg.retriever, self.cfg.data
-        assert s is not None
-        lo, hi = s.negatives_window
-        train_retriever(RetrieverTrainConfig(
-            train=d.train, output=str(self.dir.retriever), split=d.train_split,  # type: ignore[arg-type]
-            negatives_run=self._negatives_run(s), negatives_from=lo, negatives_to=hi,
-            num_negatives=s.num_negatives, encoder=self._encoder_spec(s.passage_max_length, adapter=False),
-            tuning=resolve_tuning(s, cross_encoder=False, seed=self.cfg.seed), cache_mini_batch=s.cache_mini_batch,
-            temperature=s.temperature, dev_corpus=s.dev_corpus, seed=self.cfg.seed, resume=True,
-            progress=self.progress, **schedule_kwargs(s)))
+        assert self.cfg.retriever is not None
+        train_retriever(self._train_config(RetrieverTrainConfig, self.cfg.retriever, self.dir.retriever, False))
 
-    def _encoder_spec(self, passage_max_length: int, adapter: bool) -> Any:
-        from peft_ir.retriever import EncoderSpec  # noqa: PLC0415
+    def _encoder_spec(self) -> Any:
+        """The trained (or zero-shot) bi-encoder as encoding and search use it: passages cut at encode.max_length."""
+        from peft_ir.retriever.config import EncoderSpec  # noqa: PLC0415
 
         s = self.cfg.retriever
         assert s is not None
-        return EncoderSpec(model=s.model, pooling=s.pooling, normalize=s.normalize, query_prefix=s.query_prefix,
-                           passage_prefix=s.passage_prefix, query_max_length=s.query_max_length,
-                           passage_max_length=passage_max_length,
-                           adapter=str(self.dir.retriever / "adapter") if adapter and not s.zero_shot else None)
+        adapter = None if s.zero_shot else str(self.dir.retriever / "adapter")
+        return from_flat(EncoderSpec, {**to_flat(s), "passage_max_length": self.cfg.encode.max_length,
+                                       "adapter": adapter})
 
     def bi_encoder(self) -> Any:
         if self._bi_encoder is None:
-            from peft_ir.retriever import BiEncoder  # noqa: PLC0415
+            from peft_ir.retriever.encoder import BiEncoder  # noqa: PLC0415
 
-            self._bi_encoder = BiEncoder(self._encoder_spec(self.cfg.encode.max_length, adapter=True))
+            self._bi_encoder = BiEncoder(self._encoder_spec())
         return self._bi_encoder
 
     def _encode(self) -> None:
         from peft_ir.data import iter_documents  # noqa: PLC0415
-        from peft_ir.retriever import encode_corpus  # noqa: PLC0415
+        from peft_ir.retriever.encode import encode_corpus  # noqa: PLC0415
 
         e = self.cfg.encode
         encode_corpus(self.bi_encoder(), iter_documents(self.cfg.data.corpus), self.dir.embeddings,  # type: ignore[arg-type]
@@ -274,26 +270,17 @@ class Pipeline:
             write_run(fused, self.dir.run_file(t.name, "fused"), tag=f"{self.cfg.name}-fused", hits=f.hits)
 
     def _cross_encoder_spec(self) -> Any:
-        from peft_ir.reranker.model import CrossEncoderSpec  # noqa: PLC0415
+        from peft_ir.reranker.config import CrossEncoderSpec  # noqa: PLC0415
 
-        s = self.cfg.reranker
-        assert s is not None
-        return CrossEncoderSpec(model=s.model, query_max_length=s.query_max_length,
-                                passage_max_length=s.passage_max_length, seed=self.cfg.seed)
+        assert self.cfg.reranker is not None
+        return from_flat(CrossEncoderSpec, {**to_flat(self.cfg.reranker), "head_seed": self.cfg.seed})
 
     def _train_reranker(self) -> None:
-        from peft_ir.reranker.training import RerankerTrainConfig, train_reranker  # noqa: PLC0415
+        from peft_ir.reranker.config import RerankerTrainConfig  # noqa: PLC0415
+        from peft_ir.reranker.training import train_reranker  # noqa: PLC0415
 
-        s, d = self.cfg.reranker, self.cfg.data
-        assert s is not None
-        lo, hi = s.negatives_window
-        train_reranker(RerankerTrainConfig(
-            train=d.train, output=str(self.dir.reranker), split=d.train_split,  # type: ignore[arg-type]
-            negatives_run=self._negatives_run(s), negatives_from=lo, negatives_to=hi,
-            negatives_pool=s.negatives_pool, cross_encoder=self._cross_encoder_spec(),
-            tuning=resolve_tuning(s, cross_encoder=True, seed=self.cfg.seed), loss=s.loss, group_size=s.group_size,
-            max_queries=s.max_queries, dev_candidates=s.dev_candidates, eval_batch_size=s.eval_batch_size,
-            head_lr=s.head_lr, seed=self.cfg.seed, resume=True, progress=self.progress, **schedule_kwargs(s)))
+        assert self.cfg.reranker is not None
+        train_reranker(self._train_config(RerankerTrainConfig, self.cfg.reranker, self.dir.reranker, True))
 
     def _rerank(self) -> None:
         from peft_ir.reranker.model import CrossEncoder  # noqa: PLC0415
@@ -329,7 +316,7 @@ class Pipeline:
         write_run_report(self.cfg, metrics, self.dir)
 
 
-def _describe(section: TunedModelSection | None) -> str:
+def _describe(section: ModelSection | None) -> str:
     assert section is not None
     sizes = f"budget {section.budget}" if section.budget else ", ".join(f"{k}={v}" for k, v in section.tuning.items())
     length = f"{section.max_steps} steps" if section.max_steps > 0 else f"{section.epochs:g} epoch(s)"

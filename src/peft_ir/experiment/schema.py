@@ -53,6 +53,8 @@ def build(cls: type, data: Any, key: str, origins: Origins) -> Any:
     for name, f in fields.items():
         if name in data:
             values[name] = convert(hints[name], data[name], _join(key, name), origins)
+            if f.metadata.get("choices") is not None and values[name] is not None:  # a registry's names
+                _one_of(tuple(f.metadata["choices"]()), values[name], _join(key, name), origins)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise fail(_join(key, name), origins, "required key is missing")
     return cls(**values)
@@ -79,11 +81,7 @@ def convert(tp: Any, value: Any, key: str, origins: Origins) -> Any:
         nullable = " or null" if type(None) in options else ""
         raise fail(key, origins, f"expected {' or '.join(names)}{nullable}, got {_show(value)}")
     if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise fail(key, origins, f"expected one of {', '.join(map(str, choices))}, got {_show(value)}"
-                       f"{_suggest(str(value), [str(c) for c in choices], None)}")
-        return value
+        return _one_of(typing.get_args(tp), value, key, origins)
     if dataclasses.is_dataclass(tp):
         return build(tp, value, key, origins)
     if origin is list:
@@ -123,6 +121,13 @@ def convert(tp: Any, value: Any, key: str, origins: Origins) -> Any:
             raise fail(key, origins, f"expected a string, got {_show(value)}")
         return value
     raise TypeError(f"schema type {tp!r} of {key} is not supported")  # a bug in the schema, not in the config
+
+
+def _one_of(choices: tuple[Any, ...], value: Any, key: str, origins: Origins) -> Any:
+    if value not in choices:
+        raise fail(key, origins, f"expected one of {', '.join(map(str, choices))}, got {_show(value)}"
+                   f"{_suggest(str(value), [str(c) for c in choices], None)}")
+    return value
 
 
 def to_plain(obj: Any) -> Any:

@@ -10,7 +10,7 @@ import functools
 from typing import Any
 
 from peft_ir.errors import PeftIRError
-from peft_ir.experiment.config import TunedModelSection
+from peft_ir.experiment.config import ModelSection
 from peft_ir.models import resolve_model
 
 
@@ -31,7 +31,7 @@ def model_structure(model: str | None, cross_encoder: bool) -> Any:
         return auto.from_config(config)
 
 
-def resolve_tuning(section: TunedModelSection, cross_encoder: bool, seed: int) -> Any:
+def resolve_tuning(section: ModelSection, cross_encoder: bool, seed: int) -> Any:
     """The section's TuningConfig (sizes chosen by the budget when one is set); None for a zero-shot model.
 
     The experiment's seed also initialises the added modules, unless `tuning.seed` says otherwise, so that runs

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from peft_ir.errors import PeftIRError
-from peft_ir.experiment.config import NEGATIVE_SOURCES, DataConfig, ExperimentConfig, TestSet, TunedModelSection
+from peft_ir.experiment.config import NEGATIVE_SOURCES, DataConfig, ExperimentConfig, TestSet, ModelSection
 from peft_ir.experiment.schema import Origins, fail
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -141,7 +141,7 @@ def _validate_data(cfg: ExperimentConfig, origins: Origins, kinds: list[str]) ->
             raise fail("data.build_train_from", origins, "needs data.train: the training file to write")
 
 
-def _validate_tuned(cfg: ExperimentConfig, key: str, s: TunedModelSection, origins: Origins) -> None:
+def _validate_tuned(cfg: ExperimentConfig, key: str, s: ModelSection, origins: Origins) -> None:
     from peft_ir.tuning import METHODS, TuningConfig, parse_share  # noqa: PLC0415
     from peft_ir.tuning.registry import get_method  # noqa: PLC0415
 
@@ -243,7 +243,7 @@ def check_inputs(cfg: ExperimentConfig, origins: Origins) -> None:
             raise fail("search.device", origins, "cuda asked for, but neither faiss-gpu nor torch sees a GPU "
                        "(auto searches on whatever is there)")
     for key, cross in (("retriever", False), ("reranker", True)):
-        section: TunedModelSection | None = getattr(cfg, key)
+        section: ModelSection | None = getattr(cfg, key)
         if section is None:
             continue
         if section.negatives not in (None, *NEGATIVE_SOURCES):

@@ -22,22 +22,11 @@ import torch
 from peft_ir.devices import device_for_process
 from peft_ir.errors import PeftIRError
 from peft_ir.models import resolve_model
+from peft_ir.reranker.config import CrossEncoderSpec
 
 log = logging.getLogger(__name__)
 
 _DOUBLE_SEP = {"roberta", "xlm-roberta", "camembert", "longformer", "mpnet", "bart"}
-
-
-@dataclass
-class CrossEncoderSpec:
-    model: str | None = None          # HF folder, sentence-transformers folder or cached hub name; None = MiniLM
-    query_max_length: int = 32        # tokens of the query (special tokens not counted)
-    passage_max_length: int = 192     # tokens of the passage
-    seed: int = 42                    # initialises the new classification head
-
-    @property
-    def max_length(self) -> int:
-        return self.query_max_length + self.passage_max_length + 4
 
 
 def load_base(spec: CrossEncoderSpec, device: str | None = None):  # type: ignore[no-untyped-def]

@@ -19,7 +19,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -28,10 +28,12 @@ from peft_ir.atomic import atomic_open
 from peft_ir.data import TrainingExample
 from peft_ir.devices import device_for_process, log_device
 from peft_ir.errors import PeftIRError
-from peft_ir.reranker.model import CrossEncoder, CrossEncoderSpec, describe_spec
+from peft_ir.reranker.config import RerankerTrainConfig
+from peft_ir.reranker.losses import LOSSES, group_loss
+from peft_ir.reranker.model import CrossEncoder, describe_spec
 from peft_ir.training.checkpoints import prepare_run_dir
 from peft_ir.training.logging import JsonlMetrics, plot_curves
-from peft_ir.training.args import PEFT_LR, ScheduleConfig, common_trainer_args
+from peft_ir.training.args import PEFT_LR, common_trainer_args
 from peft_ir.training.tuned import TrainableOnlyCheckpoints
 from peft_ir.tuning import (
     apply_tuning, head_modules, head_parameters, pooler_parameters, save_tuned, trainable_parameters,
@@ -39,26 +41,7 @@ from peft_ir.tuning import (
 
 log = logging.getLogger(__name__)
 
-LOSSES = ("lce", "bce")
 DEV_METRIC = "eval_dev_nDCG@10"
-
-
-@dataclass(kw_only=True)
-class RerankerTrainConfig(ScheduleConfig):
-    negatives_pool: int = 32                    # negatives kept per query to sample groups (and dev candidates) from
-    cross_encoder: CrossEncoderSpec = field(default_factory=CrossEncoderSpec)
-    loss: str = "lce"
-    group_size: int = 8                         # 1 positive + group_size - 1 negatives per query
-    batch_size: int = 8                         # queries per device per step
-    max_queries: int | None = None              # use only this many training queries (seeded); None = all
-    dev_candidates: int = 30                    # candidates re-ranked per dev query
-    eval_batch_size: int = 64
-    head_lr: float | None = None                # None: the run's rate for PEFT methods, 1e-3 under full fine-tuning
-
-    def head_learning_rate(self) -> float:
-        if self.head_lr is not None:
-            return self.head_lr
-        return PEFT_LR if self.tuning.method == "full" else self.learning_rate()
 
 
 @dataclass
@@ -144,15 +127,6 @@ class GroupCollator:
         return batch
 
 
-def group_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str) -> torch.Tensor:
-    scores = logits.view(labels.shape).float()
-    if loss == "lce":
-        return torch.nn.functional.cross_entropy(scores, labels.argmax(dim=1))
-    if loss == "bce":
-        return torch.nn.functional.binary_cross_entropy_with_logits(scores, labels)
-    raise PeftIRError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
-
-
 def _trainer_class():  # type: ignore[no-untyped-def]
     from transformers import Trainer  # noqa: PLC0415
 
@@ -219,8 +193,8 @@ def own_lr_groups(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parame
 def load_training_examples(cfg: RerankerTrainConfig) -> list[TrainingExample]:
     from peft_ir.retriever.training_data import load_examples  # noqa: PLC0415
 
-    examples, _ = load_examples(cfg.train, cfg.split, cfg.negatives_run, depth_from=cfg.negatives_from,
-                                depth_to=cfg.negatives_to, num_negatives=cfg.negatives_pool,
+    examples, _ = load_examples(cfg.train, cfg.split, cfg.negatives_run, depth_from=cfg.negatives_window[0],
+                                depth_to=cfg.negatives_window[1], num_negatives=cfg.negatives_pool,
                                 seed=cfg.dev_split_seed())
     return examples
 

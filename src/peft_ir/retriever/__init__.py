@@ -1,7 +1,5 @@
-"""Bi-encoder retrievers: model, corpus encoding (and, later, contrastive training)."""
+"""Bi-encoder retrievers: what an encoder is (config.py), the model (encoder.py), resumable corpus encoding
+(encode.py), contrastive training (train.py) and its dev evaluation (dev_eval.py).
 
-from peft_ir.retriever.encode import encode_corpus, iter_embeddings, read_manifest
-from peft_ir.retriever.encoder import BiEncoder, EncoderSpec, fingerprint, spec_from_manifest
-
-__all__ = ["BiEncoder", "EncoderSpec", "encode_corpus", "fingerprint", "iter_embeddings", "read_manifest",
-           "spec_from_manifest"]
+Heavy modules are imported lazily: `from peft_ir.retriever.encoder import BiEncoder` etc.
+"""

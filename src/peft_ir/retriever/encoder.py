@@ -19,27 +19,13 @@ import torch
 from peft_ir.devices import device_for_process
 from peft_ir.errors import PeftIRError
 from peft_ir.models import model_label, resolve_model
+from peft_ir.retriever.config import EncoderSpec
 from peft_ir.tuning import base_fingerprint, load_tuned, merge_tuned
 
 log = logging.getLogger(__name__)
 
 Pooling = Literal["mean", "cls"]
 TextKind = Literal["query", "passage"]
-
-
-@dataclass
-class EncoderSpec:
-    """Everything that decides what vector a text gets; its fingerprint must match between index and queries."""
-
-    model: str | None = None          # local path, hub name, or None for the embedded all-MiniLM-L6-v2
-    pooling: Pooling | None = None     # None: as the sentence-transformers folder says (mean for MiniLM)
-    normalize: bool | None = None      # None: as the folder says (True for MiniLM)
-    query_prefix: str = ""
-    passage_prefix: str = ""
-    query_max_length: int | None = None  # None: the model's own max_seq_length (256 for MiniLM), resolved on load
-    passage_max_length: int = 256
-    adapter: str | None = None         # folder written by peft_ir.tuning.save_tuned
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class BiEncoder:

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -23,24 +23,16 @@ from peft_ir.atomic import atomic_open
 from peft_ir.devices import device_for_process, log_device
 from peft_ir.errors import PeftIRError
 from peft_ir.retriever.dev_eval import DevEvaluator
-from peft_ir.retriever.encoder import BiEncoder, EncoderSpec
+from peft_ir.retriever.config import RetrieverTrainConfig
+from peft_ir.retriever.encoder import BiEncoder
 from peft_ir.retriever.training_data import load_examples, split_dev
 from peft_ir.training.checkpoints import prepare_run_dir
 from peft_ir.training.logging import JsonlMetrics, plot_curves
-from peft_ir.training.args import ScheduleConfig, common_trainer_args
+from peft_ir.training.args import common_trainer_args
 from peft_ir.training.tuned import TrainableOnlyCheckpoints
 from peft_ir.tuning import apply_tuning, save_tuned, trainable_parameters
 
 log = logging.getLogger(__name__)
-
-@dataclass(kw_only=True)
-class RetrieverTrainConfig(ScheduleConfig):
-    num_negatives: int = 1                      # hard negatives per query in each batch
-    encoder: EncoderSpec = field(default_factory=EncoderSpec)
-    cache_mini_batch: int | None = None         # GradCache mini-batch; None = plain in-batch loss
-    temperature: float = 0.05
-    dev_corpus: int = 2000                      # passages in the dev corpus
-
 
 def _trainer_class():  # type: ignore[no-untyped-def]
     from sentence_transformers import SentenceTransformerTrainer  # noqa: PLC0415
@@ -95,8 +87,8 @@ def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
     out, ckpt_dir, resume_from = prepare_run_dir(cfg.output, cfg.resume)
 
     set_seed(cfg.seed)
-    examples, distractors = load_examples(cfg.train, cfg.split, cfg.negatives_run, depth_from=cfg.negatives_from,
-                                          depth_to=cfg.negatives_to, num_negatives=max(cfg.num_negatives, 1) * 4,
+    examples, distractors = load_examples(cfg.train, cfg.split, cfg.negatives_run, depth_from=cfg.negatives_window[0],
+                                          depth_to=cfg.negatives_window[1], num_negatives=max(cfg.num_negatives, 1) * 4,
                                           seed=cfg.dev_split_seed())
     train_ex, dev = split_dev(examples, cfg.dev_queries, cfg.dev_split_seed(), corpus_size=cfg.dev_corpus,
                               extra_passages=distractors)

@@ -5,43 +5,59 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from peft_ir.devices import usable_cpus
 from peft_ir.errors import PeftIRError
-from peft_ir.tuning import TuningConfig
+from peft_ir.settings import setting
+
+if TYPE_CHECKING:  # the tuning package loads torch; flags are built from these fields without it
+    from peft_ir.tuning.config import TuningConfig
 
 DEFAULT_LR = {"full": 2e-5, "bitfit": 1e-3}
 PEFT_LR = 1e-3  # every other method
+DEFAULT_METHOD = "iaa-l"
+
+
+def default_tuning() -> TuningConfig:
+    from peft_ir.tuning.config import TuningConfig  # noqa: PLC0415
+
+    return TuningConfig(method=DEFAULT_METHOD)
 
 
 @dataclass(kw_only=True)
 class ScheduleConfig:
-    """What the retriever's and the reranker's training configs share: method, schedule, checkpoints, seed."""
+    """What the retriever's and the reranker's training configs share: data, method, schedule, checkpoints, seed.
 
-    train: str                                  # BEIR folder (with split) or training file
-    output: str                                 # run folder
-    split: str = "train"
-    negatives_run: str | None = None            # first-stage run to take hard negatives from (BEIR input)
-    negatives_from: int = 1
-    negatives_to: int = 100
-    tuning: TuningConfig = field(default_factory=lambda: TuningConfig(method="iaa-l"))
-    batch_size: int = 16                        # queries per device per step
-    grad_accum: int = 1
-    epochs: float = 1.0
-    max_steps: int = -1
-    lr: float | None = None                     # None: 2e-5 for full, 1e-3 for the PEFT methods
-    warmup_ratio: float = 0.1
-    dev_queries: int = 50                       # training queries held out for model selection; 0: none, last step kept
-    dev_seed: int | None = None                 # held-out queries and sampled negative pools; None: `seed`
-    eval_steps: int = 50
-    save_steps: int = 50
-    logging_steps: int = 10
-    seed: int = 42
-    resume: bool = False
-    progress: bool = True
+    Each field is a setting defined once (peft_ir.settings): `peft-ir train` flags and the YAML sections are built
+    from these fields, defaults and help text included.
+    """
+
+    train: str = setting(help="BEIR folder (with --split) or training file (Tevatron / FlagEmbedding / triples)")
+    output: str = setting(help="run folder: adapter/, checkpoints/, metrics.jsonl, curves.png, summary.json")
+    split: str = setting("train", help="qrels split of a BEIR folder given as --train")
+    negatives_run: str | None = setting(
+        None, help="first-stage TREC run of the training queries to take hard negatives from (BEIR --train only)")
+    negatives_window: tuple[int, int] = setting(
+        (1, 100), metavar=("FROM", "TO"), help="rank window of that run the negatives are sampled from (top-k: 1 k)")
+    tuning: TuningConfig = setting(default_factory=default_tuning, help="the PEFT method and its sizes")
+    batch_size: int = setting(16, help="queries per device per step")
+    grad_accum: int = setting(1, help="gradient accumulation steps")
+    epochs: float = setting(1.0, help="passes over the training queries (unless max_steps is set)")
+    max_steps: int = setting(-1, help="optimiser steps; -1: as many as the epochs give")
+    lr: float | None = setting(None, help=f"learning rate; default: {DEFAULT_LR['full']:g} for full, "
+                                          f"{PEFT_LR:g} for bitfit and the PEFT methods")
+    warmup_ratio: float = setting(0.1, help="share of the steps the learning rate warms up over, then decays linearly")
+    dev_queries: int = setting(50, help="training queries held out for model selection (0: none, the last step "
+                                        "is kept)")
+    dev_seed: int | None = setting(None, help="seed of the held-out dev queries and the mined negative pools "
+                                              "(default: the seed); fix it to compare seeds on one dev set")
+    eval_steps: int = setting(50, help="steps between dev evaluations")
+    save_steps: int = setting(50, help="steps between checkpoints (the best and the last are kept)")
+    logging_steps: int = setting(10, help="steps between loss lines in metrics.jsonl")
+    seed: int = setting(42, help="training order and sampling, the added modules' initialisation")
+    resume: bool = setting(False, help="continue from the last complete checkpoint in the output folder")
+    progress: bool = setting(True, help="progress bars")
 
     def dev_split_seed(self) -> int:
         """The seed of the data: which queries are held out for dev and which mined negatives each query gets.
@@ -67,6 +83,8 @@ class ScheduleConfig:
 def refuse_data_parallel() -> None:
     """Several GPUs in one process make the HF Trainer wrap the model in torch's DataParallel, whose per-step
     replicas lose the forward hooks that the adapters, aside modules and prefixes are made of: refuse it."""
+    import torch  # noqa: PLC0415
+
     if "WORLD_SIZE" in os.environ or not torch.cuda.is_available():
         return
     gpus = torch.cuda.device_count()
@@ -92,6 +110,8 @@ def common_trainer_args(cfg: ScheduleConfig, output_dir: Path, metric: str) -> d
     Keeps the best dev checkpoint (`metric`, higher is better) and at most two checkpoints on disk; without a dev
     split (`dev_queries` 0) nothing is evaluated and the last step's weights are kept.
     """
+    import torch  # noqa: PLC0415
+
     cuda = torch.cuda.is_available()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     workers = dataloader_workers(cuda, world)

@@ -1,0 +1,53 @@
+"""What a cross-encoder is (CrossEncoderSpec) and how one is trained (RerankerTrainConfig): settings defined once.
+
+Kept free of torch so that `peft-ir` can build its flags from these fields without loading any model library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from peft_ir.settings import setting
+from peft_ir.training.args import PEFT_LR, ScheduleConfig
+
+
+@dataclass
+class CrossEncoderSpec:
+    model: str | None = setting(None, help="base encoder: HF or sentence-transformers folder, or a cached hub name "
+                                           "(default: the embedded all-MiniLM-L6-v2)")
+    query_max_length: int = setting(32, help="query tokens kept (special tokens not counted)")
+    passage_max_length: int = setting(192, help="passage tokens kept")
+    seed: int = setting(42, flat_name="head_seed", help="seed of the new classification head")
+
+    @property
+    def max_length(self) -> int:
+        return self.query_max_length + self.passage_max_length + 4
+
+
+def loss_names() -> tuple[str, ...]:
+    from peft_ir.reranker.losses import LOSSES  # noqa: PLC0415
+
+    return tuple(LOSSES)
+
+
+@dataclass(kw_only=True)
+class RerankerTrainConfig(ScheduleConfig):
+    """Cross-encoder training on groups of one positive and mined negatives (see reranker/training.py)."""
+
+    negatives_pool: int = setting(32, help="negatives kept per query to sample groups (and dev candidates) from")
+    cross_encoder: CrossEncoderSpec = setting(default_factory=CrossEncoderSpec, expand=True,
+                                              help="the cross-encoder to tune")
+    loss: str = setting("lce", choices=loss_names, help="lce: softmax cross-entropy over each group; bce: "
+                                                        "pointwise binary cross-entropy")
+    group_size: int = setting(8, help="1 positive + (group size - 1) negatives per query")
+    batch_size: int = setting(8, help="queries per device per step")
+    max_queries: int | None = setting(None, help="train on this many queries only (seeded subset; default: all)")
+    dev_candidates: int = setting(30, help="candidates re-ranked per dev query")
+    eval_batch_size: int = setting(64, help="pairs scored per batch in dev evaluation")
+    head_lr: float | None = setting(None, help=f"learning rate of the new head (and a pooler that trains with it); "
+                                               f"default: the run's rate for PEFT methods, {PEFT_LR:g} for full")
+
+    def head_learning_rate(self) -> float:
+        if self.head_lr is not None:
+            return self.head_lr
+        return PEFT_LR if self.tuning.method == "full" else self.learning_rate()

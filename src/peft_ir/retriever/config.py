@@ -1,0 +1,44 @@
+"""What a bi-encoder is (EncoderSpec) and how one is trained (RetrieverTrainConfig): settings defined once.
+
+Kept free of torch so that `peft-ir` can build its flags from these fields without loading any model library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from peft_ir.settings import setting
+from peft_ir.training.args import ScheduleConfig
+
+Pooling = Literal["mean", "cls"]
+
+
+@dataclass
+class EncoderSpec:
+    """Everything that decides what vector a text gets; its fingerprint must match between index and queries."""
+
+    model: str | None = setting(None, help="model path or hub name (default: the embedded all-MiniLM-L6-v2)")
+    pooling: Pooling | None = setting(None, help="default: as the sentence-transformers folder says (mean for "
+                                                 "MiniLM)")
+    normalize: bool | None = setting(None, help="L2-normalise embeddings (default: as the model folder says, True "
+                                                "for MiniLM)")
+    query_prefix: str = setting("", help="text put before every query")
+    passage_prefix: str = setting("", help="text put before every passage")
+    query_max_length: int | None = setting(None, help="query tokens kept (default: the model's own max_seq_length, "
+                                                      "256 for MiniLM)")
+    passage_max_length: int = setting(256, help="passage tokens kept")
+    adapter: str | None = setting(None, help="tuned weights (a training run's adapter/ folder)")
+    extra: dict[str, Any] = setting(default_factory=dict, help="further settings recorded in the manifest")
+
+
+@dataclass(kw_only=True)
+class RetrieverTrainConfig(ScheduleConfig):
+    """Contrastive bi-encoder training: InfoNCE over in-batch and hard negatives (see retriever/train.py)."""
+
+    num_negatives: int = setting(1, help="hard negatives per query in each batch (0: in-batch negatives only)")
+    encoder: EncoderSpec = setting(default_factory=EncoderSpec, expand=True, help="the bi-encoder to tune")
+    cache_mini_batch: int | None = setting(None, help="GradCache mini-batch size: large batches in small memory "
+                                                      "(default: the plain in-batch loss)")
+    temperature: float = setting(0.05, help="InfoNCE temperature (the scores' scale is its inverse)")
+    dev_corpus: int = setting(2000, help="passages in the dev corpus")
