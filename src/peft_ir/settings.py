@@ -147,11 +147,17 @@ def to_flat(obj: Any) -> dict[str, Any]:
     return out
 
 
-def flat_dataclass(name: str, base: type, *configs: type, skip: Iterable[str] = (), module: str = __name__) -> type:
+def default_of(cls: type, name: str) -> Any:
+    """The default of setting `name` of `cls`, for a setting of another section that must start from it."""
+    return next(f for f in flat_fields(cls) if f.name == name).default()
+
+
+def flat_dataclass(name: str, *configs: type, base: type | None = None, skip: Iterable[str] = (),
+                   module: str = __name__) -> type:
     """A frozen dataclass with `base`'s fields followed by the flat settings of `configs` (minus `skip`), same
     defaults and help: a YAML section that means exactly what the library's configs mean."""
     fields: list[tuple[str, Any, Any]] = []
-    taken = {f.name for f in dataclasses.fields(base)}
+    taken = {f.name for f in dataclasses.fields(base)} if base is not None else set()
     for cls in configs:
         for f in flat_fields(cls, skip=skip):
             if f.name in taken:
@@ -160,6 +166,7 @@ def flat_dataclass(name: str, base: type, *configs: type, skip: Iterable[str] = 
             meta = {k: v for k, v in f.field.metadata.items() if k not in ("expand", "flat_name")}
             spec = dataclasses.field(default=f.field.default, default_factory=f.field.default_factory, metadata=meta)
             fields.append((f.name, f.type, spec))
-    made = dataclasses.make_dataclass(name, fields, bases=(base,), frozen=True, kw_only=True)
+    made = dataclasses.make_dataclass(name, fields, bases=(base,) if base is not None else (), frozen=True,
+                                      kw_only=True)
     made.__module__ = module
     return made

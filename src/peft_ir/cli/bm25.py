@@ -6,6 +6,9 @@ import argparse
 import json
 import logging
 
+from peft_ir.cli.flags import add_flags
+from peft_ir.indexing.config import BM25Config
+
 log = logging.getLogger(__name__)
 
 
@@ -26,9 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--split", default="test", help="split of a BEIR folder whose judged queries are searched")
     s.add_argument("--output", required=True, help="TREC run to write")
     s.add_argument("--hits", type=int, default=1000)
-    s.add_argument("--k1", type=float, default=0.9)
-    s.add_argument("--b", type=float, default=0.4)
-    s.add_argument("--threads", type=int, default=None, help="search threads (default: CPU count, at most 8)")
+    add_flags(s, BM25Config)
     s.add_argument("--rm3", action="store_true", help="RM3 pseudo-relevance feedback")
     s.add_argument("--fb-terms", type=int, default=10, help="RM3 expansion terms")
     s.add_argument("--fb-docs", type=int, default=10, help="RM3 feedback documents")

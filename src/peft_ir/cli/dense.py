@@ -7,23 +7,17 @@ import os
 
 from peft_ir.cli.flags import add_flags, config_from_args
 from peft_ir.devices import DEVICE_CHOICES, parse_device
-from peft_ir.retriever.config import EncoderSpec
+from peft_ir.indexing.config import IndexConfig, SearchConfig
+from peft_ir.retriever.config import EncodeConfig, EncoderSpec
 
 
-def add_nprobe_flag(p: argparse.ArgumentParser, text: str = "") -> None:
-    """--nprobe for IVF indexes: at build, the value recorded in the manifest; at search, an override of it."""
-    text = text or "IVF lists probed per query (default: the one recorded when the index was built)"
-    p.add_argument("--nprobe", type=int, default=None, help=text + "; IVF indexes only")
-
-
-def add_search_device_flags(p: argparse.ArgumentParser) -> None:
-    """--device and --fp16-index: where a dense index is searched (see peft_ir.indexing.dense)."""
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="auto: faiss-gpu when it sees a GPU (types without a GPU version: CPU, with a warning), else "
-                        "torch exact search on the GPUs for Flat indexes, else CPU; cuda: refuse to run without a GPU")
-    p.add_argument("--fp16-index", action="store_true",
-                   help="GPU search: store Flat vectors in float16 (half the memory; unit-vector scores within "
-                        "about 1e-3), float16 IVF-PQ lookup tables")
+def add_query_encoder_flags(p: argparse.ArgumentParser) -> None:
+    """Search-time flags: the query encoder (by default the index's) and an --nprobe override."""
+    p.add_argument("--model", default=None, help="query encoder (default: the one recorded in the index)")
+    p.add_argument("--adapter", default=None, help="query-side adapter (default: the one recorded in the index)")
+    p.add_argument("--nprobe", type=int, default=None,
+                   help="IVF lists probed per query (default: the one recorded when the index was built); IVF "
+                        "indexes only")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,8 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--corpus", required=True, help="BEIR folder or corpus.jsonl, MS MARCO collection.tsv, irds:ID")
     e.add_argument("--output", required=True, help="embeddings folder (re-running resumes)")
     add_flags(e, EncoderSpec, skip=("extra",))
-    e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--chunk-size", type=int, default=4096, help="documents per resumable chunk")
+    add_flags(e, EncodeConfig)
     e.add_argument("--shard-id", type=int, default=None, help="default: $RANK under torchrun, else 0")
     e.add_argument("--num-shards", type=int, default=None, help="default: $WORLD_SIZE under torchrun, else 1")
     e.add_argument("--device", type=parse_device, default="auto",
@@ -45,9 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     i = sub.add_parser("index", help="build a FAISS index from embeddings")
     i.add_argument("--embeddings", required=True, help="folder written by `peft-ir encode`")
     i.add_argument("--index", required=True, help="index folder to write")
-    i.add_argument("--factory", default="Flat", help="FAISS factory string: Flat, HNSW32, IVF4096,PQ64, ...")
-    i.add_argument("--train-sample", type=int, default=200_000, help="vectors used to train IVF/PQ")
-    add_nprobe_flag(i, "IVF lists probed per query, recorded in the manifest (default: 32, at most nlist)")
+    add_flags(i, IndexConfig)
     i.set_defaults(func=run_index)
 
     s = sub.add_parser("search", help="search a dense index with topics and write a TREC run")
@@ -55,12 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--topics", required=True, help="topics tsv, queries.jsonl, BEIR folder (with --split) or irds:ID")
     s.add_argument("--split", default="test")
     s.add_argument("--output", required=True, help="TREC run to write")
-    s.add_argument("--hits", type=int, default=1000)
-    s.add_argument("--batch-size", type=int, default=64)
-    s.add_argument("--model", default=None, help="query encoder (default: the one recorded in the index)")
-    s.add_argument("--adapter", default=None, help="query-side adapter (default: the one recorded in the index)")
-    add_search_device_flags(s)
-    add_nprobe_flag(s)
+    add_flags(s, SearchConfig)
+    add_query_encoder_flags(s)
     s.add_argument("--tag", default="peft-ir-dense", help="run tag (6th column)")
     s.set_defaults(func=run_search)
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from peft_ir.cli.flags import add_flags
+from peft_ir.indexing.config import FusionConfig
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fuse", help="fuse two or more runs (RRF or normalised score interpolation)",
@@ -11,14 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "(trec_eval). Interpolation: sum of w * normalised score per query; a document missing "
                                    "from a run gets 0 from that run after normalisation.")
     p.add_argument("--runs", required=True, nargs="+", help="two or more TREC run files")
-    p.add_argument("--method", choices=("rrf", "interpolate"), default="rrf")
-    p.add_argument("--k", type=float, default=60.0, help="RRF constant (default 60)")
-    p.add_argument("--norm", choices=("minmax", "zscore"), default="minmax",
-                   help="per-query score normalisation for --method interpolate")
-    p.add_argument("--weights", type=float, nargs="+", default=None,
-                   help="one weight per run (default: 1 each for RRF, 1/n each for interpolation)")
+    add_flags(p, FusionConfig)
     p.add_argument("--output", required=True, help="fused TREC run to write")
-    p.add_argument("--hits", type=int, default=1000, help="hits kept per query")
     p.add_argument("--tag", default=None, help="run tag (default: the method name)")
     p.set_defaults(func=run_fuse)
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from peft_ir.cli.dense import add_nprobe_flag, add_search_device_flags
+from peft_ir.cli.dense import add_query_encoder_flags
+from peft_ir.cli.flags import add_flags
+from peft_ir.indexing.config import SearchConfig
 
 
 def _backend_flags(p: argparse.ArgumentParser) -> None:
@@ -62,15 +64,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--topics", required=True, help="topics tsv, queries.jsonl, BEIR folder (with --split) or irds:ID")
     v.add_argument("--split", default="test")
     v.add_argument("--output", required=True, help="TREC run to write")
-    v.add_argument("--hits", type=int, default=1000)
     v.add_argument("--fb-docs", type=int, default=3, help="feedback passages (Pyserini's default 3)")
     v.add_argument("--alpha", type=float, default=0.9, help="weight of the query vector (Pyserini's default 0.9)")
     v.add_argument("--beta", type=float, default=0.1, help="weight of the feedback mean (Pyserini's default 0.1)")
-    v.add_argument("--model", default=None, help="query encoder (default: the one recorded in the index)")
-    v.add_argument("--adapter", default=None, help="query-side adapter (default: the one recorded in the index)")
-    add_search_device_flags(v)
-    add_nprobe_flag(v)
-    v.add_argument("--batch-size", type=int, default=64)
+    add_flags(v, SearchConfig)
+    add_query_encoder_flags(v)
     v.add_argument("--tag", default="dense+vprf")
     v.set_defaults(func=run_vector_prf)
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from peft_ir.indexing.config import BM25Config, FusionConfig, IndexConfig, SearchConfig
 from peft_ir.reranker.config import RerankerTrainConfig
-from peft_ir.retriever.config import RetrieverTrainConfig
-from peft_ir.settings import flat_dataclass, setting
+from peft_ir.retriever.config import EncodeConfig, EncoderSpec, RetrieverTrainConfig
+from peft_ir.settings import default_of, flat_dataclass, setting
 
 RunKind = Literal["dense", "bm25", "run"]   # a first-stage run: dense search, BM25, or a given run file
 NEGATIVE_SOURCES = ("bm25", "first_stage")  # besides a path to a TREC run of the training queries
@@ -74,49 +75,28 @@ SUPPLIED = ("train", "output", "split", "negatives_run", "tuning", "seed", "resu
             "head_seed")
 
 # The sections are the library's training configs, flattened (peft_ir.settings): one definition per setting.
-RetrieverSection = flat_dataclass("RetrieverSection", ModelSection, RetrieverTrainConfig, skip=SUPPLIED,
+RetrieverSection = flat_dataclass("RetrieverSection", RetrieverTrainConfig, base=ModelSection, skip=SUPPLIED,
                                   module=__name__)
-RerankerSection = flat_dataclass("RerankerSection", ModelSection, RerankerTrainConfig, RerankStage, skip=SUPPLIED,
-                                 module=__name__)
+RerankerSection = flat_dataclass("RerankerSection", RerankerTrainConfig, RerankStage, base=ModelSection,
+                                 skip=SUPPLIED, module=__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
-class EncodeSection:
-    batch_size: int = setting(64, help="passages encoded per batch")
-    max_length: int = setting(256, help="passage tokens kept when encoding the corpus")
-    chunk_size: int = setting(4096, help="passages per resumable chunk")
+class EncodeLength:
+    max_length: int = setting(default_of(EncoderSpec, "passage_max_length"),
+                              help="passage tokens kept when encoding the corpus")
 
 
 @dataclass(frozen=True, kw_only=True)
-class IndexSection:
-    factory: str = setting("Flat", help="FAISS index factory string, e.g. Flat, HNSW32, IVF4096,PQ64")
-    train_sample: int = setting(200_000, help="vectors an IVF/PQ index trains on")
-    nprobe: int | None = setting(None, help="IVF lists probed per query; None: 32 (at most nlist). IVF only")
-
-
-@dataclass(frozen=True, kw_only=True)
-class SearchSection:
-    hits: int = setting(1000, help="hits kept per query in every first-stage run")
-    batch_size: int = setting(64, help="queries encoded and searched per batch")
-    device: Literal["auto", "cpu", "cuda"] = setting("auto", help="dense search, as `peft-ir search --device`")
-    fp16_index: bool = setting(False, help="GPU search: float16 Flat storage / IVF-PQ tables (--fp16-index)")
-
-
-@dataclass(frozen=True, kw_only=True)
-class BM25Section:
-    k1: float = setting(0.9, help="BM25 term-frequency saturation")
-    b: float = setting(0.4, help="BM25 length normalisation")
-    threads: int | None = setting(None, help="None: one per core, at most 8")
-
-
-@dataclass(frozen=True, kw_only=True)
-class FuseSection:
+class FuseRuns:
     runs: list[RunKind] = setting(default_factory=lambda: ["dense", "bm25"], help="first-stage runs to fuse")
-    method: Literal["rrf", "interpolate"] = setting("rrf", help="reciprocal rank fusion or score interpolation")
-    k: float = setting(60.0, help="RRF constant")
-    norm: Literal["minmax", "zscore"] = setting("minmax", help="score normalisation before interpolating")
-    weights: list[float] | None = setting(None, help="one weight per run (interpolate); None: equal")
-    hits: int = setting(1000, help="hits kept per query in the fused run")
+
+
+EncodeSection = flat_dataclass("EncodeSection", EncodeConfig, base=EncodeLength, module=__name__)
+IndexSection = flat_dataclass("IndexSection", IndexConfig, module=__name__)
+SearchSection = flat_dataclass("SearchSection", SearchConfig, module=__name__)
+BM25Section = flat_dataclass("BM25Section", BM25Config, module=__name__)
+FuseSection = flat_dataclass("FuseSection", FusionConfig, base=FuseRuns, module=__name__)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -32,6 +32,14 @@ class EncoderSpec:
     extra: dict[str, Any] = setting(default_factory=dict, help="further settings recorded in the manifest")
 
 
+@dataclass(frozen=True, kw_only=True)
+class EncodeConfig:
+    """How a corpus is encoded (the encoder itself is an EncoderSpec)."""
+
+    batch_size: int = setting(64, help="passages encoded per batch")
+    chunk_size: int = setting(4096, help="passages per resumable chunk")
+
+
 @dataclass(kw_only=True)
 class RetrieverTrainConfig(ScheduleConfig):
     """Contrastive bi-encoder training: InfoNCE over in-batch and hard negatives (see retriever/train.py)."""
