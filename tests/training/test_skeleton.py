@@ -34,7 +34,7 @@ def test_an_unknown_loss_is_refused_with_the_registered_choices(tmp_path: Path) 
 
 def test_a_new_loss_is_one_registry_entry(synthetic_beir: Path, synthetic_runs: dict, tiny_bert_dir: Path,
                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A loss class registered in LOSSES trains, with nothing else to edit; the trainer calls the object it was given."""
+    """A loss class registered in LOSSES trains with nothing else to edit; the trainer calls the object it was given."""
     from peft_ir.reranker import losses
     from peft_ir.reranker.training import train_reranker
 

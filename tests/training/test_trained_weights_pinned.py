@@ -70,8 +70,8 @@ def _retriever(kind: str, beir: Path, runs: dict, model: Path, out: Path) -> dic
 
     common = dict(train=str(beir), output=str(out), batch_size=8, logging_steps=1, lr=5e-3, progress=False)
     if kind == "infonce":
-        cfg = RetrieverTrainConfig(**common, encoder=EncoderSpec(model=str(model), normalize=True, passage_max_length=32,
-                                                                 query_max_length=16),
+        cfg = RetrieverTrainConfig(**common, encoder=EncoderSpec(model=str(model), normalize=True,
+                                                                 passage_max_length=32, query_max_length=16),
                                    tuning=TuningConfig(method="iaa-l", r=4, ar=4), negatives_run=str(runs["train"]),
                                    negatives_to=20, num_negatives=1, max_steps=8, eval_steps=2, save_steps=2,
                                    dev_queries=8, dev_corpus=40)
@@ -93,8 +93,9 @@ def _reranker(kind: str, beir: Path, runs: dict, model: Path, out: Path) -> dict
                                                                     passage_max_length=24),
                   group_size=4, batch_size=8, logging_steps=1, dev_candidates=8, progress=False)
     if kind == "lce":
-        cfg = RerankerTrainConfig(**common, loss="lce", tuning=TuningConfig(method="iaa-l", r=4, ar=4, train_pooler=True),
-                                  max_steps=8, eval_steps=2, save_steps=2, dev_queries=8, lr=1e-2, warmup_ratio=0.0)
+        cfg = RerankerTrainConfig(**common, loss="lce",
+                                  tuning=TuningConfig(method="iaa-l", r=4, ar=4, train_pooler=True), max_steps=8,
+                                  eval_steps=2, save_steps=2, dev_queries=8, lr=1e-2, warmup_ratio=0.0)
     else:  # full fine-tuning: the head in its own optimizer group at its own rate
         cfg = RerankerTrainConfig(**common, loss="bce", tuning=TuningConfig(method="full"), max_steps=4, eval_steps=2,
                                   save_steps=2, dev_queries=8, max_queries=20)
