@@ -218,12 +218,12 @@ def test_ddp_two_processes_on_cpu(synthetic_beir: Path, synthetic_runs: dict, ti
 
     repo = Path(__file__).resolve().parents[2]
     spy = tmp_path / "spy.py"  # records which rank computes dev nDCG and saves the adapter, then runs the CLI
-    spy.write_text("import os, sys\nimport peft_ir.reranker.training as t\n"
-                   "def spy(name):\n    real = getattr(t, name)\n"
+    spy.write_text("import os, sys\nimport peft_ir.reranker.training as t\nimport peft_ir.training.skeleton as k\n"
+                   "def spy(m, name):\n    real = getattr(m, name)\n"
                    "    def call(*a, **kw):\n        with open(sys.argv[1], 'a') as fh:\n"
                    "            fh.write(f\"{name}:{os.environ['RANK']}\\n\")\n        return real(*a, **kw)\n"
-                   "    setattr(t, name, call)\n"
-                   "spy('dev_ndcg'); spy('save_tuned')\nfrom peft_ir.cli import main\nsys.exit(main(sys.argv[2:]))\n")
+                   "    setattr(m, name, call)\n"
+                   "spy(t, 'dev_ndcg'); spy(k, 'save_tuned')\nfrom peft_ir.cli import main\nsys.exit(main(sys.argv[2:]))\n")
     calls, out = tmp_path / "calls.txt", tmp_path / "ddp"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,9 +1,8 @@
 """Cross-encoder training with any tuning method on the Hugging Face Trainer.
 
-Losses (per query: one positive and n = group_size - 1 negatives sampled from the top-k non-relevant hits of a
-first-stage run, or from a training file's own negatives):
-- lce: localised contrastive estimation, softmax cross-entropy over the group's scores with the positive as target;
-- bce: pointwise binary cross-entropy on every pair of the same groups (positive 1, negatives 0).
+Each training row is one query's group: one positive and n = group_size - 1 negatives sampled from the top-k
+non-relevant hits of a first-stage run, or from a training file's own negatives; the losses over those groups
+(lce, bce, ...) are in losses.py, one class each, named in its LOSSES registry.
 A dev split is carved from the training queries (seeded); the dev metric is nDCG@10 (ir-measures) of re-ranking
 each dev query's candidates (its positives and mined negatives). Checkpoints hold only the trainable weights
 (method modules + classification head) and the Trainer state; `resume` continues from the last complete one.
@@ -15,29 +14,21 @@ Writes `<output>/adapter`, metrics.jsonl, curves.png, summary.json, cross_encode
 
 from __future__ import annotations
 
-import json
 import logging
 import random
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from peft_ir.atomic import atomic_open
 from peft_ir.data import TrainingExample
-from peft_ir.devices import device_for_process, log_device
 from peft_ir.errors import PeftIRError
+from peft_ir.reranker.losses import GroupLoss, make_loss
 from peft_ir.reranker.config import RerankerTrainConfig
-from peft_ir.reranker.losses import LOSSES, group_loss
 from peft_ir.reranker.model import CrossEncoder, describe_spec
-from peft_ir.training.checkpoints import prepare_run_dir
-from peft_ir.training.logging import JsonlMetrics, plot_curves
-from peft_ir.training.args import PEFT_LR, common_trainer_args
+from peft_ir.training.skeleton import TrainingTask, run_training
 from peft_ir.training.tuned import TrainableOnlyCheckpoints
-from peft_ir.tuning import (
-    apply_tuning, head_modules, head_parameters, pooler_parameters, save_tuned, trainable_parameters,
-)
+from peft_ir.tuning import apply_tuning, head_modules, head_parameters, pooler_parameters, trainable_parameters
 
 log = logging.getLogger(__name__)
 
@@ -127,32 +118,42 @@ class GroupCollator:
         return batch
 
 
+class DevNDCG:
+    """The dev evaluation: nDCG@10 of re-ranking each dev query's candidates with the model being trained."""
+
+    def __init__(self, encoder: CrossEncoder, dev: RerankDevSet, batch_size: int):
+        self.encoder, self.dev, self.batch_size = encoder, dev, batch_size
+
+    def __call__(self) -> float:
+        return dev_ndcg(self.encoder, self.dev, self.batch_size)
+
+
 def _trainer_class():  # type: ignore[no-untyped-def]
     from transformers import Trainer  # noqa: PLC0415
 
     class RerankerTrainer(TrainableOnlyCheckpoints, Trainer):
-        peft_ir_loss = "lce"
-        peft_ir_encoder: CrossEncoder
-        peft_ir_dev: RerankDevSet
-        peft_ir_eval_batch = 64
-        peft_ir_head_params: list[torch.nn.Parameter] = []
-        peft_ir_head_lr = PEFT_LR
-        peft_ir_head_grouped = False
+        """Group losses over (query, positive, negatives) rows, the head at its own learning rate, dev nDCG@10."""
 
-        def tuned_model(self):  # type: ignore[no-untyped-def]
-            return self.peft_ir_encoder.model
+        def __init__(self, *args: Any, loss: GroupLoss, evaluator: DevNDCG | None,
+                     head_params: list[torch.nn.Parameter], head_lr: float, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.group_loss = loss
+            self.dev_evaluator = evaluator
+            self.head_params = head_params
+            self.head_lr = head_lr
+            self.head_grouped = False
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[no-untyped-def]
             labels = inputs.pop("labels")
             out = model(**inputs)
-            loss = group_loss(out.logits[:, 0], labels, self.peft_ir_loss)
+            loss = self.group_loss(out.logits[:, 0], labels)
             return (loss, out) if return_outputs else loss
 
         def create_optimizer(self, model=None):  # type: ignore[no-untyped-def]
             optimizer = super().create_optimizer(model)
-            if not self.peft_ir_head_grouped:
-                own_lr_groups(optimizer, self.peft_ir_head_params, self.peft_ir_head_lr)
-                self.peft_ir_head_grouped = True
+            if not self.head_grouped:
+                own_lr_groups(optimizer, self.head_params, self.head_lr)
+                self.head_grouped = True
             return optimizer
 
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):  # type: ignore[no-untyped-def]
@@ -165,10 +166,10 @@ def _trainer_class():  # type: ignore[no-untyped-def]
         def shared_dev_ndcg(self) -> float:
             """Dev nDCG@10, computed on rank 0 (the ranks hold the same weights: once is enough) and broadcast, so
             that every rank keeps the same best checkpoint."""
+            assert self.dev_evaluator is not None, "evaluate() without dev queries"
             if self.args.world_size <= 1:
-                return dev_ndcg(self.peft_ir_encoder, self.peft_ir_dev, self.peft_ir_eval_batch)
-            value = [dev_ndcg(self.peft_ir_encoder, self.peft_ir_dev, self.peft_ir_eval_batch)
-                     if self.is_world_process_zero() else None]
+                return self.dev_evaluator()
+            value = [self.dev_evaluator() if self.is_world_process_zero() else None]
             torch.distributed.broadcast_object_list(value, src=0)
             return float(value[0])  # type: ignore[arg-type]
 
@@ -199,81 +200,81 @@ def load_training_examples(cfg: RerankerTrainConfig) -> list[TrainingExample]:
     return examples
 
 
+class RerankerTask(TrainingTask):
+    """A cross-encoder under a group loss (LOSSES) on the HF Trainer, its new head at its own rate, dev nDCG@10."""
+
+    spec_file = "cross_encoder.json"
+    dev_metric = DEV_METRIC
+
+    def __init__(self, cfg: RerankerTrainConfig):
+        self.cfg = cfg
+        self.group_loss = make_loss(cfg.loss)  # an unknown loss is refused before anything else
+
+    def load_data(self) -> Any:
+        cfg = self.cfg
+        examples = load_training_examples(cfg)
+        self.train_ex, self.dev = split_examples(examples, cfg.dev_queries, cfg.dev_split_seed(), cfg.dev_candidates)
+        if cfg.max_queries is not None:
+            self.train_ex = self.train_ex[:cfg.max_queries]  # already in seeded-shuffle order
+        self.rows = build_groups(self.train_ex, cfg.group_size, cfg.seed)
+        return self.rows
+
+    def build_model(self, device: str) -> torch.nn.Module:
+        cfg = self.cfg
+        self.encoder = CrossEncoder(cfg.cross_encoder, device=device)
+        self.tuning = cfg.tuning
+        if self.tuning.train_pooler is None:
+            self.tuning = self.tuning.replace(train_pooler=not self.encoder.pooler_pretrained)
+            if self.tuning.train_pooler:
+                log.info("the pooler of %s was never trained by its checkpoint: it trains with the head",
+                         describe_spec(cfg.cross_encoder)["model"])
+        self.tuned = apply_tuning(self.encoder.model, self.tuning)
+        self.counts = trainable_parameters(self.tuned), head_parameters(self.tuned), pooler_parameters(self.tuned)
+        return self.tuned
+
+    @property
+    def base_name(self) -> str | None:
+        return self.cfg.cross_encoder.model or describe_spec(self.cfg.cross_encoder)["model"]
+
+    def loss(self) -> GroupLoss:
+        return self.group_loss
+
+    def evaluator(self) -> DevNDCG | None:
+        return DevNDCG(self.encoder, self.dev, self.cfg.eval_batch_size) if self.cfg.has_dev() else None
+
+    def training_arguments(self, common: dict[str, Any]) -> Any:
+        from transformers import TrainingArguments  # noqa: PLC0415
+
+        return TrainingArguments(**common, remove_unused_columns=False)
+
+    def trainer_class(self) -> type:
+        return _trainer_class()
+
+    def trainer_kwargs(self, loss: Any, evaluator: Any) -> dict[str, Any]:
+        return {"model": self.tuned, "eval_dataset": [0] if self.cfg.has_dev() else None,
+                "data_collator": GroupCollator(self.encoder), "loss": loss, "evaluator": evaluator,
+                "head_params": [p for _, m in head_modules(self.tuned) for p in m.parameters()],
+                "head_lr": self.cfg.head_learning_rate()}
+
+    def summary_fields(self, trainer: Any) -> dict[str, Any]:
+        cfg = self.cfg
+        (trainable, total), head, pooler = self.counts
+        final_dev = dev_ndcg(self.encoder, self.dev, cfg.eval_batch_size) if cfg.has_dev() else None
+        return {"loss": cfg.loss, "method_share": (trainable - head) / total, "head_share": head / total,
+                "pooler_share": pooler / total, "train_pooler": self.tuning.train_pooler, "lr": cfg.learning_rate(),
+                "head_lr": cfg.head_learning_rate(), "final_dev": final_dev, "train_groups": len(self.rows),
+                "train_queries": len(self.train_ex), "dev_queries": len(self.dev.queries),
+                "dev_pairs": sum(len(c) for c in self.dev.candidates.values())}
+
+    def curve_title(self, share: float) -> str:
+        return f"{self.cfg.tuning.method} cross-encoder, {self.cfg.loss} ({share:.2%} trainable)"
+
+    def spec(self) -> CrossEncoderSpec:
+        return self.cfg.cross_encoder
+
+
 def train_reranker(cfg: RerankerTrainConfig) -> dict[str, Any]:
     """Train, keep the best dev checkpoint (or the last step without dev queries), write the adapter, metrics,
-    curves and summary; returns the summary (under torchrun: on rank 0, which alone writes; {} on the others)."""
-    from transformers import TrainingArguments, set_seed  # noqa: PLC0415
-
-    if cfg.loss not in LOSSES:
-        raise PeftIRError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(LOSSES)}")
-    cfg.check()
-    device = device_for_process()  # this rank's GPU under torchrun: the model is built there, not on GPU 0
-    out, ckpt_dir, resume_from = prepare_run_dir(cfg.output, cfg.resume)
-
-    set_seed(cfg.seed)
-    examples = load_training_examples(cfg)
-    train_ex, dev = split_examples(examples, cfg.dev_queries, cfg.dev_split_seed(), cfg.dev_candidates)
-    if cfg.max_queries is not None:
-        train_ex = train_ex[:cfg.max_queries]  # already in seeded-shuffle order
-    rows = build_groups(train_ex, cfg.group_size, cfg.seed)
-    if not cfg.has_dev():
-        log.info("--dev-queries 0: no dev evaluation; the weights of the last step are kept")
-
-    log_device("training", device)
-    encoder = CrossEncoder(cfg.cross_encoder, device=device)
-    tuning = cfg.tuning
-    if tuning.train_pooler is None:
-        tuning = tuning.replace(train_pooler=not encoder.pooler_pretrained)
-        if tuning.train_pooler:
-            log.info("the pooler of %s was never trained by its checkpoint: it trains with the head",
-                     describe_spec(cfg.cross_encoder)["model"])
-    tuned = apply_tuning(encoder.model, tuning)
-    trainable, total = trainable_parameters(tuned)
-    head, pooler = head_parameters(tuned), pooler_parameters(tuned)
-    base_name = cfg.cross_encoder.model or describe_spec(cfg.cross_encoder)["model"]
-
-    args = TrainingArguments(**common_trainer_args(cfg, ckpt_dir, DEV_METRIC), remove_unused_columns=False)
-    trainer = _trainer_class()(model=tuned, args=args, train_dataset=rows,
-                               eval_dataset=[0] if cfg.has_dev() else None, data_collator=GroupCollator(encoder),
-                               callbacks=[JsonlMetrics(out / "metrics.jsonl")])
-    trainer.peft_ir_base = base_name
-    trainer.peft_ir_loss = cfg.loss
-    trainer.peft_ir_encoder = encoder
-    trainer.peft_ir_dev = dev
-    trainer.peft_ir_eval_batch = cfg.eval_batch_size
-    trainer.peft_ir_head_params = [p for _, m in head_modules(tuned) for p in m.parameters()]
-    trainer.peft_ir_head_lr = cfg.head_learning_rate()
-    t0 = time.perf_counter()
-    if resume_from is None and cfg.has_dev():
-        trainer.evaluate()  # the zero-step point of the curve: the untrained model (new head)
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    wall = time.perf_counter() - t0
-    if not trainer.is_world_process_zero():  # one rank writes: two renaming onto one adapter folder collide
-        return {}
-    final_dev = dev_ndcg(encoder, dev, cfg.eval_batch_size) if cfg.has_dev() else None
-
-    save_tuned(tuned, out / "adapter", base_name)
-    plot_curves(out / "metrics.jsonl", out / "curves.png", DEV_METRIC,
-                title=f"{cfg.tuning.method} cross-encoder, {cfg.loss} ({trainable / total:.2%} trainable)")
-    summary = {
-        "method": cfg.tuning.method, "loss": cfg.loss, "trainable": trainable, "total": total,
-        "share": trainable / total, "method_share": (trainable - head) / total, "head_share": head / total,
-        "pooler_share": pooler / total, "train_pooler": tuning.train_pooler, "lr": cfg.learning_rate(),
-        "head_lr": cfg.head_learning_rate(), "steps": trainer.state.global_step,
-        "best_checkpoint": trainer.state.best_model_checkpoint, "best_dev": trainer.state.best_metric,
-        "final_dev": final_dev, "dev_metric": DEV_METRIC if cfg.has_dev() else None,
-        "selection": "best dev" if cfg.has_dev() else "last step (no dev queries)", "train_groups": len(rows),
-        "train_queries": len(train_ex), "dev_queries": len(dev.queries), "dev_seed": cfg.dev_split_seed(),
-        "dev_pairs": sum(len(c) for c in dev.candidates.values()), "wall_seconds": wall,
-        "world_size": trainer.args.world_size,
-        "resumed_from": str(resume_from) if resume_from else None, "config": _jsonable(asdict(cfg)),
-    }
-    with atomic_open(out / "cross_encoder.json") as fh:
-        json.dump(_jsonable(asdict(cfg.cross_encoder)) | {"adapter": str(out / "adapter")}, fh, indent=2)
-    with atomic_open(out / "summary.json") as fh:
-        json.dump(summary, fh, indent=2)
-    return summary
-
-
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=str))
+    curves, cross_encoder.json and summary; returns the summary (under torchrun: on rank 0, which alone writes;
+    {} on the others)."""
+    return run_training(cfg, RerankerTask(cfg))

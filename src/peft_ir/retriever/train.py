@@ -10,27 +10,20 @@ and `resume` from the last complete checkpoint.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
-from dataclasses import asdict
 from typing import Any
 
 import torch
 
-from peft_ir.atomic import atomic_open
-from peft_ir.devices import device_for_process, log_device
 from peft_ir.errors import PeftIRError
 from peft_ir.retriever.dev_eval import DevEvaluator
 from peft_ir.retriever.config import RetrieverTrainConfig
 from peft_ir.retriever.encoder import BiEncoder
 from peft_ir.retriever.training_data import load_examples, split_dev
-from peft_ir.training.checkpoints import prepare_run_dir
-from peft_ir.training.logging import JsonlMetrics, plot_curves
-from peft_ir.training.args import common_trainer_args
+from peft_ir.training.skeleton import TrainingTask, run_training
 from peft_ir.training.tuned import TrainableOnlyCheckpoints
-from peft_ir.tuning import apply_tuning, save_tuned, trainable_parameters
+from peft_ir.tuning import apply_tuning
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +32,6 @@ def _trainer_class():  # type: ignore[no-untyped-def]
 
     class TunedTrainer(TrainableOnlyCheckpoints, SentenceTransformerTrainer):
         """Saves and restores only what the tuning method trains (plus the Trainer's own state files)."""
-
-        def tuned_model(self) -> torch.nn.Module:
-            return self.model[0].auto_model
 
     return TunedTrainer
 
@@ -72,89 +62,97 @@ def _dataset(examples: list, num_negatives: int, seed: int):  # type: ignore[no-
     return Dataset.from_dict(rows)
 
 
+class RetrieverTask(TrainingTask):
+    """A bi-encoder under InfoNCE (plain or GradCache) on sentence-transformers' trainer, dev nDCG@10 by search."""
+
+    spec_file = "encoder.json"
+
+    def __init__(self, cfg: RetrieverTrainConfig):
+        self.cfg = cfg
+
+    def load_data(self) -> Any:
+        cfg = self.cfg
+        examples, distractors = load_examples(cfg.train, cfg.split, cfg.negatives_run, depth_from=cfg.negatives_window[0],
+                                              depth_to=cfg.negatives_window[1], num_negatives=max(cfg.num_negatives, 1) * 4,
+                                              seed=cfg.dev_split_seed())
+        train_ex, self.dev = split_dev(examples, cfg.dev_queries, cfg.dev_split_seed(), corpus_size=cfg.dev_corpus,
+                                       extra_passages=distractors)
+        self.dataset = _dataset(train_ex, cfg.num_negatives, cfg.seed)
+        self.dev_evaluator = DevEvaluator(self.dev, query_prefix=cfg.encoder.query_prefix,
+                                          passage_prefix=cfg.encoder.passage_prefix)
+        return self.dataset
+
+    def build_model(self, device: str) -> torch.nn.Module:
+        self.encoder = BiEncoder(self.cfg.encoder, device=device)
+        tuned = apply_tuning(self.encoder.hf_model, self.cfg.tuning)
+        self.encoder._set_hf_model(tuned)
+        return tuned
+
+    @property
+    def base_name(self) -> str | None:
+        return self.cfg.encoder.model
+
+    @property
+    def dev_metric(self) -> str:
+        return f"eval_{self.dev_evaluator.primary_metric}"
+
+    def loss(self) -> Any:
+        """InfoNCE over in-batch and hard negatives with the similarity search uses, scale 1 / temperature; GradCache
+        (the cached variant) with `cache_mini_batch`; negatives gathered across ranks under DDP."""
+        from sentence_transformers.sentence_transformer.losses import (  # noqa: PLC0415
+            CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss,
+        )
+        from sentence_transformers.util import cos_sim, dot_score  # noqa: PLC0415
+
+        cfg, st = self.cfg, self.encoder.model  # st cuts task "query" at query_max_length, "document" at passage's
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        scale = 1.0 / cfg.temperature
+        self.similarity = cos_sim if self.encoder.spec.normalize else dot_score  # what the index and dev_run score with
+        if cfg.cache_mini_batch:
+            self.loss_fn = CachedMultipleNegativesRankingLoss(st, scale=scale, similarity_fct=self.similarity,
+                                                              mini_batch_size=cfg.cache_mini_batch,
+                                                              gather_across_devices=world > 1)
+        else:
+            self.loss_fn = MultipleNegativesRankingLoss(st, scale=scale, similarity_fct=self.similarity,
+                                                        gather_across_devices=world > 1)
+        return self.loss_fn
+
+    def evaluator(self) -> Any:
+        return self.dev_evaluator if self.cfg.has_dev() else None
+
+    def training_arguments(self, common: dict[str, Any]) -> Any:
+        from sentence_transformers import SentenceTransformerTrainingArguments  # noqa: PLC0415
+        from sentence_transformers.base.sampler import BatchSamplers  # noqa: PLC0415
+
+        cfg = self.cfg
+        passages = ["positive", *(f"negative_{i + 1}" for i in range(cfg.num_negatives))]
+        prompts = {"query": cfg.encoder.query_prefix, **{c: cfg.encoder.passage_prefix for c in passages}}
+        return SentenceTransformerTrainingArguments(
+            **common,
+            batch_sampler=BatchSamplers.NO_DUPLICATES,
+            prompts={k: v for k, v in prompts.items() if v} or None,
+            router_mapping={"query": "query", **{c: "document" for c in passages}},  # the task, hence the length cut
+        )
+
+    def trainer_class(self) -> type:
+        return _trainer_class()
+
+    def trainer_kwargs(self, loss: Any, evaluator: Any) -> dict[str, Any]:
+        return {"model": self.encoder.model, "loss": loss, "evaluator": evaluator}
+
+    def summary_fields(self, trainer: Any) -> dict[str, Any]:
+        return {"train_examples": len(self.dataset), "dev_queries": len(self.dev.queries),
+                "dev_corpus": len(self.dev.corpus), "loss": type(self.loss_fn).__name__,
+                "similarity": self.similarity.__name__}
+
+    def curve_title(self, share: float) -> str:
+        return f"{self.cfg.tuning.method} retriever ({share:.2%} trainable)"
+
+    def spec(self) -> EncoderSpec:
+        return self.cfg.encoder
+
+
 def train_retriever(cfg: RetrieverTrainConfig) -> dict[str, Any]:
-    """Train, keep the best dev checkpoint, write `<output>/adapter`, metrics.jsonl, curves.png, summary.json."""
-    from sentence_transformers import SentenceTransformerTrainingArguments  # noqa: PLC0415
-    from sentence_transformers.base.sampler import BatchSamplers  # noqa: PLC0415
-    from sentence_transformers.sentence_transformer.losses import (  # noqa: PLC0415
-        CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss,
-    )
-    from sentence_transformers.util import cos_sim, dot_score  # noqa: PLC0415
-    from transformers import set_seed  # noqa: PLC0415
-
-    cfg.check()
-    device = device_for_process()  # this rank's GPU under torchrun: the model is built there, not on GPU 0
-    out, ckpt_dir, resume_from = prepare_run_dir(cfg.output, cfg.resume)
-
-    set_seed(cfg.seed)
-    examples, distractors = load_examples(cfg.train, cfg.split, cfg.negatives_run, depth_from=cfg.negatives_window[0],
-                                          depth_to=cfg.negatives_window[1], num_negatives=max(cfg.num_negatives, 1) * 4,
-                                          seed=cfg.dev_split_seed())
-    train_ex, dev = split_dev(examples, cfg.dev_queries, cfg.dev_split_seed(), corpus_size=cfg.dev_corpus,
-                              extra_passages=distractors)
-    dataset = _dataset(train_ex, cfg.num_negatives, cfg.seed)
-    if not cfg.has_dev():
-        log.info("--dev-queries 0: no dev evaluation; the weights of the last step are kept")
-
-    log_device("training", device)
-    encoder = BiEncoder(cfg.encoder, device=device)
-    st = encoder.model  # its Transformer module cuts task "query" at query_max_length, "document" at passage_max_length
-    tuned = apply_tuning(encoder.hf_model, cfg.tuning)
-    encoder._set_hf_model(tuned)
-    trainable, total = trainable_parameters(tuned)
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    scale = 1.0 / cfg.temperature
-    similarity = cos_sim if encoder.spec.normalize else dot_score  # what the index and dev_run score with
-    if cfg.cache_mini_batch:
-        loss = CachedMultipleNegativesRankingLoss(st, scale=scale, similarity_fct=similarity,
-                                                  mini_batch_size=cfg.cache_mini_batch, gather_across_devices=world > 1)
-    else:
-        loss = MultipleNegativesRankingLoss(st, scale=scale, similarity_fct=similarity, gather_across_devices=world > 1)
-    evaluator = DevEvaluator(dev, query_prefix=cfg.encoder.query_prefix, passage_prefix=cfg.encoder.passage_prefix)
-    metric = f"eval_{evaluator.primary_metric}"
-    if not cfg.has_dev():
-        evaluator = None
-    passages = ["positive", *(f"negative_{i + 1}" for i in range(cfg.num_negatives))]
-    prompts = {"query": cfg.encoder.query_prefix, **{c: cfg.encoder.passage_prefix for c in passages}}
-    args = SentenceTransformerTrainingArguments(
-        **common_trainer_args(cfg, ckpt_dir, metric),
-        batch_sampler=BatchSamplers.NO_DUPLICATES,
-        prompts={k: v for k, v in prompts.items() if v} or None,
-        router_mapping={"query": "query", **{c: "document" for c in passages}},  # the task, hence the length cut
-    )
-    trainer = _trainer_class()(model=st, args=args, train_dataset=dataset, loss=loss, evaluator=evaluator,
-                               callbacks=[JsonlMetrics(out / "metrics.jsonl")])
-    trainer.peft_ir_base = cfg.encoder.model
-    t0 = time.perf_counter()
-    if resume_from is None and evaluator is not None:
-        # the zero-step point of the learning curve: the untrained (identity-initialised) model
-        trainer.evaluate()  # logged through the callbacks like every later evaluation
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    wall = time.perf_counter() - t0
-
-    if trainer.is_world_process_zero():
-        save_tuned(tuned, out / "adapter", cfg.encoder.model)
-        plot_curves(out / "metrics.jsonl", out / "curves.png", metric,
-                    title=f"{cfg.tuning.method} retriever ({trainable / total:.2%} trainable)")
-        summary = {
-            "method": cfg.tuning.method, "trainable": trainable, "total": total, "share": trainable / total,
-            "steps": trainer.state.global_step, "best_checkpoint": trainer.state.best_model_checkpoint,
-            "best_dev": trainer.state.best_metric, "dev_metric": metric if cfg.has_dev() else None,
-            "selection": "best dev" if cfg.has_dev() else "last step (no dev queries)",
-            "train_examples": len(dataset), "dev_queries": len(dev.queries), "dev_corpus": len(dev.corpus),
-            "dev_seed": cfg.dev_split_seed(),
-            "wall_seconds": wall, "world_size": world, "loss": type(loss).__name__, "similarity": similarity.__name__,
-            "resumed_from": str(resume_from) if resume_from else None,
-            "config": _jsonable(asdict(cfg)),
-        }
-        with atomic_open(out / "encoder.json") as fh:
-            json.dump(_jsonable(asdict(cfg.encoder)) | {"adapter": str(out / "adapter")}, fh, indent=2)
-        with atomic_open(out / "summary.json") as fh:
-            json.dump(summary, fh, indent=2)
-        return summary
-    return {}
-
-
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=str))
+    """Train, keep the best dev checkpoint, write `<output>/adapter`, metrics.jsonl, curves.png, encoder.json and
+    summary.json; returns the summary (under torchrun: on rank 0; {} on the others)."""
+    return run_training(cfg, RetrieverTask(cfg))

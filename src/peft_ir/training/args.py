@@ -108,7 +108,9 @@ def common_trainer_args(cfg: ScheduleConfig, output_dir: Path, metric: str) -> d
     """Keyword arguments for (SentenceTransformer)TrainingArguments from a retriever or reranker config.
 
     Keeps the best dev checkpoint (`metric`, higher is better) and at most two checkpoints on disk; without a dev
-    split (`dev_queries` 0) nothing is evaluated and the last step's weights are kept.
+    split (`dev_queries` 0) nothing is evaluated and the last step's weights are kept. The best checkpoint's weights
+    are loaded back by training/tuned.py's callback, not by the Trainer's `load_best_model_at_end`, which looks for
+    full weight files that our checkpoints do not hold.
     """
     import torch  # noqa: PLC0415
 
@@ -129,7 +131,6 @@ def common_trainer_args(cfg: ScheduleConfig, output_dir: Path, metric: str) -> d
         save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=2,
-        load_best_model_at_end=cfg.has_dev(),
         metric_for_best_model=metric if cfg.has_dev() else None,
         greater_is_better=True,
         logging_steps=cfg.logging_steps,

@@ -1,0 +1,138 @@
+"""One training run, whatever is trained: the steps every peft-ir training takes, written once.
+
+A `TrainingTask` (the retriever's, the re-ranker's) supplies what differs: the data, the tuned model, the loss, the
+dev evaluation, its Trainer and what its summary adds. `run_training` does the rest, in a fixed order that is part of
+the behaviour: the seed is set before the data are sampled and the model is built after them, so that the same
+config trains bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict
+from typing import Any
+
+from torch import nn
+
+from peft_ir.atomic import atomic_open
+from peft_ir.devices import device_for_process, log_device
+from peft_ir.training.args import ScheduleConfig, common_trainer_args
+from peft_ir.training.checkpoints import prepare_run_dir
+from peft_ir.training.logging import JsonlMetrics, plot_curves
+from peft_ir.tuning import save_tuned, trainable_parameters
+
+log = logging.getLogger(__name__)
+
+
+class TrainingTask(ABC):
+    """What one kind of model brings to a training run; run_training calls its methods in the order listed here."""
+
+    spec_file: str  # the model spec written beside the adapter, e.g. "encoder.json"
+
+    @abstractmethod
+    def load_data(self) -> Any:
+        """Read the examples, hold out the dev split, build the training rows; returns the Trainer's train_dataset.
+        Runs right after the seed is set."""
+
+    @abstractmethod
+    def build_model(self, device: str) -> nn.Module:
+        """Build the model on `device` and apply the tuning method; returns the tuned model (what is saved)."""
+
+    @property
+    @abstractmethod
+    def base_name(self) -> str | None:
+        """The base model's name or path, recorded with the saved weights (known once the model is built)."""
+
+    @property
+    @abstractmethod
+    def dev_metric(self) -> str:
+        """The logged dev metric that selects the best checkpoint (known once the data are loaded)."""
+
+    @abstractmethod
+    def loss(self) -> Any:
+        """The training loss, handed to the Trainer."""
+
+    @abstractmethod
+    def evaluator(self) -> Any:
+        """The dev evaluation handed to the Trainer; None without dev queries."""
+
+    @abstractmethod
+    def training_arguments(self, common: dict[str, Any]) -> Any:
+        """The Trainer's arguments: `common` (training/args.py) plus what this kind of training adds."""
+
+    @abstractmethod
+    def trainer_class(self) -> type:
+        """A Trainer class with TrainableOnlyCheckpoints mixed in front."""
+
+    @abstractmethod
+    def trainer_kwargs(self, loss: Any, evaluator: Any) -> dict[str, Any]:
+        """The rest of the Trainer's constructor arguments (`model` among them), given the loss and the evaluator."""
+
+    @abstractmethod
+    def summary_fields(self, trainer: Any) -> dict[str, Any]:
+        """What this task adds to summary.json; called on rank 0 after training, before the adapter is saved."""
+
+    @abstractmethod
+    def curve_title(self, share: float) -> str:
+        """The title of curves.png, given the trainable share of the model."""
+
+    @abstractmethod
+    def spec(self) -> Any:
+        """The model spec dataclass written to `spec_file` (with the adapter's path), to rebuild the trained model."""
+
+
+def run_training(cfg: ScheduleConfig, task: TrainingTask) -> dict[str, Any]:
+    """Train, keep the best dev checkpoint (or the last step without dev queries), write `<output>/adapter`,
+    metrics.jsonl, curves.png, the spec file and summary.json; returns the summary (under torchrun: on rank 0, which
+    alone writes; {} on the others)."""
+    from transformers import set_seed  # noqa: PLC0415
+
+    cfg.check()
+    device = device_for_process()  # this rank's GPU under torchrun: the model is built there, not on GPU 0
+    out, ckpt_dir, resume_from = prepare_run_dir(cfg.output, cfg.resume)
+
+    set_seed(cfg.seed)
+    dataset = task.load_data()
+    if not cfg.has_dev():
+        log.info("--dev-queries 0: no dev evaluation; the weights of the last step are kept")
+
+    log_device("training", device)
+    tuned = task.build_model(device)
+    trainable, total = trainable_parameters(tuned)
+    metric = task.dev_metric
+    loss, evaluator = task.loss(), task.evaluator()
+    args = task.training_arguments(common_trainer_args(cfg, ckpt_dir, metric))
+    trainer = task.trainer_class()(args=args, train_dataset=dataset, callbacks=[JsonlMetrics(out / "metrics.jsonl")],
+                                   tuned=tuned, base_name=task.base_name, **task.trainer_kwargs(loss, evaluator))
+    t0 = time.perf_counter()
+    if resume_from is None and cfg.has_dev():
+        trainer.evaluate()  # the zero-step point of the curve: the untrained model, logged like every evaluation
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    wall = time.perf_counter() - t0
+    if not trainer.is_world_process_zero():  # one rank writes: two renaming onto one adapter folder collide
+        return {}
+
+    own = task.summary_fields(trainer)
+    save_tuned(tuned, out / "adapter", task.base_name)
+    plot_curves(out / "metrics.jsonl", out / "curves.png", metric, title=task.curve_title(trainable / total))
+    summary = {
+        "method": cfg.tuning.method, "trainable": trainable, "total": total, "share": trainable / total,
+        "steps": trainer.state.global_step, "best_checkpoint": trainer.state.best_model_checkpoint,
+        "best_dev": trainer.state.best_metric, "dev_metric": metric if cfg.has_dev() else None,
+        "selection": "best dev" if cfg.has_dev() else "last step (no dev queries)", **own,
+        "dev_seed": cfg.dev_split_seed(), "wall_seconds": wall, "world_size": trainer.args.world_size,
+        "resumed_from": str(resume_from) if resume_from else None, "config": jsonable(asdict(cfg)),
+    }
+    with atomic_open(out / task.spec_file) as fh:
+        json.dump(jsonable(asdict(task.spec())) | {"adapter": str(out / "adapter")}, fh, indent=2)
+    with atomic_open(out / "summary.json") as fh:
+        json.dump(summary, fh, indent=2)
+    return summary
+
+
+def jsonable(obj: Any) -> Any:
+    """`obj` as JSON would give it back (paths and other objects as strings)."""
+    return json.loads(json.dumps(obj, default=str))
