@@ -10,13 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from peft_ir.reranker.model import model_fingerprint
-from peft_ir.reranker.rerank import pair_hash
-from peft_ir.retriever.encoder import _file_hash as file_hash
-from peft_ir.retriever.encoder import fingerprint as manifest_fingerprint
-from peft_ir.retriever.training_data import _text_id as text_id
+from peft_ir.fingerprint import (
+    base_fingerprint, file_hash, manifest_fingerprint, model_fingerprint, pair_hash, text_id,
+)
 from peft_ir.rewrite.cache import cache_key
-from peft_ir.tuning import base_fingerprint
 
 
 def _fill(model: nn.Module) -> nn.Module:
