@@ -10,10 +10,10 @@ import torch
 
 from peft_ir.cli import main
 from peft_ir.data import read_training, write_run
+from peft_ir.data.examples import mine_negatives
 from peft_ir.errors import MismatchError
 from peft_ir.indexing.dense import DenseIndex, build_index
 from peft_ir.retriever import BiEncoder, EncoderSpec, encode_corpus
-from peft_ir.retriever.training_data import mine_negatives
 from peft_ir.tuning import TuningConfig, apply_tuning, save_tuned, tuning_state
 
 TEXTS = ["alpha beta gamma", "river stone cloud and tree", "a much longer passage " * 5]

@@ -26,6 +26,8 @@ import torch
 
 from peft_ir.atomic import atomic_open
 from peft_ir.data import TrainingExample
+from peft_ir.data.dev_split import RerankDevSet, split_examples
+from peft_ir.data.examples import load_examples
 from peft_ir.devices import device_for_process, log_device
 from peft_ir.errors import PeftIRError
 from peft_ir.reranker.model import CrossEncoder, CrossEncoderSpec, describe_spec
@@ -59,33 +61,6 @@ class RerankerTrainConfig(ScheduleConfig):
         if self.head_lr is not None:
             return self.head_lr
         return PEFT_LR if self.tuning.method == "full" else self.learning_rate()
-
-
-@dataclass
-class RerankDevSet:
-    queries: dict[str, str]
-    candidates: dict[str, list[str]]            # qid -> passage texts
-    qrels: dict[str, dict[str, int]]            # qid -> {candidate index as str: 1}
-
-
-def split_examples(examples: list[TrainingExample], dev_queries: int, seed: int, dev_candidates: int
-                   ) -> tuple[list[TrainingExample], RerankDevSet]:
-    """Hold out `dev_queries` examples (seeded shuffle); their positives + negatives are the dev candidates."""
-    if dev_queries >= len(examples):
-        raise PeftIRError(f"--dev-queries {dev_queries} leaves no training queries (only {len(examples)} examples)")
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    dev_idx = set(order[:dev_queries])
-    train = [examples[i] for i in order[dev_queries:]]
-    dev = RerankDevSet({}, {}, {})
-    for i in sorted(dev_idx):
-        ex = examples[i]
-        qid = ex.query_id or f"dev{i}"
-        cands = list(dict.fromkeys([*ex.positives, *ex.negatives]))[:max(dev_candidates, len(ex.positives))]
-        dev.queries[qid] = ex.query
-        dev.candidates[qid] = cands
-        dev.qrels[qid] = {str(j): 1 for j, text in enumerate(cands) if text in ex.positives}
-    return train, dev
 
 
 def dev_ndcg(encoder: CrossEncoder, dev: RerankDevSet, batch_size: int = 64) -> float:
@@ -217,8 +192,6 @@ def own_lr_groups(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parame
 
 
 def load_training_examples(cfg: RerankerTrainConfig) -> list[TrainingExample]:
-    from peft_ir.retriever.training_data import load_examples  # noqa: PLC0415
-
     examples, _ = load_examples(cfg.train, cfg.split, cfg.negatives_run, depth_from=cfg.negatives_from,
                                 depth_to=cfg.negatives_to, num_negatives=cfg.negatives_pool,
                                 seed=cfg.dev_split_seed())

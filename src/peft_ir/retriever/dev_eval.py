@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
 
+from peft_ir.data.dev_split import DevSet
 from peft_ir.eval import evaluate, parse_measures
-from peft_ir.retriever.training_data import DevSet
 
 
 def dev_run(query_vecs: np.ndarray, doc_vecs: np.ndarray, qids: list[str], docids: list[str], k: int = 100

@@ -20,11 +20,12 @@ from typing import Any
 import torch
 
 from peft_ir.atomic import atomic_open
+from peft_ir.data.dev_split import split_dev
+from peft_ir.data.examples import load_examples
 from peft_ir.devices import device_for_process, log_device
 from peft_ir.errors import PeftIRError
 from peft_ir.retriever.dev_eval import DevEvaluator
 from peft_ir.retriever.encoder import BiEncoder, EncoderSpec
-from peft_ir.retriever.training_data import load_examples, split_dev
 from peft_ir.training.checkpoints import prepare_run_dir
 from peft_ir.training.logging import JsonlMetrics, plot_curves
 from peft_ir.training.args import ScheduleConfig, common_trainer_args
