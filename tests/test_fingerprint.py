@@ -100,7 +100,8 @@ def test_model_fingerprint_covers_every_parameter() -> None:
 def test_text_hashes_are_pinned(tmp_path: Path) -> None:
     assert text_id("the moon's gravity pulls the oceans") == "e2d4682ca287"
     assert pair_hash("what causes tides", "the moon's gravity pulls the oceans") == "09e48cbb7d2e9014"
-    assert cache_key("model-x temperature=0", "Rewrite: tides") == "4c2f6229aacad054dd36753a13500791475bf3b34c07802ef4eac9c276620e21"
+    assert cache_key("model-x temperature=0", "Rewrite: tides") == \
+        "4c2f6229aacad054dd36753a13500791475bf3b34c07802ef4eac9c276620e21"
     manifest = {"base_hash": "b" * 64, "adapter_hash": None, "pooling": "mean", "normalize": True,
                 "query_prefix": "q: ", "passage_prefix": "", "dim": 384, "model": "ignored", "passage_max_length": 9}
     assert manifest_fingerprint(manifest) == "4f61354758e8ff97"

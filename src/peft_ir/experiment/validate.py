@@ -209,7 +209,8 @@ def _positive(key: str, value: int, origins: Origins) -> None:
 def check_inputs(cfg: ExperimentConfig, origins: Origins) -> None:
     """Every input file, folder and model exists, and every budget is reachable on its model."""
     from peft_ir.data import BeirDataset  # noqa: PLC0415
-    from peft_ir.experiment.tuning import model_structure, resolve_tuning  # noqa: PLC0415
+    from peft_ir.experiment.tuning import resolve_tuning  # noqa: PLC0415
+    from peft_ir.tuning.structure import model_structure  # noqa: PLC0415
 
     d = cfg.data
 
