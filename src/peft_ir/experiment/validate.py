@@ -143,7 +143,7 @@ def _validate_data(cfg: ExperimentConfig, origins: Origins, kinds: list[str]) ->
 
 def _validate_tuned(cfg: ExperimentConfig, key: str, s: TunedModelSection, origins: Origins) -> None:
     from peft_ir.tuning import METHODS, TuningConfig, parse_share  # noqa: PLC0415
-    from peft_ir.tuning.registry import get_method  # noqa: PLC0415
+    from peft_ir.tuning.config import get_method  # noqa: PLC0415
 
     if s.zero_shot:
         for name in ("method", "budget", "negatives"):

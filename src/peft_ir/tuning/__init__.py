@@ -21,9 +21,8 @@ from peft_ir.tuning.apply import (
 )
 from peft_ir.tuning.budget import budget_config
 from peft_ir.tuning.checkpoint import load_trainable, load_tuned, save_tuned
-from peft_ir.tuning.config import TuningConfig, parse_share
+from peft_ir.tuning.config import METHODS, Method, TuningConfig, load_methods, parse_share
 from peft_ir.tuning.describe import describe
-from peft_ir.tuning.registry import METHODS, Method, load_methods
 
 load_methods()
 

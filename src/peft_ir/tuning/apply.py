@@ -23,9 +23,8 @@ from peft_ir.errors import PeftIRError
 from peft_ir.fingerprint import base_fingerprint
 from peft_ir.tuning.arch import Arch, detect
 from peft_ir.tuning.aside import aside_parts, inject_aside
-from peft_ir.tuning.config import TuningConfig
+from peft_ir.tuning.config import Part, TuningConfig, get_method
 from peft_ir.tuning.modules import TuningModule
-from peft_ir.tuning.registry import Part, get_method
 
 STATE_ATTR = "peft_ir_tuning"
 HEAD_PART = "task head (always trains)"
