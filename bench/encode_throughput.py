@@ -23,7 +23,8 @@ from machine import describe, publish  # noqa: E402
 
 from peft_ir.data import iter_corpus  # noqa: E402
 from peft_ir.models import resolve_model  # noqa: E402
-from peft_ir.retriever import BiEncoder, EncoderSpec  # noqa: E402
+from peft_ir.retriever.config import EncoderSpec  # noqa: E402
+from peft_ir.retriever.encoder import BiEncoder  # noqa: E402
 from peft_ir.tuning import TuningConfig, apply_tuning  # noqa: E402
 
 

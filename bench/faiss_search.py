@@ -33,9 +33,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from machine import describe, publish  # noqa: E402
 
 from peft_ir.data import iter_corpus, load_topics  # noqa: E402
+from peft_ir.fingerprint import manifest_fingerprint  # noqa: E402
 from peft_ir.indexing.dense import DenseIndex, build_index  # noqa: E402
-from peft_ir.retriever import BiEncoder, EncoderSpec  # noqa: E402
-from peft_ir.retriever.encoder import fingerprint  # noqa: E402
+from peft_ir.retriever.config import EncoderSpec  # noqa: E402
+from peft_ir.retriever.encoder import BiEncoder  # noqa: E402
 from peft_ir.retriever.encode import encode_corpus, iter_embeddings, read_manifest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,7 +133,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     encoder = BiEncoder(EncoderSpec(passage_max_length=256), device="cpu")
     real = Path(args.embeddings) if args.embeddings else scifact_embeddings(data, work, encoder, args.batch_size)
-    if read_manifest(real)["fingerprint"] != fingerprint(encoder.manifest()):
+    if read_manifest(real)["fingerprint"] != manifest_fingerprint(encoder.manifest()):
         raise SystemExit(f"{real} was not encoded by the base model (its fingerprint differs)")
     topics = load_topics(data, split="test")
     queries = encoder.encode_queries(list(topics.values()), batch_size=args.batch_size)

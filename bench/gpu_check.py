@@ -426,10 +426,14 @@ def check_env(ctx: Context, out: dict[str, Any]) -> None:
 @step("device-logs", "(a) each stage logs the GPU it runs on: encoding, training, re-ranking, search")
 def check_device_logs(ctx: Context, out: dict[str, Any]) -> None:
     from peft_ir.indexing.dense import build_index  # noqa: PLC0415
-    from peft_ir.reranker.model import CrossEncoder, CrossEncoderSpec  # noqa: PLC0415
+    from peft_ir.reranker.config import CrossEncoderSpec  # noqa: PLC0415
+    from peft_ir.reranker.model import CrossEncoder  # noqa: PLC0415
     from peft_ir.reranker.rerank import rerank  # noqa: PLC0415
-    from peft_ir.retriever import BiEncoder, EncoderSpec, encode_corpus  # noqa: PLC0415
-    from peft_ir.retriever.train import RetrieverTrainConfig, train_retriever  # noqa: PLC0415
+    from peft_ir.retriever.config import EncoderSpec  # noqa: PLC0415
+    from peft_ir.retriever.encode import encode_corpus  # noqa: PLC0415
+    from peft_ir.retriever.encoder import BiEncoder  # noqa: PLC0415
+    from peft_ir.retriever.config import RetrieverTrainConfig  # noqa: PLC0415
+    from peft_ir.retriever.train import train_retriever  # noqa: PLC0415
     from peft_ir.tuning import TuningConfig  # noqa: PLC0415
 
     work, name = ctx.scratch("device-logs"), gpu_name()
@@ -520,8 +524,10 @@ def _check_variant(kind: str, variant: dict[str, Any], base: Any, batch: dict[st
 @step("methods", "every method applied on CUDA (encoder and cross-encoder): CUDA fp32 = CPU within 1e-4, "
                  "gradients exactly on the trainable parameters, finite after a bf16 cast")
 def check_methods(ctx: Context, out: dict[str, Any]) -> None:
-    from peft_ir.reranker.model import CrossEncoderSpec, load_base  # noqa: PLC0415
-    from peft_ir.retriever import BiEncoder, EncoderSpec  # noqa: PLC0415
+    from peft_ir.reranker.config import CrossEncoderSpec  # noqa: PLC0415
+    from peft_ir.reranker.model import load_base  # noqa: PLC0415
+    from peft_ir.retriever.config import EncoderSpec  # noqa: PLC0415
+    from peft_ir.retriever.encoder import BiEncoder  # noqa: PLC0415
 
     texts = [t for _, t in scifact_docs(8)]
     queries = ["what reduces the risk of heart disease?"] * len(texts)
@@ -568,12 +574,14 @@ def _train_and_measure(ctx: Context, out: dict[str, Any], trainer: str) -> None:
 
     work = ctx.scratch(f"train-{trainer}")
     workers = dataloader_workers(True, 1)  # what one process on a GPU should get: up to 4, a core left over
+    from peft_ir.training import skeleton  # noqa: PLC0415  (run_training asks it for the Trainer's arguments)
+
     if trainer == "retriever":
-        from peft_ir.retriever import EncoderSpec  # noqa: PLC0415
-        from peft_ir.retriever import train as module  # noqa: PLC0415
+        from peft_ir.retriever.config import EncoderSpec, RetrieverTrainConfig  # noqa: PLC0415
+        from peft_ir.retriever.train import train_retriever  # noqa: PLC0415
     else:
-        from peft_ir.reranker import training as module  # noqa: PLC0415
-        from peft_ir.reranker.model import CrossEncoderSpec  # noqa: PLC0415
+        from peft_ir.reranker.config import CrossEncoderSpec, RerankerTrainConfig  # noqa: PLC0415
+        from peft_ir.reranker.training import train_reranker  # noqa: PLC0415
 
         run, _, _ = scifact_pairs(30, split="train", seed=1)  # random negatives stand in for BM25's (no Java)
         write_run(run, work / "negatives.trec")
@@ -591,19 +599,19 @@ def _train_and_measure(ctx: Context, out: dict[str, Any], trainer: str) -> None:
     for method in TRAINED_METHODS:
         out_dir = work / method
         if trainer == "retriever":
-            cfg = module.RetrieverTrainConfig(output=str(out_dir), num_negatives=0, batch_size=16, dev_corpus=200,
-                                              encoder=EncoderSpec(passage_max_length=128),
-                                              tuning=TuningConfig(method=method), **common)
-            train = module.train_retriever
+            cfg = RetrieverTrainConfig(output=str(out_dir), num_negatives=0, batch_size=16, dev_corpus=200,
+                                       encoder=EncoderSpec(passage_max_length=128),
+                                       tuning=TuningConfig(method=method), **common)
+            train = train_retriever
         else:
-            cfg = module.RerankerTrainConfig(output=str(out_dir), negatives_run=str(work / "negatives.trec"),
-                                             negatives_pool=16, group_size=8, batch_size=4, dev_candidates=10,
-                                             cross_encoder=CrossEncoderSpec(passage_max_length=128),
-                                             tuning=TuningConfig(method=method), **common)
-            train = module.train_reranker
+            cfg = RerankerTrainConfig(output=str(out_dir), negatives_run=str(work / "negatives.trec"),
+                                      negatives_pool=16, group_size=8, batch_size=4, dev_candidates=10,
+                                      cross_encoder=CrossEncoderSpec(passage_max_length=128),
+                                      tuning=TuningConfig(method=method), **common)
+            train = train_reranker
         torch.cuda.reset_peak_memory_stats()
         try:
-            with wrapped(module, "common_trainer_args", record):
+            with wrapped(skeleton, "common_trainer_args", record):
                 summary = train(cfg)
         except Exception as exc:  # noqa: BLE001 (one method's error is recorded; the others still train)
             out[method] = f"error: {error_line(exc)}"
@@ -646,7 +654,8 @@ def check_encode(ctx: Context, out: dict[str, Any]) -> None:
     import numpy as np  # noqa: PLC0415
     import torch  # noqa: PLC0415
 
-    from peft_ir.retriever import BiEncoder, EncoderSpec  # noqa: PLC0415
+    from peft_ir.retriever.config import EncoderSpec  # noqa: PLC0415
+    from peft_ir.retriever.encoder import BiEncoder  # noqa: PLC0415
 
     texts = [t for _, t in scifact_docs()]
     vectors = {}
@@ -801,7 +810,8 @@ def check_torch_exact(ctx: Context, out: dict[str, Any]) -> None:
 
 
 def _cpu_scores(queries: list[str], passages: list[str]) -> list[float]:
-    from peft_ir.reranker.model import CrossEncoder, CrossEncoderSpec  # noqa: PLC0415
+    from peft_ir.reranker.config import CrossEncoderSpec  # noqa: PLC0415
+    from peft_ir.reranker.model import CrossEncoder  # noqa: PLC0415
 
     return CrossEncoder(CrossEncoderSpec(), device="cpu").score(queries, passages, batch_size=64)
 
@@ -811,7 +821,8 @@ def _cpu_scores(queries: list[str], passages: list[str]) -> list[float]:
 def check_rerank_pinned(ctx: Context, out: dict[str, Any]) -> None:
     import torch  # noqa: PLC0415
 
-    from peft_ir.reranker.model import CrossEncoder, CrossEncoderSpec  # noqa: PLC0415
+    from peft_ir.reranker.config import CrossEncoderSpec  # noqa: PLC0415
+    from peft_ir.reranker.model import CrossEncoder  # noqa: PLC0415
 
     run, topics, passages = scifact_pairs(10)
     pairs = [(topics[q], passages[d]) for q, hits in run.items() for d in hits][:1024]
@@ -844,7 +855,8 @@ def check_rerank_pinned(ctx: Context, out: dict[str, Any]) -> None:
 @step("rerank-30k", "re-ranking 30,000 pairs (300 SciFact test queries x 100) on CUDA with the on-disk score cache: "
                     "pairs/s, every pair cached, 256 sampled pairs = CPU within 1e-4")
 def check_rerank_30k(ctx: Context, out: dict[str, Any]) -> None:
-    from peft_ir.reranker.model import CrossEncoder, CrossEncoderSpec  # noqa: PLC0415
+    from peft_ir.reranker.config import CrossEncoderSpec  # noqa: PLC0415
+    from peft_ir.reranker.model import CrossEncoder  # noqa: PLC0415
     from peft_ir.reranker.rerank import RerankStats, ScoreCache, rerank  # noqa: PLC0415
 
     work = ctx.scratch("rerank-30k")

@@ -34,7 +34,8 @@ def main() -> int:
     import torch
 
     from machine import describe, publish
-    from peft_ir.reranker.model import CrossEncoder, CrossEncoderSpec
+    from peft_ir.reranker.config import CrossEncoderSpec
+    from peft_ir.reranker.model import CrossEncoder
     from peft_ir.reranker.rerank import load_inputs
     from peft_ir.tuning import apply_tuning, budget_config, merge_tuned, trainable_parameters
 

@@ -54,7 +54,8 @@ def child(args: argparse.Namespace) -> None:
     import torch  # noqa: PLC0415
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss  # noqa: PLC0415
 
-    from peft_ir.retriever import BiEncoder, EncoderSpec  # noqa: PLC0415
+    from peft_ir.retriever.config import EncoderSpec  # noqa: PLC0415
+    from peft_ir.retriever.encoder import BiEncoder  # noqa: PLC0415
     from peft_ir.tuning import TuningConfig, apply_tuning, budget_config, trainable_parameters  # noqa: PLC0415
 
     torch.manual_seed(0)

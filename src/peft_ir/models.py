@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+BERT_BASE_CONFIG = "bert-base-config"  # BERT-base's structure from transformers.BertConfig(), no weights
 
 
 def resolve_model(name_or_path: str | None) -> str:

@@ -136,7 +136,7 @@ def test_seeds_sharing_a_dev_seed_are_not_said_to_mix_dev_splits(tmp_path: Path)
 
 def test_curves_give_each_method_one_colour_and_each_seed_a_line_style(fake_runs: list[Path]) -> None:
     from peft_ir.experiment.plots import run_styles
-    from peft_ir.experiment.report import load_run
+    from peft_ir.experiment.results import load_run
 
     full, iaa1, iaa2, lora = run_styles([load_run(p) for p in fake_runs[:4]])
     assert iaa1[0] == iaa2[0] and iaa1[1] != iaa2[1]          # one method, two seeds: one colour, two styles

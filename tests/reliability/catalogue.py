@@ -60,7 +60,7 @@ def _evaluate(run: Path) -> Any:
 
 
 def _training_examples(qrels: Path) -> Any:
-    from peft_ir.retriever.training_data import beir_examples
+    from peft_ir.data.examples import beir_examples
 
     root = qrels.parent.parent
     (root / "corpus.jsonl").write_text(DOC + "\n", encoding="utf-8")

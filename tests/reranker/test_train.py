@@ -56,7 +56,8 @@ def test_training_lowers_the_loss(loss: str, synthetic_beir: Path, synthetic_run
     # the saved adapter reproduces the trained model's dev metric
     ce = CrossEncoder(_cfg(synthetic_beir, synthetic_runs["train"], tiny_ce_dir, out).cross_encoder,
                       adapter=out / "adapter")
-    from peft_ir.reranker.training import dev_ndcg, load_training_examples, split_examples
+    from peft_ir.data.dev_split import split_examples
+    from peft_ir.reranker.training import dev_ndcg, load_training_examples
 
     cfg = _cfg(synthetic_beir, synthetic_runs["train"], tiny_ce_dir, out)
     _, dev = split_examples(load_training_examples(cfg), cfg.dev_queries, cfg.seed, cfg.dev_candidates)

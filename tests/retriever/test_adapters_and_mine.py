@@ -10,12 +10,12 @@ import torch
 
 from peft_ir.cli import main
 from peft_ir.data import read_training, write_run
+from peft_ir.data.examples import mine_negatives
 from peft_ir.errors import MismatchError
 from peft_ir.indexing.dense import DenseIndex, build_index
 from peft_ir.retriever.config import EncoderSpec
 from peft_ir.retriever.encode import encode_corpus
 from peft_ir.retriever.encoder import BiEncoder
-from peft_ir.retriever.training_data import mine_negatives
 from peft_ir.tuning import TuningConfig, apply_tuning, save_tuned, tuning_state
 
 TEXTS = ["alpha beta gamma", "river stone cloud and tree", "a much longer passage " * 5]

@@ -12,7 +12,7 @@ from peft_ir.errors import PeftIRError
 
 
 def _reranker_cfg(beir: Path, runs: dict, model: Path, out: Path, **kw):  # type: ignore[no-untyped-def]
-    from peft_ir.reranker.model import CrossEncoderSpec
+    from peft_ir.reranker.config import CrossEncoderSpec
     from peft_ir.reranker.config import RerankerTrainConfig
     from peft_ir.tuning import TuningConfig
 

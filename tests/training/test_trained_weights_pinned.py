@@ -64,7 +64,7 @@ def _digest(out: Path, summary: dict[str, Any]) -> str:
 
 
 def _retriever(kind: str, beir: Path, runs: dict, model: Path, out: Path) -> dict[str, Any]:
-    from peft_ir.retriever.encoder import EncoderSpec
+    from peft_ir.retriever.config import EncoderSpec
     from peft_ir.retriever.config import RetrieverTrainConfig
     from peft_ir.retriever.train import train_retriever
     from peft_ir.tuning import TuningConfig
@@ -85,7 +85,7 @@ def _retriever(kind: str, beir: Path, runs: dict, model: Path, out: Path) -> dic
 
 
 def _reranker(kind: str, beir: Path, runs: dict, model: Path, out: Path) -> dict[str, Any]:
-    from peft_ir.reranker.model import CrossEncoderSpec
+    from peft_ir.reranker.config import CrossEncoderSpec
     from peft_ir.reranker.config import RerankerTrainConfig
     from peft_ir.reranker.training import train_reranker
     from peft_ir.tuning import TuningConfig

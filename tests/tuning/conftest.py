@@ -9,17 +9,19 @@ import pytest
 import torch
 from torch import nn
 
+from peft_ir.tuning import METHODS
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 FAMILIES = ("bert", "roberta", "distilbert")
 KINDS = ("encoder", "cross")
 
-# Every registered method plus aside modules on other base methods.
-VARIANTS = [
-    {"method": m}
-    for m in ("full", "bitfit", "adapter", "parallel", "prefix", "lora", "mam", "iaa-s", "iaa-l", "iaa-m")
-] + [{"method": "lora", "aside": "layer"}, {"method": "bitfit", "aside": "sublayer"},
-      {"method": "adapter", "train_pooler": True}]
+# Every registered method (a method added to the registry is covered without editing the tests), plus aside
+# modules on other base methods and a cross-encoder pooler that trains with the head.
+VARIANTS = [{"method": m} for m in METHODS] + [
+    {"method": "lora", "aside": "layer"}, {"method": "bitfit", "aside": "sublayer"},
+    {"method": "adapter", "train_pooler": True},
+]
 NOT_IDENTITY = {"prefix", "mam"}  # learned prefixes change attention from the first step
 
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from peft_ir.errors import MismatchError, PeftIRError
+from peft_ir.fingerprint import base_fingerprint
 from peft_ir.tuning import (
     TuningConfig,
     apply_tuning,
-    base_fingerprint,
     budget_config,
     load_tuned,
     save_tuned,

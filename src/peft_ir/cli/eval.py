@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from peft_ir.data.trec import Qrels
 
 FORMATS = ("markdown", "csv", "json")
 
@@ -35,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=run_compare)
 
 
-def _measures(args: argparse.Namespace, qrels: dict) -> list:
+def _measures(args: argparse.Namespace, qrels: Qrels) -> list:
     from peft_ir.data import qrels_source
     from peft_ir.eval import default_measures, parse_measures
 

@@ -88,7 +88,7 @@ def run_reranker_data(args: argparse.Namespace) -> int:
 
 def run_mine(args: argparse.Namespace) -> int:
     from peft_ir.data import BeirDataset, load_corpus, read_run, write_training
-    from peft_ir.retriever.training_data import beir_examples, mine_negatives
+    from peft_ir.data.examples import beir_examples, mine_negatives
 
     ds = BeirDataset(args.dataset, args.split)
     negatives = mine_negatives(read_run(args.run), ds.qrels(), depth_from=args.window[0], depth_to=args.window[1],

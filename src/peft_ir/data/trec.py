@@ -8,8 +8,8 @@ from peft_ir.atomic import atomic_open
 from peft_ir.data.textfile import iter_tsv, parse_float, parse_int
 from peft_ir.errors import InputError
 
-Run = dict[str, dict[str, float]]
-Qrels = dict[str, dict[str, int]]
+Run = dict[str, dict[str, float]]    # qid -> docid -> score: the one spelling of a run across peft-ir
+Qrels = dict[str, dict[str, int]]    # qid -> docid -> relevance grade
 
 
 def read_topics(path: str | Path) -> dict[str, str]:

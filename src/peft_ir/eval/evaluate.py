@@ -8,13 +8,11 @@ from collections.abc import Sequence
 import ir_measures
 from ir_measures import Measure
 
-from peft_ir.data.trec import ranked
+from peft_ir.data.trec import Qrels, Run, ranked
 from peft_ir.errors import PeftIRError
 
 log = logging.getLogger(__name__)
 
-Qrels = dict[str, dict[str, int]]
-Run = dict[str, dict[str, float]]
 PerQuery = dict[str, dict[str, float]]  # measure name -> qid -> value
 
 

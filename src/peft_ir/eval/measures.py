@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 import ir_measures
 from ir_measures import Measure
 
+from peft_ir.data.trec import Qrels
 from peft_ir.errors import PeftIRError
 
 PRESETS: dict[str, tuple[str, ...]] = {
@@ -29,7 +30,7 @@ def parse_measures(names: Iterable[str | Measure]) -> list[Measure]:
     return out
 
 
-def guess_preset(qrels: dict[str, dict[str, int]], source: str) -> str:
+def guess_preset(qrels: Qrels, source: str) -> str:
     """The default measure set for a collection, chosen by what the collection is, never by grades alone (graded
     BEIR sets such as NFCorpus or TREC-COVID are still BEIR). `source` is `peft_ir.data.qrels_source`'s answer:
     'beir' (BEIR folder or tsv) -> beir; an `irds:` id by dataset (beir/* -> beir, */trec-dl* -> trec-dl,
@@ -55,7 +56,7 @@ def guess_preset(qrels: dict[str, dict[str, int]], source: str) -> str:
     return "beir"
 
 
-def default_measures(qrels: dict[str, dict[str, int]], preset: str | None = None, *, source: str) -> list[Measure]:
+def default_measures(qrels: Qrels, preset: str | None = None, *, source: str) -> list[Measure]:
     """`preset`'s measures, else those of the collection `source` names (see `guess_preset`)."""
     preset = preset or guess_preset(qrels, source)
     if preset not in PRESETS:

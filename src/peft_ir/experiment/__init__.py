@@ -5,7 +5,8 @@
     build_report(run_dirs, out)   -> markdown             (tables, significance, curves; see report.py)
 
 Modules: config (schema), schema (typed building), loading (YAML, extends, --set), validate (rules, inputs),
-tuning (budgets on the model structure), rundir (layout, config guard), pipeline, evaluation, report, plots.
+tuning (budgets on the model structure), rundir (layout, config guard), pipeline, evaluation, results (run folders
+read back for reports), report, plots.
 """
 
 from peft_ir.experiment.config import ExperimentConfig

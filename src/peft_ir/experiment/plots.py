@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from peft_ir.atomic import atomic_path
 
 if TYPE_CHECKING:
-    from peft_ir.experiment.report import Group, RunResult
+    from peft_ir.experiment.results import Group, RunResult
 
 
 def _pyplot():  # type: ignore[no-untyped-def]

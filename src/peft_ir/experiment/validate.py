@@ -143,7 +143,7 @@ def _validate_data(cfg: ExperimentConfig, origins: Origins, kinds: list[str]) ->
 
 def _validate_tuned(cfg: ExperimentConfig, key: str, s: ModelSection, origins: Origins) -> None:
     from peft_ir.tuning import METHODS, TuningConfig, parse_share  # noqa: PLC0415
-    from peft_ir.tuning.registry import get_method  # noqa: PLC0415
+    from peft_ir.tuning.config import get_method  # noqa: PLC0415
 
     if s.zero_shot:
         for name in ("method", "budget", "negatives"):
@@ -209,7 +209,8 @@ def _positive(key: str, value: int, origins: Origins) -> None:
 def check_inputs(cfg: ExperimentConfig, origins: Origins) -> None:
     """Every input file, folder and model exists, and every budget is reachable on its model."""
     from peft_ir.data import BeirDataset  # noqa: PLC0415
-    from peft_ir.experiment.tuning import model_structure, resolve_tuning  # noqa: PLC0415
+    from peft_ir.experiment.tuning import resolve_tuning  # noqa: PLC0415
+    from peft_ir.tuning.structure import model_structure  # noqa: PLC0415
 
     d = cfg.data
 

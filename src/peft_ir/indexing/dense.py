@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 
 from peft_ir.atomic import atomic_path
 from peft_ir.errors import MismatchError, PeftIRError
+from peft_ir.fingerprint import manifest_fingerprint
 from peft_ir.retriever.encode import iter_embeddings, read_manifest
-from peft_ir.retriever.encoder import fingerprint
 
 if TYPE_CHECKING:
     import torch
@@ -374,7 +374,7 @@ class DenseIndex:
 
     def check_encoder(self, manifest: dict[str, Any]) -> None:
         """Refuse queries from an encoder whose fingerprint differs from the one that built the index."""
-        mine, theirs = self.manifest.get("fingerprint"), fingerprint(manifest)
+        mine, theirs = self.manifest.get("fingerprint"), manifest_fingerprint(manifest)
         if manifest.get("dim") != self.dim:
             raise MismatchError(f"query encoder {manifest.get('model')} gives dimension {manifest.get('dim')}, "
                                 f"index {self.path} has dimension {self.dim}")

@@ -9,7 +9,6 @@ are loaded and the head is new, initialised from `seed`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ import torch
 
 from peft_ir.devices import device_for_process
 from peft_ir.errors import PeftIRError
+from peft_ir.fingerprint import model_fingerprint
 from peft_ir.models import resolve_model
 from peft_ir.reranker.config import CrossEncoderSpec
 
@@ -160,17 +160,6 @@ class CrossEncoder:
         finally:
             self.model.train(was_training)
         return scores
-
-
-def model_fingerprint(model: torch.nn.Module, extra: str = "", sample: int = 1 << 14) -> str:
-    """Sampled sha256 of all parameters in name order (cheap; any two trained models differ in the sample)."""
-    digest = hashlib.sha256(extra.encode())
-    for name, p in sorted(model.named_parameters(), key=lambda item: item[0]):
-        flat = p.detach().reshape(-1)
-        step = max(1, math.ceil(flat.numel() / sample))
-        digest.update(f"{name}|{p.dtype}|{tuple(p.shape)}|".encode())
-        digest.update(flat[::step].contiguous().float().cpu().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def describe_spec(spec: CrossEncoderSpec) -> dict[str, Any]:

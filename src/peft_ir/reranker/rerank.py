@@ -11,7 +11,6 @@ without "h" (an older cache).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from peft_ir.data import iter_documents, load_topics, ranked
 from peft_ir.data.trec import Run
 from peft_ir.devices import log_device
 from peft_ir.errors import InputError, PeftIRError
+from peft_ir.fingerprint import pair_hash
 from peft_ir.reranker.model import CrossEncoder
 
 log = logging.getLogger(__name__)
@@ -34,11 +34,6 @@ FSYNC_SECONDS = 30.0  # a GPU scores a 32-pair batch in milliseconds: an fsync p
 
 
 Key = tuple[str, str, str]  # (qid, docid, pair_hash of their texts)
-
-
-def pair_hash(query: str, passage: str) -> str:
-    """A short hash of the pair's text: ids alone do not pin the text (rewritten queries, an edited corpus)."""
-    return hashlib.sha1(f"{query}\x00{passage}".encode()).hexdigest()[:16]
 
 
 class ScoreCache:

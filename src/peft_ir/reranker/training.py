@@ -22,6 +22,8 @@ from typing import Any
 import torch
 
 from peft_ir.data import TrainingExample
+from peft_ir.data.dev_split import RerankDevSet, split_examples
+from peft_ir.data.examples import load_examples
 from peft_ir.errors import PeftIRError
 from peft_ir.reranker.losses import GroupLoss, make_loss
 from peft_ir.reranker.config import RerankerTrainConfig
@@ -35,31 +37,6 @@ log = logging.getLogger(__name__)
 DEV_METRIC = "eval_dev_nDCG@10"
 
 
-@dataclass
-class RerankDevSet:
-    queries: dict[str, str]
-    candidates: dict[str, list[str]]            # qid -> passage texts
-    qrels: dict[str, dict[str, int]]            # qid -> {candidate index as str: 1}
-
-
-def split_examples(examples: list[TrainingExample], dev_queries: int, seed: int, dev_candidates: int
-                   ) -> tuple[list[TrainingExample], RerankDevSet]:
-    """Hold out `dev_queries` examples (seeded shuffle); their positives + negatives are the dev candidates."""
-    if dev_queries >= len(examples):
-        raise PeftIRError(f"--dev-queries {dev_queries} leaves no training queries (only {len(examples)} examples)")
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    dev_idx = set(order[:dev_queries])
-    train = [examples[i] for i in order[dev_queries:]]
-    dev = RerankDevSet({}, {}, {})
-    for i in sorted(dev_idx):
-        ex = examples[i]
-        qid = ex.query_id or f"dev{i}"
-        cands = list(dict.fromkeys([*ex.positives, *ex.negatives]))[:max(dev_candidates, len(ex.positives))]
-        dev.queries[qid] = ex.query
-        dev.candidates[qid] = cands
-        dev.qrels[qid] = {str(j): 1 for j, text in enumerate(cands) if text in ex.positives}
-    return train, dev
 
 
 def dev_ndcg(encoder: CrossEncoder, dev: RerankDevSet, batch_size: int = 64) -> float:
@@ -192,8 +169,6 @@ def own_lr_groups(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parame
 
 
 def load_training_examples(cfg: RerankerTrainConfig) -> list[TrainingExample]:
-    from peft_ir.retriever.training_data import load_examples  # noqa: PLC0415
-
     examples, _ = load_examples(cfg.train, cfg.split, cfg.negatives_run, depth_from=cfg.negatives_window[0],
                                 depth_to=cfg.negatives_window[1], num_negatives=cfg.negatives_pool,
                                 seed=cfg.dev_split_seed())

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
 
+from peft_ir.data.dev_split import DevSet
+from peft_ir.data.trec import Run
 from peft_ir.eval import evaluate, parse_measures
-from peft_ir.retriever.training_data import DevSet
 
 
 def dev_run(query_vecs: np.ndarray, doc_vecs: np.ndarray, qids: list[str], docids: list[str], k: int = 100
-            ) -> dict[str, dict[str, float]]:
+            ) -> Run:
     """Exact inner-product top-k (the dev corpus is small enough for one matrix product)."""
     scores = query_vecs @ doc_vecs.T
     k = min(k, len(docids))

@@ -20,7 +20,8 @@ from peft_ir.atomic import atomic_open, atomic_path
 from peft_ir.data.beir import Document
 from peft_ir.devices import log_device
 from peft_ir.errors import MismatchError, PeftIRError
-from peft_ir.retriever.encoder import BiEncoder, fingerprint
+from peft_ir.fingerprint import manifest_fingerprint
+from peft_ir.retriever.encoder import BiEncoder
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def encode_corpus(encoder: BiEncoder, docs: Iterable[Document], out_dir: str | P
         if int(stale.name[len(".chunk-"):].split(".", 1)[0]) % num_shards == shard_id:
             stale.unlink(missing_ok=True)
     manifest = encoder.manifest()
-    manifest["fingerprint"] = fingerprint(manifest)
+    manifest["fingerprint"] = manifest_fingerprint(manifest)
     _check_encoder(out_dir, manifest)
     log_device("encoding", encoder.model.device)
 

@@ -6,8 +6,6 @@ batch maximum) and training reuse a well-kept implementation; the PEFT methods a
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,9 +16,10 @@ import torch
 
 from peft_ir.devices import device_for_process
 from peft_ir.errors import PeftIRError
+from peft_ir.fingerprint import base_fingerprint, file_hash
 from peft_ir.models import model_label, resolve_model
 from peft_ir.retriever.config import EncoderSpec
-from peft_ir.tuning import base_fingerprint, load_tuned, merge_tuned
+from peft_ir.tuning import load_tuned, merge_tuned
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ class BiEncoder:
                 except PeftIRError:
                     pass  # adapters, prefixes and aside modules have no merge: they run as added modules
             self._set_hf_model(tuned)
-            self.adapter_hash = _file_hash(Path(spec.adapter))
+            self.adapter_hash = file_hash(Path(spec.adapter))
         if dtype is not None and device != "cpu":
             st.to(dtype)
         st.eval()
@@ -156,24 +155,6 @@ class BiEncoder:
             "passage_max_length": self.spec.passage_max_length,
             "dim": self.dim,
         }
-
-
-FINGERPRINT_KEYS = ("base_hash", "adapter_hash", "pooling", "normalize", "query_prefix", "passage_prefix", "dim")
-
-
-def fingerprint(manifest: dict[str, Any]) -> str:
-    """A short hash of the fields that change vectors (not paths or lengths, which the user may vary on purpose)."""
-    payload = json.dumps({k: manifest.get(k) for k in FINGERPRINT_KEYS}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def _file_hash(folder: Path) -> str:
-    h = hashlib.sha256()
-    files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else [folder]
-    for p in files:
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def spec_from_manifest(manifest: dict[str, Any], model: str | None = None) -> EncoderSpec:

@@ -16,11 +16,12 @@ from typing import Any
 
 import torch
 
+from peft_ir.data.dev_split import split_dev
+from peft_ir.data.examples import load_examples
 from peft_ir.errors import PeftIRError
 from peft_ir.retriever.dev_eval import DevEvaluator
 from peft_ir.retriever.config import RetrieverTrainConfig
 from peft_ir.retriever.encoder import BiEncoder
-from peft_ir.retriever.training_data import load_examples, split_dev
 from peft_ir.training.skeleton import TrainingTask, run_training
 from peft_ir.training.tuned import TrainableOnlyCheckpoints
 from peft_ir.tuning import apply_tuning

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from peft_ir.data.trec import Run
 from peft_ir.errors import PeftIRError
 
 DEFAULT_ALPHA = 0.9
@@ -102,7 +103,7 @@ def vector_prf_search(index: VectorIndex, query_embeddings: np.ndarray, k: int, 
     return index.search(rocchio(q, feedback, alpha, beta, normalise), k)
 
 
-def prf_run(qids: Sequence[str], result: tuple[np.ndarray, list[list[str]]]) -> dict[str, dict[str, float]]:
+def prf_run(qids: Sequence[str], result: tuple[np.ndarray, list[list[str]]]) -> Run:
     """A run {qid: {docid: score}} from a search result, queries in the order given."""
     scores, docids = result
     return {qid: {d: float(s) for d, s in zip(row_ids, row_scores)}

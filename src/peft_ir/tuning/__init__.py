@@ -20,10 +20,9 @@ from peft_ir.tuning.apply import (
     apply_tuning, head_modules, head_parameters, merge_tuned, pooler_parameters, trainable_parameters, tuning_state,
 )
 from peft_ir.tuning.budget import budget_config
-from peft_ir.tuning.checkpoint import base_fingerprint, load_trainable, load_tuned, save_tuned
-from peft_ir.tuning.config import TuningConfig, parse_share
+from peft_ir.tuning.checkpoint import load_trainable, load_tuned, save_tuned
+from peft_ir.tuning.config import METHODS, Method, TuningConfig, load_methods, parse_share
 from peft_ir.tuning.describe import describe
-from peft_ir.tuning.registry import METHODS, Method, load_methods
 
 load_methods()
 
@@ -32,7 +31,6 @@ __all__ = [
     "Method",
     "TuningConfig",
     "apply_tuning",
-    "base_fingerprint",
     "budget_config",
     "describe",
     "load_trainable",

@@ -20,11 +20,11 @@ import torch
 from torch import nn
 
 from peft_ir.errors import PeftIRError
+from peft_ir.fingerprint import base_fingerprint
 from peft_ir.tuning.arch import Arch, detect
 from peft_ir.tuning.aside import aside_parts, inject_aside
-from peft_ir.tuning.config import TuningConfig
+from peft_ir.tuning.config import Part, TuningConfig, get_method
 from peft_ir.tuning.modules import TuningModule
-from peft_ir.tuning.registry import Part, get_method
 
 STATE_ATTR = "peft_ir_tuning"
 HEAD_PART = "task head (always trains)"
@@ -77,8 +77,6 @@ def apply_tuning(model: nn.Module, config: TuningConfig) -> nn.Module:
     Gradient checkpointing works (tested with use_reentrant=False); with reentrant checkpointing the frozen
     embeddings give layer inputs without grad, so call `model.enable_input_require_grads()` as for peft.
     """
-    from peft_ir.tuning.checkpoint import base_fingerprint
-
     if not isinstance(config, TuningConfig):
         raise PeftIRError(f"apply_tuning needs a TuningConfig; got {type(config).__name__}")
     if tuning_state(model) is not None:

@@ -10,8 +10,8 @@ They attach to any base method that allows them (adapter = IAA, lora, prefix, ..
 from __future__ import annotations
 
 from peft_ir.tuning.arch import Arch
+from peft_ir.tuning.config import Part
 from peft_ir.tuning.modules import SideBottleneck, bottleneck_params, place
-from peft_ir.tuning.registry import Part
 
 
 def aside_parts(arch: Arch, placement: str, ar: int) -> list[Part]:

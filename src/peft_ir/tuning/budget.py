@@ -29,9 +29,8 @@ from peft_ir.errors import PeftIRError
 from peft_ir.tuning.apply import HEAD_PARTS, config_parts, trainable_parameters
 from peft_ir.tuning.arch import Arch, detect
 from peft_ir.tuning.aside import aside_parts
-from peft_ir.tuning.config import TuningConfig, parse_share
+from peft_ir.tuning.config import TuningConfig, get_method, parse_share
 from peft_ir.tuning.methods.adapter import Adapter
-from peft_ir.tuning.registry import get_method
 
 MAX_SIZE = 1 << 16
 TOLERANCE = 0.25  # relative distance from the target beyond which the budget is reported as unreachable

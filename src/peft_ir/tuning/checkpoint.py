@@ -10,9 +10,7 @@ A checkpoint directory holds:
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from torch import nn
 
 from peft_ir.atomic import atomic_path
 from peft_ir.errors import InputError, MismatchError, PeftIRError
+from peft_ir.fingerprint import base_fingerprint
 from peft_ir.tuning.apply import apply_tuning, detect_tuned, trainable_parameters, tuning_state
 from peft_ir.tuning.config import TuningConfig
 
@@ -32,28 +31,6 @@ PEFT_CONFIG_FILE = "adapter_config.json"
 PEFT_WEIGHTS_FILE = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
 PEFT_ADAPTER = "default"
-SAMPLE = 1 << 16  # elements hashed per tensor at most
-
-
-def base_fingerprint(model: nn.Module) -> str | None:
-    """A sampled sha256 of the encoder's weights (task head excluded: it is saved with the adapter).
-
-    Per tensor, in name order: name, dtype, shape and the bytes of at most 65,536 evenly strided elements. Cheap
-    (milliseconds for BERT-base) and deterministic; any two differently trained encoders differ in the sample.
-    None when the weights are not materialised (meta device).
-    """
-    encoder = getattr(model, "base_model", model)
-    params = sorted(encoder.named_parameters(), key=lambda item: item[0])
-    if any(p.is_meta for _, p in params):
-        return None
-    digest = hashlib.sha256()
-    for name, p in params:
-        flat = p.detach().reshape(-1)
-        step = max(1, math.ceil(flat.numel() / SAMPLE))
-        sample = flat[::step].contiguous().cpu()
-        digest.update(f"{name}|{str(p.dtype)}|{tuple(p.shape)}|".encode())
-        digest.update(sample.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _base_name(model: nn.Module) -> str:

@@ -1,16 +1,27 @@
-"""The one config schema of every PEFT method: `method` plus the sizes that method uses.
+"""The one config schema of every PEFT method (`TuningConfig`: `method` plus the sizes that method uses), and the
+registry of the methods it names.
 
 Sizes default to None and are filled from the method's defaults when the config is built, so a saved config is
 always complete and a config never carries a size its method would silently ignore (that is an error).
+
+Each method is a `Method` subclass in its own module of `peft_ir.tuning.methods`, decorated with `@register`; the
+package imports every module there, so adding a method means adding one file. The config and the methods live in
+one module because each is defined in terms of the other: a config is validated by its method, a method reads
+its sizes from a config.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import pkgutil
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from peft_ir.errors import PeftIRError
+
+if TYPE_CHECKING:
+    from peft_ir.tuning.arch import Arch
 
 ASIDE_PLACEMENTS = ("layer", "sublayer", "model")
 ACTIVATIONS = ("relu", "gelu", "tanh", "silu")
@@ -56,8 +67,6 @@ class TuningConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from peft_ir.tuning.registry import get_method
-
         method = get_method(self.method)
         if isinstance(self.target_modules, str):
             self.target_modules = [self.target_modules]
@@ -103,8 +112,6 @@ class TuningConfig:
 
     def used_fields(self) -> tuple[str, ...]:
         """Size fields that this config's method (and aside modules, if any) read."""
-        from peft_ir.tuning.registry import get_method
-
         fields = tuple(get_method(self.method).size_fields)
         if self.aside is not None and "ar" not in fields:
             fields += ("ar",)
@@ -171,6 +178,85 @@ class TuningConfig:
         data = self.to_dict()
         data.update(changes)
         return TuningConfig.from_dict(data)
+
+
+# -- the method registry -----------------------------------------------------------------------------------------
+METHODS: dict[str, Method] = {}
+
+
+@dataclass(frozen=True)
+class Part:
+    """One group of trainable parameters: what it is, where it sits, its size per instance and instance count."""
+
+    what: str
+    where: str
+    each: int
+    count: int
+
+    @property
+    def total(self) -> int:
+        return self.each * self.count
+
+
+class Method:
+    """A PEFT method: which config sizes it reads, how many parameters it trains, how it injects itself.
+
+    `parts()` is the closed-form parameter count (used by `describe` and the budget helper without touching the
+    model); `inject()` must create exactly those parameters (the tests compare both).
+    """
+
+    name: ClassVar[str] = ""
+    order: ClassVar[int] = 100  # position in listings
+    summary: ClassVar[str] = ""
+    size_fields: ClassVar[tuple[str, ...]] = ()
+    budget_fields: ClassVar[tuple[str, ...]] = ()  # integer sizes the budget helper may choose
+    defaults: ClassVar[dict[str, Any]] = {}
+    allows_aside: ClassVar[bool] = True
+    fixed_aside: ClassVar[str | None] = None
+    merge_blocker: ClassVar[str | None] = "it adds modules that are not a change of the base weights"
+
+    def finalize(self, config: TuningConfig) -> None:
+        """Fill sizes that depend on other sizes (after the plain defaults)."""
+
+    def parts(self, arch: Arch, config: TuningConfig) -> list[Part]:
+        raise NotImplementedError
+
+    def inject(self, arch: Arch, config: TuningConfig) -> None:
+        """Add this method's modules to the (frozen) model and mark exactly its parameters trainable."""
+        raise NotImplementedError
+
+    def merge(self, arch: Arch, config: TuningConfig) -> None:
+        """Fold the trained weights into the base and remove every added module, or say why that is impossible."""
+        if self.merge_blocker is not None:
+            raise PeftIRError(f"method {self.name} cannot be merged into the base model: {self.merge_blocker}")
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: add a method to `METHODS` under its name."""
+    if not cls.name or cls.name in METHODS:
+        raise ValueError(f"method name {cls.name!r} is empty or registered twice")
+    METHODS[cls.name] = cls()
+    return cls
+
+
+def load_methods() -> None:
+    """Import every module of `peft_ir.tuning.methods` so that their `@register` decorators run."""
+    import peft_ir.tuning.methods as package  # noqa: PLC0415
+
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{info.name}")
+    ordered = sorted(METHODS.items(), key=lambda item: (item[1].order, item[0]))
+    METHODS.clear()
+    METHODS.update(ordered)
+
+
+def get_method(name: str) -> Method:
+    if not METHODS:
+        load_methods()
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise PeftIRError(f"unknown tuning method '{name}'; known: {', '.join(METHODS)}") from None
 
 
 def parse_share(share: float | str) -> float:

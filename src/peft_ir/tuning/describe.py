@@ -5,8 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from peft_ir.tuning.apply import config_parts, detect_tuned, trainable_parameters, tuning_state
-from peft_ir.tuning.config import TuningConfig
-from peft_ir.tuning.registry import get_method
+from peft_ir.tuning.config import TuningConfig, get_method
 
 
 def describe(model: nn.Module, config: TuningConfig | None = None, budget_note: str | None = None) -> str:

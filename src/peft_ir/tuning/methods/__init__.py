@@ -1,1 +1,1 @@
-"""One module per PEFT method; each registers itself in `peft_ir.tuning.registry.METHODS` on import."""
+"""One module per PEFT method; each registers itself in `peft_ir.tuning.config.METHODS` on import."""

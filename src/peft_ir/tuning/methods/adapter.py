@@ -8,9 +8,8 @@ model starts equal to the frozen base. The activation is the config's (ReLU by d
 from __future__ import annotations
 
 from peft_ir.tuning.arch import Arch
-from peft_ir.tuning.config import TuningConfig
+from peft_ir.tuning.config import Method, Part, TuningConfig, register
 from peft_ir.tuning.modules import SeriesAdapter, bottleneck_params, place
-from peft_ir.tuning.registry import Method, Part, register
 
 # (slot of LayerSlots the adapter acts on, the projection before it, name of the child module on the layer, label)
 SLOTS = (

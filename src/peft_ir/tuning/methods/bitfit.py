@@ -5,8 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from peft_ir.tuning.arch import Arch
-from peft_ir.tuning.config import TuningConfig
-from peft_ir.tuning.registry import Method, Part, register
+from peft_ir.tuning.config import Method, Part, TuningConfig, register
 
 
 def bias_parameters(arch: Arch) -> list[tuple[str, nn.Parameter]]:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from peft_ir.tuning.arch import Arch
-from peft_ir.tuning.config import TuningConfig
-from peft_ir.tuning.registry import Method, Part, register
+from peft_ir.tuning.config import Method, Part, TuningConfig, register
 
 
 @register

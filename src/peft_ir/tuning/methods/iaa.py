@@ -6,8 +6,8 @@ The aside modules (see `peft_ir.tuning.aside`) give every adapter a short, fully
 
 from __future__ import annotations
 
+from peft_ir.tuning.config import register
 from peft_ir.tuning.methods.adapter import Adapter
-from peft_ir.tuning.registry import register
 
 MERGE_BLOCKER = "adapters and aside modules are non-linear side paths that cannot be folded into the base weights"
 

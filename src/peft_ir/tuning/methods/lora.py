@@ -12,8 +12,7 @@ from torch import nn
 
 from peft_ir.errors import PeftIRError
 from peft_ir.tuning.arch import Arch
-from peft_ir.tuning.config import TuningConfig
-from peft_ir.tuning.registry import Method, Part, register
+from peft_ir.tuning.config import Method, Part, TuningConfig, register
 
 
 def _layer_linears(arch: Arch) -> list[tuple[str, str, nn.Linear]]:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from peft_ir.tuning.arch import Arch
-from peft_ir.tuning.config import TuningConfig
+from peft_ir.tuning.config import Method, Part, TuningConfig, register
 from peft_ir.tuning.methods.parallel import inject_parallel, parallel_parts
 from peft_ir.tuning.methods.prefix import inject_prefix, prefix_parts
-from peft_ir.tuning.registry import Method, Part, register
 
 
 @register

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from peft_ir.tuning.arch import Arch
-from peft_ir.tuning.config import TuningConfig
+from peft_ir.tuning.config import Method, Part, TuningConfig, register
 from peft_ir.tuning.modules import SideBottleneck, bottleneck_params, place
-from peft_ir.tuning.registry import Method, Part, register
 
 CHILD = "tuning_parallel"
 

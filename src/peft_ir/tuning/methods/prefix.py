@@ -18,9 +18,8 @@ from torch import nn
 
 from peft_ir.errors import PeftIRError
 from peft_ir.tuning.arch import Arch
-from peft_ir.tuning.config import TuningConfig
+from peft_ir.tuning.config import Method, Part, TuningConfig, register
 from peft_ir.tuning.modules import TuningModule, place
-from peft_ir.tuning.registry import Method, Part, register
 
 CHILD = "tuning_prefix"
 SUPPORTED_ATTENTION = ("eager", "sdpa")

@@ -1,0 +1,96 @@
+"""Dev sets carved from the *training* queries (seeded), so that model selection never sees test queries.
+
+One hold-out serves both trainers; each builds its own dev set from the held-out examples:
+- the retriever's (`split_dev`): a small retrieval corpus of the dev positives plus distractors (other training
+  passages, hard negatives, and a sample of the corpus when one is given), large enough that nDCG@10 separates
+  models but small enough to encode during training;
+- the re-ranker's (`split_examples`): each dev query's own positives and negatives as the candidates to re-rank.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from peft_ir.data.training import TrainingExample
+from peft_ir.data.trec import Qrels
+from peft_ir.errors import PeftIRError
+from peft_ir.fingerprint import text_id
+
+
+def hold_out(examples: Sequence[TrainingExample], dev_queries: int, seed: int, *, shuffled: bool = False
+             ) -> tuple[list[TrainingExample], list[tuple[int, TrainingExample]]]:
+    """Hold out `dev_queries` examples by a seeded shuffle of their positions.
+
+    Returns the training rest, in input order or, with `shuffled`, in the shuffle's order (a prefix of it is then a
+    seeded sample of the training queries), and the held-out examples with their input positions, in input order.
+    """
+    if dev_queries >= len(examples):
+        raise PeftIRError(f"--dev-queries {dev_queries} leaves no training queries (only {len(examples)} examples)")
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    rest = order[dev_queries:] if shuffled else sorted(order[dev_queries:])
+    return [examples[i] for i in rest], [(i, examples[i]) for i in sorted(order[:dev_queries])]
+
+
+@dataclass
+class DevSet:
+    """The retriever's dev set: queries, a small corpus (text id -> text) and its qrels."""
+
+    queries: dict[str, str]
+    corpus: dict[str, str]
+    qrels: Qrels
+
+
+def split_dev(examples: Sequence[TrainingExample], dev_queries: int, seed: int = 0, *, corpus_size: int = 2000,
+              extra_passages: Iterable[str] = ()) -> tuple[list[TrainingExample], DevSet]:
+    """Hold out `dev_queries` examples (seeded; training keeps input order) and build their retrieval dev set."""
+    train, held = hold_out(examples, dev_queries, seed)
+    dev = [ex for _, ex in held]
+    if not dev:
+        return train, DevSet({}, {}, {})
+    corpus: dict[str, str] = {}
+    qrels: Qrels = {}
+    queries: dict[str, str] = {}
+    for i, ex in enumerate(dev):
+        qid = ex.query_id or f"dev{i}"
+        queries[qid] = ex.query
+        for text in ex.positives:
+            corpus[text_id(text)] = text
+            qrels.setdefault(qid, {})[text_id(text)] = 1
+        for text in ex.negatives:
+            corpus.setdefault(text_id(text), text)
+    pool = [t for ex in train for t in (*ex.positives, *ex.negatives)] + list(extra_passages)
+    random.Random(seed + 1).shuffle(pool)
+    for text in pool:
+        if len(corpus) >= corpus_size:
+            break
+        tid = text_id(text)
+        if tid not in corpus and not any(tid in q for q in qrels.values()):
+            corpus[tid] = text
+    return train, DevSet(queries, corpus, qrels)
+
+
+@dataclass
+class RerankDevSet:
+    """The re-ranker's dev set: each dev query's candidate passages and which of them are relevant."""
+
+    queries: dict[str, str]
+    candidates: dict[str, list[str]]            # qid -> passage texts
+    qrels: Qrels                                # qid -> {candidate index as str: 1}
+
+
+def split_examples(examples: list[TrainingExample], dev_queries: int, seed: int, dev_candidates: int
+                   ) -> tuple[list[TrainingExample], RerankDevSet]:
+    """Hold out `dev_queries` examples (seeded; training in the shuffle's order, so that a prefix of it is a
+    seeded sample); their positives + negatives are the dev candidates."""
+    train, held = hold_out(examples, dev_queries, seed, shuffled=True)
+    dev = RerankDevSet({}, {}, {})
+    for i, ex in held:
+        qid = ex.query_id or f"dev{i}"
+        cands = list(dict.fromkeys([*ex.positives, *ex.negatives]))[:max(dev_candidates, len(ex.positives))]
+        dev.queries[qid] = ex.query
+        dev.candidates[qid] = cands
+        dev.qrels[qid] = {str(j): 1 for j, text in enumerate(cands) if text in ex.positives}
+    return train, dev
