@@ -117,17 +117,17 @@ def _walk(cls: type, prefix: tuple[str, ...]) -> list[Flat]:
 
 def from_flat(cls: type, values: Mapping[str, Any]) -> Any:
     """An instance of `cls` from flat values (unknown names ignored; absent settings take their defaults)."""
-    return _build(cls, values, ())
+    return _build(cls, values)
 
 
-def _build(cls: type, values: Mapping[str, Any], prefix: tuple[str, ...]) -> Any:
+def _build(cls: type, values: Mapping[str, Any]) -> Any:
     hints = field_types(cls)
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
         if f.metadata.get("expand"):
-            kwargs[f.name] = _build(optional_inner(hints[f.name]), values, (*prefix, f.name))
+            kwargs[f.name] = _build(optional_inner(hints[f.name]), values)
             continue
         name = f.metadata.get("flat_name") or f.name
         if name in values:
