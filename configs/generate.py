@@ -34,6 +34,10 @@ retriever:
   zero_shot: true
   negatives: null
 """
+# Measured results each suite's zero-shot run must reproduce (`peft-ir run` checks them; results/README.md).
+ZERO_SHOT_EXPECT = {
+    "scifact": "expect: {test: {dense: {nDCG@10: 0.6451, R@100: 0.9250, R@1000: 0.9933}}}  # SciFact test, 2026-12-01\n",
+}
 
 
 def render(suite: str, task: str, method: str, budget: str | None) -> str:
@@ -63,7 +67,8 @@ def planned() -> dict[Path, str]:
                 for budget in (None,) if method in UNBUDGETED else BUDGETS:
                     stem = method if budget is None else f"{method}-{budget}"
                     files[HERE / suite / task / f"{stem}.yaml"] = render(suite, task, method, budget)
-        files[HERE / suite / "retrieval" / "zero-shot.yaml"] = ZERO_SHOT.format(suite=suite)
+        files[HERE / suite / "retrieval" / "zero-shot.yaml"] = ZERO_SHOT.format(suite=suite) + ZERO_SHOT_EXPECT.get(
+            suite, "")
     return files
 
 

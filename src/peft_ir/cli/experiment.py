@@ -10,13 +10,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Run every stage of an experiment config into <output>/<name>/; stages whose "
                                    "outputs exist are skipped, so re-running resumes. Relative paths in the config "
                                    "are resolved against the working directory.")
-    r.add_argument("config", help="experiment YAML (see configs/)")
+    r.add_argument("config", nargs="?", help="experiment YAML (see configs/)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set retriever.max_steps=40 (value read as YAML; repeatable)")
     r.add_argument("--check", action="store_true",
                    help="validate the config, print it resolved (each key with its help text) and list the stages; "
                         "run nothing")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--check-expected", metavar="RUN_DIR", default=None,
+                   help="re-check a finished run's metrics.json against the `expect:` block of its config (or of "
+                        "CONFIG when given); runs nothing")
     r.set_defaults(func=run_experiment)
 
     p = sub.add_parser("report", help="paper-style table, significance and curves over finished run folders")
@@ -28,10 +31,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_experiment(args: argparse.Namespace) -> int:
+    from peft_ir.errors import PeftIRError
     from peft_ir.eval import metrics_table
     from peft_ir.experiment import load_config, to_yaml
     from peft_ir.experiment.pipeline import Pipeline
 
+    if args.check_expected:
+        return check_run(args.check_expected, args.config, args.overrides)
+    if args.config is None:
+        raise PeftIRError("name a config to run (or --check-expected RUN_DIR to re-check a finished run)")
     cfg = load_config(args.config, args.overrides)
     pipeline = Pipeline(cfg, progress=not args.no_progress)
     if args.check:
@@ -39,11 +47,35 @@ def run_experiment(args: argparse.Namespace) -> int:
         for k, stage in enumerate(pipeline.stages(), 1):
             print(f"[{k}] {stage.title}{' (done)' if stage.done() else ''}")
         return 0
-    metrics = pipeline.run()
+    metrics = pipeline.run(check=False)
     for name, s in metrics["sets"].items():
         print(f"{cfg.name}, test set {name}:")
         print(metrics_table({kind: r["means"] for kind, r in s["runs"].items()}), end="")
     print(f"run folder: {pipeline.dir.root} (report.md, metrics.json)")
+    pipeline.check(metrics)  # after the table: a miss shows what was measured, then fails the run
+    return 0
+
+
+def check_run(run_dir: str, config: str | None, overrides: list[str]) -> int:
+    """`peft-ir run --check-expected RUN_DIR`: the run's metrics.json against an `expect:` block."""
+    from pathlib import Path
+
+    from peft_ir.errors import PeftIRError
+    from peft_ir.experiment import load_config
+    from peft_ir.experiment.expect import check_expected
+    from peft_ir.experiment.rundir import CONFIG, RunDir
+
+    root = Path(run_dir)
+    metrics = RunDir.read_json(root / "metrics.json")
+    if not metrics:
+        raise PeftIRError(f"{root}: no metrics.json (not a finished `peft-ir run` folder)")
+    cfg = load_config(config or root / CONFIG, overrides, check_files=False)
+    if not cfg.expect:
+        raise PeftIRError(f"{config or root / CONFIG}: no `expect:` block to check")
+    checks = check_expected(cfg, metrics)
+    for c in checks:
+        print(f"ok  {c.line()}")
+    print(f"{len(checks)} expected result(s) reproduced in {root} (tolerance {cfg.expect_tolerance:g})")
     return 0
 
 

@@ -124,6 +124,10 @@ class ExperimentConfig:
     reranker: RerankerSection | None = setting(None, help="the cross-encoder: trained, or zero_shot; re-ranks the "
                                                           "first stage")
     eval: EvalSection = setting(default_factory=EvalSection, help="measures")
+    expect: dict[str, dict[str, dict[str, float]]] = setting(
+        default_factory=dict, help="results this config must reproduce: {TEST_SET: {RUN_KIND: {MEASURE: VALUE}}}, "
+                                   "checked after evaluation (experiment/expect.py)")
+    expect_tolerance: float = setting(1e-4, help="largest difference from an expected value that still passes")
 
     def run_kinds(self) -> list[str]:
         """The first-stage runs this experiment produces, first stage first."""

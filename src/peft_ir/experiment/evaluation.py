@@ -13,6 +13,7 @@ from typing import Any
 
 from peft_ir.atomic import atomic_open
 from peft_ir.experiment.config import ExperimentConfig
+from peft_ir.experiment.expect import expected_measures
 from peft_ir.experiment.rundir import RunDir
 
 
@@ -37,6 +38,8 @@ def evaluate_runs(cfg: ExperimentConfig, produced: dict[str, dict[str, Path]], r
         qrels = load_qrels(t.qrels, t.split)
         measures = (parse_measures(cfg.eval.measures) if cfg.eval.measures
                     else default_measures(qrels, cfg.eval.preset, source=qrels_source(t.qrels)))
+        names = {str(m) for m in measures}  # an expected measure is evaluated even when the collection's set lacks it
+        measures += [m for m in parse_measures(expected_measures(cfg, t.name)) if str(m) not in names]
         runs = {}
         for kind, path in produced[t.name].items():
             values = per_query(qrels, read_run(path), measures, ignore_self=cfg.eval.ignore_self)

@@ -21,6 +21,7 @@ from typing import Any
 from peft_ir.errors import PeftIRError
 from peft_ir.experiment.config import ExperimentConfig, ModelSection, TestSet
 from peft_ir.experiment.evaluation import evaluate_runs, rerank_input_kind, write_run_report
+from peft_ir.experiment.expect import check_expected
 from peft_ir.experiment.rundir import RunDir
 from peft_ir.experiment.tuning import resolve_tuning
 from peft_ir.settings import from_flat, to_flat
@@ -89,8 +90,9 @@ class Pipeline:
         out.append(Stage("evaluate", [d.metrics, d.report], self._evaluate))
         return out
 
-    def run(self) -> dict[str, Any]:
-        """Claim the run folder, run every incomplete stage, return the metrics (metrics.json)."""
+    def run(self, check: bool = True) -> dict[str, Any]:
+        """Claim the run folder, run every incomplete stage, return the metrics (metrics.json); with `check`, a
+        result that misses the config's `expect:` block raises PeftIRError (after metrics.json is written)."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world > 1:  # every rank would run, and write, every stage
             raise PeftIRError(f"`peft-ir run` runs its stages in one process, but WORLD_SIZE={world} (a torchrun or "
@@ -117,12 +119,21 @@ class Pipeline:
                 seconds = time.perf_counter() - t0
                 self.dir.record_time(stage.title, seconds)
                 self.echo(f"[{k}/{len(stages)}] {stage.title}: done in {seconds:.0f} s")
+            metrics = RunDir.read_json(self.dir.metrics)
+            if check:
+                self.check(metrics)
         finally:
             logging.getLogger("peft_ir").removeHandler(handler)
             handler.close()
             if self._bm25 is not None:
                 self._bm25.close()
-        return RunDir.read_json(self.dir.metrics)
+        return metrics
+
+    def check(self, metrics: dict[str, Any]) -> None:
+        """The config's expected results against `metrics`: a miss raises, naming measure, expected and got."""
+        checks = check_expected(self.cfg, metrics)
+        if checks:
+            self.echo(f"expected results: all {len(checks)} reproduced (tolerance {self.cfg.expect_tolerance:g})")
 
     def echo(self, line: str) -> None:
         self._echo(line)

@@ -19,6 +19,7 @@ from peft_ir.experiment.config import ExperimentConfig
 from peft_ir.experiment.loading import to_yaml
 
 CONFIG = "config.resolved.yaml"
+JUDGING_KEYS = ("expect", "expect_tolerance")  # they judge a run's outputs, never shape them
 
 
 class RunDir:
@@ -53,12 +54,16 @@ class RunDir:
         text = to_yaml(cfg)
         if self.config.is_file():
             old = yaml.safe_load(self.config.read_text(encoding="utf-8")) or {}
-            diffs = differences(old, yaml.safe_load(text))
+            new = yaml.safe_load(text)
+            diffs = [d for d in differences(old, new) if d[0].split(".")[0] not in JUDGING_KEYS]
             if diffs:
                 shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs[:8])
                 more = f" (and {len(diffs) - 8} more)" if len(diffs) > 8 else ""
                 raise PeftIRError(f"{self.root} holds a run of a different config ({shown}{more}); "
                                   f"choose another name (--set name=...) or output, or delete {self.root}")
+            if old != new:  # only the expectations changed: they apply to this run from now on
+                with atomic_open(self.config) as fh:
+                    fh.write(text)
             return True
         if self.root.is_dir() and any(self.root.iterdir()):
             raise PeftIRError(f"{self.root} already holds files that `peft-ir run` did not write (no {CONFIG}); "

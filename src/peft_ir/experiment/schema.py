@@ -97,7 +97,8 @@ def convert(tp: Any, value: Any, key: str, origins: Origins) -> Any:
     if origin is dict:
         if not isinstance(value, Mapping):
             raise fail(key, origins, f"expected a mapping, got {_show(value)}")
-        return {str(k): v for k, v in value.items()}
+        _, item = typing.get_args(tp)
+        return {str(k): convert(item, v, _join(key, str(k)), origins) for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
             raise fail(key, origins, f"expected true or false, got {_show(value)}")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from peft_ir.errors import PeftIRError
 from peft_ir.experiment.config import NEGATIVE_SOURCES, DataConfig, ExperimentConfig, TestSet, ModelSection
+from peft_ir.experiment.expect import validate_expect
 from peft_ir.experiment.schema import Origins, fail
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -101,6 +102,7 @@ def validate(cfg: ExperimentConfig, origins: Origins) -> None:
     for key in ("encode.batch_size", "encode.max_length", "encode.chunk_size", "search.batch_size"):
         section, name = key.split(".")
         _positive(key, getattr(getattr(cfg, section), name), origins)
+    validate_expect(cfg, origins)
     if cfg.eval.measures is not None:
         from peft_ir.eval import parse_measures  # noqa: PLC0415
 
