@@ -121,3 +121,21 @@ def test_cli_fuse_rrf_and_interpolate(tmp_path, capsys):
     assert main(["fuse", "--runs", str(a), "--output", str(tmp_path / "x.trec")]) == 2
     assert "at least two runs" in capsys.readouterr().err
     assert not (tmp_path / "x.trec").exists()
+
+
+def test_fuse_reranked_interpolates_over_the_reranked_hits_and_keeps_the_rest() -> None:
+    from peft_ir.indexing.fusion import fuse_reranked
+
+    first = {"q": {"a": 4.0, "b": 3.0, "c": 0.0, "d": -1.0}, "q2": {"x": 1.0, "y": 0.5}}
+    reranked = {"q": {"a": 0.0, "b": 1.0, "c": 0.5}}  # the re-ranker scored the first stage's top 3 of q only
+    out = fuse_reranked(first, reranked, 0.5, hits=3)
+    # min-max over the top 3: first stage a 1, b 0.75, c 0; re-ranker a 0, b 1, c 0.5
+    assert out["q"]["a"] == pytest.approx(0.5) and out["q"]["b"] == pytest.approx(0.875)
+    assert out["q"]["c"] == pytest.approx(0.25)
+    assert [d for d, _ in ranked(out["q"])] == ["b", "a", "c", "d"]  # d, below the re-ranked depth, follows
+    assert out["q2"] == first["q2"]  # a query the re-ranker did not see keeps its first-stage ranking
+    assert "d" not in fuse_reranked(first, reranked, 0.5, hits=3, keep_rest=False)["q"]
+    assert [d for d, _ in ranked(fuse_reranked(first, reranked, 0.9, hits=3)["q"])][:3] == ["b", "c", "a"]
+    for weight in (0.0, 1.0, -0.5):
+        with pytest.raises(PeftIRError, match="strictly between 0"):
+            fuse_reranked(first, reranked, weight, hits=3)

@@ -73,7 +73,7 @@ def test_cli_train_and_rerank(synthetic_beir: Path, synthetic_runs: dict, tiny_c
 
 def test_keep_rest_appends_the_deeper_first_stage_hits_in_order() -> None:
     from peft_ir.data import ranked
-    from peft_ir.reranker.rerank import append_rest
+    from peft_ir.data.trec import append_rest
 
     first = {"a": 9.0, "b": 8.0, "c": 7.0, "d": 6.0, "e": 5.0}
     out = append_rest({"b": 0.9, "a": 0.1}, ranked(first))

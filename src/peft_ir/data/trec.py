@@ -80,3 +80,11 @@ def write_run(run: Run, path: str | Path, tag: str = "peft-ir", hits: int | None
         for qid, docs in run.items():
             for rank, (docid, score) in enumerate(ranked(docs, hits), start=1):
                 fh.write(f"{qid} Q0 {docid} {rank} {float(score)!r} {tag}\n")  # shortest exact repr: no ties by rounding
+
+
+def append_rest(head: dict[str, float], first_stage: list[tuple[str, float]]) -> dict[str, float]:
+    """One query's re-ranked (or re-scored) hits, then its other first-stage hits in their first-stage order, scored
+    below every re-ranked one: measures deeper than the re-ranked depth stay comparable with the first stage."""
+    rest = [d for d, _ in first_stage if d not in head]
+    floor = min(head.values(), default=0.0)
+    return head | {d: floor - 1.0 - i for i, d in enumerate(rest)}

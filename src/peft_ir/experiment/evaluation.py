@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from peft_ir.atomic import atomic_open
-from peft_ir.experiment.config import ExperimentConfig
+from peft_ir.experiment.config import RERANKED_FUSED, ExperimentConfig
 from peft_ir.experiment.expect import expected_measures
 from peft_ir.experiment.rundir import RunDir
 
@@ -24,7 +24,10 @@ def rerank_input_kind(fused: bool, first_stage: str) -> str:
 
 
 def final_kind(cfg: ExperimentConfig) -> str:
-    """The run an experiment is judged by: re-ranked, else fused, else the first stage."""
+    """The run an experiment is judged by: the re-ranker fused with its first stage, else re-ranked, else fused,
+    else the first stage."""
+    if cfg.reranker and cfg.reranker.fuse_weight is not None:
+        return RERANKED_FUSED
     return "reranked" if cfg.reranker else rerank_input_kind(bool(cfg.fuse), cfg.first_stage)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from peft_ir.errors import PeftIRError
-from peft_ir.experiment.config import ExperimentConfig, ModelSection, TestSet
+from peft_ir.experiment.config import RERANKED_FUSED, ExperimentConfig, ModelSection, TestSet
 from peft_ir.experiment.evaluation import evaluate_runs, rerank_input_kind, write_run_report
 from peft_ir.experiment.expect import check_expected
 from peft_ir.experiment.rundir import RunDir
@@ -87,6 +87,9 @@ class Pipeline:
         if cfg.reranker:
             out.append(Stage(f"re-rank the top {cfg.reranker.hits}", [d.run_file(t.name, "reranked") for t in tests],
                              self._rerank))
+            if cfg.reranker.fuse_weight is not None:
+                out.append(Stage(f"fuse the re-ranker with its first stage (weight {cfg.reranker.fuse_weight:g})",
+                                 [d.run_file(t.name, RERANKED_FUSED) for t in tests], self._fuse_reranked))
         out.append(Stage("evaluate", [d.metrics, d.report], self._evaluate))
         return out
 
@@ -314,6 +317,17 @@ class Pipeline:
             self.echo(f"    {t.name}: {stats.pairs} pairs of {stats.queries} queries "
                       f"({stats.pairs - stats.scored} from the score cache)")
 
+    def _fuse_reranked(self) -> None:
+        from peft_ir.data import read_run, write_run  # noqa: PLC0415
+        from peft_ir.indexing.fusion import fuse_reranked  # noqa: PLC0415
+
+        s = self.cfg.reranker
+        assert s is not None and s.fuse_weight is not None
+        for t in self.cfg.data.test:
+            fused = fuse_reranked(read_run(self._rerank_input(t)), read_run(self.dir.run_file(t.name, "reranked")),
+                                  s.fuse_weight, s.hits, keep_rest=s.keep_rest)
+            write_run(fused, self.dir.run_file(t.name, RERANKED_FUSED), tag=f"{self.cfg.name}-{RERANKED_FUSED}")
+
     def _evaluate(self) -> None:
         produced = {}
         for t in self.cfg.data.test:
@@ -322,6 +336,8 @@ class Pipeline:
                 files["fused"] = self.dir.run_file(t.name, "fused")
             if self.cfg.reranker:
                 files["reranked"] = self.dir.run_file(t.name, "reranked")
+                if self.cfg.reranker.fuse_weight is not None:
+                    files[RERANKED_FUSED] = self.dir.run_file(t.name, RERANKED_FUSED)
             produced[t.name] = files
         metrics = evaluate_runs(self.cfg, produced, self.dir)
         write_run_report(self.cfg, metrics, self.dir)

@@ -45,7 +45,7 @@ class RunDir:
     runs = property(lambda self: self.root / "runs")
 
     def run_file(self, split: str, kind: str) -> Path:
-        """runs/<test set or 'train'>.<dense|bm25|fused|reranked>.trec"""
+        """runs/<test set or 'train'>.<dense|bm25|fused|reranked|reranked-fused>.trec"""
         return self.runs / f"{split}.{kind}.trec"
 
     # -- the resolved config ------------------------------------------------------------------------------------

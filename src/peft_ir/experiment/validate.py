@@ -88,6 +88,10 @@ def validate(cfg: ExperimentConfig, origins: Origins) -> None:
             _validate_tuned(cfg, key, section, origins)
     if cfg.reranker is not None:
         _positive("reranker.hits", cfg.reranker.hits, origins)
+        w = cfg.reranker.fuse_weight
+        if w is not None and not 0.0 < w < 1.0:
+            raise fail("reranker.fuse_weight", origins, f"must lie strictly between 0 (the first stage alone) and 1 "
+                       f"(the re-ranker alone), got {w}; remove it for the re-ranker alone")
         if cfg.reranker.group_size < 2:
             raise fail("reranker.group_size", origins, f"needs at least 2 (one positive, one negative), "
                        f"got {cfg.reranker.group_size}")

@@ -19,7 +19,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-from peft_ir.data.trec import Run, ranked
+from peft_ir.data.trec import Run, append_rest, ranked
 from peft_ir.errors import PeftIRError
 
 Method = Literal["rrf", "interpolate"]
@@ -106,3 +106,23 @@ def fuse(runs: Sequence[Run], method: Method = "rrf", *, k: float = 60.0, norm: 
     if method == "interpolate":
         return interpolate(runs, weights=weights, norm=norm, hits=hits)
     raise PeftIRError(f"unknown fusion method {method!r}: use rrf or interpolate")
+
+
+def fuse_reranked(first_stage: Run, reranked: Run, weight: float, hits: int, keep_rest: bool = True) -> Run:
+    """A re-ranker fused with the first stage it re-ranked: over each query's first-stage top `hits` (the pairs the
+    re-ranker scored), weight * minmax(re-ranker) + (1 - weight) * minmax(first stage), so that the first stage's
+    evidence is kept rather than thrown away; with `keep_rest` the deeper first-stage hits follow in their order.
+    Queries absent from `reranked` keep their first-stage ranking."""
+    if not 0.0 < weight < 1.0:
+        raise PeftIRError(f"the re-ranker's fusion weight must lie strictly between 0 (the first stage alone) and 1 "
+                          f"(the re-ranker alone), got {weight}")
+    out: Run = {}
+    for qid, hits_of_query in first_stage.items():
+        top = dict(ranked(hits_of_query, hits))
+        scored = {d: s for d, s in reranked.get(qid, {}).items() if d in top}
+        if not scored:
+            out[qid] = dict(hits_of_query)
+            continue
+        fused = interpolate([{qid: top}, {qid: scored}], weights=[1.0 - weight, weight])[qid]
+        out[qid] = append_rest(fused, ranked(hits_of_query)) if keep_rest else fused
+    return out

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from peft_ir.data import iter_documents, load_topics, ranked
-from peft_ir.data.trec import Run
+from peft_ir.data.trec import Run, append_rest
 from peft_ir.devices import log_device
 from peft_ir.errors import InputError, PeftIRError
 from peft_ir.fingerprint import pair_hash
@@ -192,10 +192,3 @@ def rerank_files(run_path: str | Path, topics_spec: str | Path, corpus_spec: str
         reranked = {qid: append_rest(scores, ranked(run[qid], None)) for qid, scores in reranked.items()}
     write_run(reranked, output, tag=tag)
     return stats
-
-
-def append_rest(reranked: dict[str, float], first_stage: list[tuple[str, float]]) -> dict[str, float]:
-    """The re-ranked hits, then the other first-stage hits in their order, scored below every re-ranked one."""
-    rest = [d for d, _ in first_stage if d not in reranked]
-    floor = min(reranked.values(), default=0.0)
-    return reranked | {d: floor - 1.0 - i for i, d in enumerate(rest)}
