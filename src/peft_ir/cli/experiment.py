@@ -34,6 +34,7 @@ def run_experiment(args: argparse.Namespace) -> int:
     from peft_ir.errors import PeftIRError
     from peft_ir.eval import metrics_table
     from peft_ir.experiment import load_config, to_yaml
+    from peft_ir.experiment.evaluation import across_sets
     from peft_ir.experiment.pipeline import Pipeline
 
     if args.check_expected:
@@ -51,6 +52,10 @@ def run_experiment(args: argparse.Namespace) -> int:
     for name, s in metrics["sets"].items():
         print(f"{cfg.name}, test set {name}:")
         print(metrics_table({kind: r["means"] for kind, r in s["runs"].items()}), end="")
+    table = across_sets(metrics)
+    if table:
+        print(f"{cfg.name}, {table[0]} across test sets (the mean is unweighted over sets):")
+        print(metrics_table(table[1]), end="")
     print(f"run folder: {pipeline.dir.root} (report.md, metrics.json)")
     pipeline.check(metrics)  # after the table: a miss shows what was measured, then fails the run
     return 0

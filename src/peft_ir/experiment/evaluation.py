@@ -54,6 +54,26 @@ def evaluate_runs(cfg: ExperimentConfig, produced: dict[str, dict[str, Path]], r
     return metrics
 
 
+def across_sets(metrics: dict[str, Any]) -> tuple[str, dict[str, dict[str, float]]] | None:
+    """With two or more test sets (a model judged zero-shot on several collections): the measure they share
+    (nDCG@10 when every set has it) and, per run kind that every set has, its value on each set and the unweighted
+    mean over the sets. None with one test set or no shared measure."""
+    sets = metrics["sets"]
+    if len(sets) < 2:
+        return None
+    first = next(iter(sets.values()))
+    shared = [m for m in first["measures"] if all(m in s["measures"] for s in sets.values())]
+    if not shared:
+        return None
+    measure = "nDCG@10" if "nDCG@10" in shared else shared[0]
+    rows = {}
+    for kind in first["runs"]:
+        if all(kind in s["runs"] for s in sets.values()):
+            values = {name: s["runs"][kind]["means"][measure] for name, s in sets.items()}
+            rows[kind] = values | {f"mean of {len(values)}": sum(values.values()) / len(values)}
+    return measure, rows
+
+
 def training_summaries(rundir: RunDir) -> dict[str, dict[str, Any]]:
     """The summary.json of each trained model in the run folder ('retriever', 'reranker')."""
     out = {}
@@ -77,6 +97,11 @@ def write_run_report(cfg: ExperimentConfig, metrics: dict[str, Any], rundir: Run
                   "judged queries)", ""]
         lines.append(metrics_table({kind: r["means"] for kind, r in s["runs"].items()}).rstrip())
         lines.append("")
+    table = across_sets(metrics)
+    if table:
+        measure, rows = table
+        lines += [f"## Across test sets ({measure}; the mean is unweighted over sets)", "",
+                  metrics_table(rows).rstrip(), ""]
     summaries = training_summaries(rundir)
     if summaries:
         lines += ["## Trained models", "", "| model | method | trainable | share | steps | best dev | train s |",
