@@ -93,7 +93,8 @@ def test_a_tracker_not_installed_is_refused_before_any_work(tracker: str, synthe
                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", _without(tracker))
     out = tmp_path / "run"
-    with pytest.raises(PeftIRError, match=rf"needs the {tracker} package, which is not installed: pip install {tracker}"):
+    with pytest.raises(PeftIRError, match=rf"needs the {tracker} package, which is not installed: "
+                                          rf"pip install {tracker}"):
         train_retriever(_cfg(synthetic_beir, tiny_bert_dir, out, report_to=["tensorboard", tracker]))
     assert not out.exists()  # refused before the run folder, the data or the model
 
