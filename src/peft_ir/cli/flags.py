@@ -50,7 +50,10 @@ def _argument(f: Flat) -> dict[str, Any]:
         kw.update(nargs=len(items), type=items[0])
     elif origin is list:
         (item,) = typing.get_args(tp)
-        kw.update(nargs="*", type=item)
+        if typing.get_origin(item) is typing.Literal:  # several of fixed values, e.g. --report-to
+            kw.update(nargs="*", choices=typing.get_args(item))
+        else:
+            kw.update(nargs="*", type=item)
     elif tp in (int, float, str):
         kw["type"] = tp
     else:

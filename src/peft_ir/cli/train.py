@@ -49,6 +49,7 @@ def run_train_retriever(args: argparse.Namespace) -> int:
     from peft_ir.retriever.train import train_retriever
 
     cfg = config_from_args(RetrieverTrainConfig, args)
+    cfg.check()  # bad values and missing tracker packages, before the model is loaded to size the method
     probe = BiEncoder(cfg.encoder, device="cpu")
     cfg.tuning = tuning_from_args(args, probe.hf_model)
     del probe
@@ -64,6 +65,7 @@ def run_train_reranker(args: argparse.Namespace) -> int:
     from peft_ir.reranker.training import train_reranker
 
     cfg = config_from_args(RerankerTrainConfig, args)
+    cfg.check()  # bad values and missing tracker packages, before the model is loaded to size the method
     probe, _ = load_base(cfg.cross_encoder, device="cpu")
     cfg.tuning = tuning_from_args(args, probe)
     del probe

@@ -17,6 +17,7 @@ from peft_ir.errors import PeftIRError
 from peft_ir.experiment.config import NEGATIVE_SOURCES, DataConfig, ExperimentConfig, TestSet, ModelSection
 from peft_ir.experiment.expect import validate_expect
 from peft_ir.experiment.schema import Origins, fail
+from peft_ir.training.tracking import contradiction, missing_package
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 IVF_FACTORY = re.compile(r"(?:^|,)\s*(?:IVF|IMI)")  # an inverted-file stage in a FAISS factory string
@@ -175,6 +176,8 @@ def _validate_tuned(cfg: ExperimentConfig, key: str, s: ModelSection, origins: O
         raise fail(f"{key}.budget" if s.budget is not None else f"{key}.tuning", origins, str(exc)) from None
     for name in ("batch_size", "grad_accum", "eval_steps", "save_steps", "logging_steps"):
         _positive(f"{key}.{name}", getattr(s, name), origins)
+    if contradiction(s.report_to):
+        raise fail(f"{key}.report_to", origins, contradiction(s.report_to))
     if s.dev_queries < 0:
         raise fail(f"{key}.dev_queries", origins, f"must be 0 (no dev split: the last step is kept) or more, "
                    f"got {s.dev_queries}")
@@ -253,6 +256,8 @@ def check_inputs(cfg: ExperimentConfig, origins: Origins) -> None:
         section: ModelSection | None = getattr(cfg, key)
         if section is None:
             continue
+        if cfg.trains(section) and missing_package(section.report_to):
+            raise fail(f"{key}.report_to", origins, missing_package(section.report_to))
         if section.negatives not in (None, *NEGATIVE_SOURCES):
             exists(f"{key}.negatives", section.negatives)
         try:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from peft_ir.devices import usable_cpus
 from peft_ir.errors import PeftIRError
 from peft_ir.settings import setting
+from peft_ir.training.tracking import Tracker, tracking_problem, trackers
 
 if TYPE_CHECKING:  # the tuning package loads torch; flags are built from these fields without it
     from peft_ir.tuning.config import TuningConfig
@@ -58,6 +59,10 @@ class ScheduleConfig:
     seed: int = setting(42, help="training order and sampling, the added modules' initialisation")
     resume: bool = setting(False, help="continue from the last complete checkpoint in the output folder")
     progress: bool = setting(True, help="progress bars")
+    report_to: list[Tracker] = setting(
+        default_factory=list, help="experiment trackers the trainer logs to: tensorboard (event files in "
+                                   "<output>/tensorboard), wandb, mlflow; default none (wandb and mlflow: pip "
+                                   "install them first)")
 
     def dev_split_seed(self) -> int:
         """The seed of the data: which queries are held out for dev and which mined negatives each query gets.
@@ -77,6 +82,9 @@ class ScheduleConfig:
         """Refuse bad schedule values and launches before anything is loaded."""
         if isinstance(self.dev_queries, bool) or not isinstance(self.dev_queries, int) or self.dev_queries < 0:
             raise PeftIRError(f"--dev-queries must be a whole number >= 0 (0: no dev split); got {self.dev_queries!r}")
+        problem = tracking_problem(self.report_to)
+        if problem:
+            raise PeftIRError(f"--report-to: {problem}")
         refuse_data_parallel()
 
 
@@ -136,7 +144,7 @@ def common_trainer_args(cfg: ScheduleConfig, output_dir: Path, metric: str) -> d
         logging_steps=cfg.logging_steps,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        report_to=[],
+        report_to=trackers(cfg.report_to),
         disable_tqdm=not cfg.progress,
         dataloader_num_workers=workers,
         dataloader_pin_memory=cuda,             # page-locked batches copy to the GPU asynchronously

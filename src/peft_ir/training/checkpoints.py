@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 from peft_ir.errors import PeftIRError
+from peft_ir.training.tracking import TENSORBOARD_DIR
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def prepare_run_dir(output: str | Path, resume: bool) -> tuple[Path, Path, Path 
     """Check and create a training run folder; returns (folder, checkpoint folder, checkpoint to resume from).
 
     A finished run or leftover checkpoints are never overwritten silently: they need `resume`. A fresh run starts a
-    fresh metrics log (rank 0 only, so DDP ranks do not delete each other's lines).
+    fresh metrics log and TensorBoard folder (rank 0 only, so DDP ranks do not delete each other's lines).
     """
     out = Path(output)
     if (out / "summary.json").is_file() and not resume:
@@ -58,4 +59,5 @@ def prepare_run_dir(output: str | Path, resume: bool) -> tuple[Path, Path, Path 
     out.mkdir(parents=True, exist_ok=True)
     if not resume_from and int(os.environ.get("RANK", "0")) == 0:
         (out / "metrics.jsonl").unlink(missing_ok=True)
+        shutil.rmtree(out / TENSORBOARD_DIR, ignore_errors=True)  # an earlier attempt's curves would mix in
     return out, ckpt_dir, resume_from

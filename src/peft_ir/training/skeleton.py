@@ -22,6 +22,7 @@ from peft_ir.devices import device_for_process, log_device
 from peft_ir.training.args import ScheduleConfig, common_trainer_args
 from peft_ir.training.checkpoints import prepare_run_dir
 from peft_ir.training.logging import JsonlMetrics, plot_curves
+from peft_ir.training.tracking import point_tensorboard
 from peft_ir.tuning import save_tuned, trainable_parameters
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ def run_training(cfg: ScheduleConfig, task: TrainingTask) -> dict[str, Any]:
     args = task.training_arguments(common_trainer_args(cfg, ckpt_dir, metric))
     trainer = task.trainer_class()(args=args, train_dataset=dataset, callbacks=[JsonlMetrics(out / "metrics.jsonl")],
                                    tuned=tuned, base_name=task.base_name, **task.trainer_kwargs(loss, evaluator))
+    point_tensorboard(trainer, out)
     t0 = time.perf_counter()
     if resume_from is None and cfg.has_dev():
         trainer.evaluate()  # the zero-step point of the curve: the untrained model, logged like every evaluation
