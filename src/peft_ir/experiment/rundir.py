@@ -19,7 +19,8 @@ from peft_ir.experiment.config import ExperimentConfig
 from peft_ir.experiment.loading import to_yaml
 
 CONFIG = "config.resolved.yaml"
-JUDGING_KEYS = ("expect", "expect_tolerance")  # they judge a run's outputs, never shape them
+# Keys that judge or watch a run but never shape its outputs: changing them resumes the run.
+NOT_SHAPING = ("expect", "expect_tolerance", "retriever.report_to", "reranker.report_to")
 
 
 class RunDir:
@@ -55,13 +56,13 @@ class RunDir:
         if self.config.is_file():
             old = yaml.safe_load(self.config.read_text(encoding="utf-8")) or {}
             new = yaml.safe_load(text)
-            diffs = [d for d in differences(old, new) if d[0].split(".")[0] not in JUDGING_KEYS]
+            diffs = [d for d in differences(old, new) if not _tolerated(d[0], old, d[2])]
             if diffs:
                 shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs[:8])
                 more = f" (and {len(diffs) - 8} more)" if len(diffs) > 8 else ""
                 raise PeftIRError(f"{self.root} holds a run of a different config ({shown}{more}); "
                                   f"choose another name (--set name=...) or output, or delete {self.root}")
-            if old != new:  # only the expectations changed: they apply to this run from now on
+            if old != new:  # only expectations, tracking or settings added since changed: record them
                 with atomic_open(self.config) as fh:
                     fh.write(text)
             return True
@@ -99,3 +100,55 @@ def differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, An
             out += differences(old.get(key), new.get(key), dotted)
         return out
     return [] if old == new else [(prefix, old, new)]
+
+
+def _tolerated(key: str, old: dict[str, Any], new_value: Any) -> bool:
+    """A difference that does not make the run another one: a key that never shapes outputs, or a setting added
+    to peft-ir after the run folder was written, at its default (new settings keep the old behaviour by default)."""
+    if key in NOT_SHAPING or key.split(".")[0] in NOT_SHAPING:
+        return True
+    return not _present(old, key) and new_value == _default(key)
+
+
+def _present(data: Any, key: str) -> bool:
+    for part in key.replace("[", ".[").split("."):
+        if part.startswith("["):
+            index = int(part[1:-1])
+            if not isinstance(data, list) or index >= len(data):
+                return False
+            data = data[index]
+        elif isinstance(data, dict) and part in data:
+            data = data[part]
+        else:
+            return False
+    return True
+
+
+def _default(key: str) -> Any:
+    """The plain default of a dotted config key (list items by their item type); a sentinel when it has none."""
+    import dataclasses  # noqa: PLC0415
+    import typing  # noqa: PLC0415
+
+    from peft_ir.experiment.schema import to_plain  # noqa: PLC0415
+    from peft_ir.settings import field_types, optional_inner  # noqa: PLC0415
+
+    cls: Any = ExperimentConfig
+    value: Any = _NO_DEFAULT
+    for part in key.split("."):
+        name = part.split("[")[0]
+        fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        if name not in fields:
+            return _NO_DEFAULT
+        f = fields[name]
+        if f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            value = _NO_DEFAULT if f.default is dataclasses.MISSING else f.default
+        cls = optional_inner(field_types(cls)[name])
+        if "[" in part and typing.get_origin(cls) is list:
+            (cls,) = typing.get_args(cls)
+            value = _NO_DEFAULT
+    return to_plain(value) if value is not _NO_DEFAULT else value
+
+
+_NO_DEFAULT = object()
