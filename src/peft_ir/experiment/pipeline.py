@@ -27,6 +27,7 @@ from peft_ir.experiment.tuning import resolve_tuning
 from peft_ir.settings import from_flat, to_flat
 
 log = logging.getLogger(__name__)
+LOGGERS = ("peft_ir", "peft_ir.metrics")  # log.txt gets our messages and the trainers' metric events
 
 
 @dataclass
@@ -108,7 +109,8 @@ class Pipeline:
         resumed = self.dir.claim(self.cfg)
         handler = logging.FileHandler(self.dir.log, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
-        logging.getLogger("peft_ir").addHandler(handler)
+        for name in LOGGERS:
+            logging.getLogger(name).addHandler(handler)
         try:
             stages = self.stages()
             self.echo(f"{'resuming' if resumed else 'starting'} {self.cfg.name} in {self.dir.root} ({len(stages)} stages)")
@@ -126,7 +128,8 @@ class Pipeline:
             if check:
                 self.check(metrics)
         finally:
-            logging.getLogger("peft_ir").removeHandler(handler)
+            for name in LOGGERS:
+                logging.getLogger(name).removeHandler(handler)
             handler.close()
             if self._bm25 is not None:
                 self._bm25.close()

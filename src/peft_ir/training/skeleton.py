@@ -21,7 +21,7 @@ from peft_ir.atomic import atomic_open
 from peft_ir.devices import device_for_process, log_device
 from peft_ir.training.args import ScheduleConfig, common_trainer_args
 from peft_ir.training.checkpoints import prepare_run_dir
-from peft_ir.training.logging import JsonlMetrics, plot_curves
+from peft_ir.training.logging import JsonlMetrics, plot_curves, readable_console
 from peft_ir.training.tracking import point_tensorboard
 from peft_ir.tuning import save_tuned, trainable_parameters
 
@@ -109,6 +109,7 @@ def run_training(cfg: ScheduleConfig, task: TrainingTask) -> dict[str, Any]:
     trainer = task.trainer_class()(args=args, train_dataset=dataset, callbacks=[JsonlMetrics(out / "metrics.jsonl")],
                                    tuned=tuned, base_name=task.base_name, **task.trainer_kwargs(loss, evaluator))
     point_tensorboard(trainer, out)
+    readable_console(trainer, metric if cfg.has_dev() else None)
     t0 = time.perf_counter()
     if resume_from is None and cfg.has_dev():
         trainer.evaluate()  # the zero-step point of the curve: the untrained model, logged like every evaluation
