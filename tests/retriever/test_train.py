@@ -18,17 +18,13 @@ from peft_ir.retriever.config import EncoderSpec
 from peft_ir.retriever.config import RetrieverTrainConfig
 from peft_ir.retriever.train import train_retriever
 from peft_ir.tuning import TuningConfig
+from tiny_train import retriever_config
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _cfg(data: Path, model: Path, out: Path, **kw) -> RetrieverTrainConfig:  # type: ignore[no-untyped-def]
-    base = dict(train=str(data), output=str(out), encoder=EncoderSpec(model=str(model), normalize=True,
-                passage_max_length=32, query_max_length=16), tuning=TuningConfig(method="iaa-l", r=4, ar=4),
-                batch_size=8, num_negatives=0, max_steps=12, eval_steps=6, save_steps=6, logging_steps=2,
-                dev_queries=8, dev_corpus=40, lr=5e-3, progress=False)
-    base.update(kw)
-    return RetrieverTrainConfig(**base)  # type: ignore[arg-type]
+    return retriever_config(data, model, out, **kw)
 
 
 def test_training_writes_adapter_metrics_and_curve(synthetic_beir: Path, tiny_bert_dir: Path, tmp_path: Path) -> None:

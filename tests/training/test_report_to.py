@@ -14,19 +14,15 @@ from safetensors.torch import load_file
 from peft_ir.cli import build_parser
 from peft_ir.errors import PeftIRError
 from peft_ir.experiment import ConfigError, load_config
-from peft_ir.retriever.config import EncoderSpec, RetrieverTrainConfig
+from peft_ir.retriever.config import RetrieverTrainConfig
 from peft_ir.retriever.train import train_retriever
 from peft_ir.training.args import common_trainer_args
-from peft_ir.tuning import TuningConfig
+from tiny_train import retriever_config
 
 
 def _cfg(data: Path, model: Path, out: Path, **kw) -> RetrieverTrainConfig:  # type: ignore[no-untyped-def]
-    base = dict(train=str(data), output=str(out), encoder=EncoderSpec(model=str(model), normalize=True,
-                passage_max_length=32, query_max_length=16), tuning=TuningConfig(method="iaa-l", r=4, ar=4),
-                batch_size=8, num_negatives=0, max_steps=4, eval_steps=2, save_steps=2, logging_steps=1,
-                dev_queries=8, dev_corpus=40, lr=5e-3, progress=False)
-    base.update(kw)
-    return RetrieverTrainConfig(**base)  # type: ignore[arg-type]
+    return retriever_config(data, model, out, **{"max_steps": 4, "eval_steps": 2, "save_steps": 2, "logging_steps": 1,
+                                                 **kw})
 
 
 def _events(folder: Path) -> list[Path]:
