@@ -96,3 +96,27 @@ def cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+
+@pytest.fixture(scope="session")
+def tevatron_hf_dir(synthetic_beir: Path, synthetic_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+                    ) -> Path:
+    """The synthetic training queries in Tevatron's schema (query_id, query, positive_passages, negative_passages
+    of {docid, title, text}; 4 word-overlap negatives each), saved by `datasets` (`save_to_disk`): an `hf:` folder."""
+    from datasets import Dataset
+
+    from peft_ir.data import BeirDataset, load_corpus, read_run
+    from peft_ir.data.examples import mine_negatives
+
+    ds = BeirDataset(synthetic_beir, "train")
+    corpus, qrels, queries = load_corpus(ds.corpus_path), ds.qrels(), ds.queries()
+    negatives = mine_negatives(read_run(synthetic_runs["train"]), qrels, num=4)
+
+    def passages(ids: list[str]) -> list[dict[str, str]]:
+        return [{"docid": d, "title": corpus[d].title, "text": corpus[d].text} for d in ids]
+
+    rows = [{"query_id": qid, "query": queries[qid], "positive_passages": passages(list(judged)),
+             "negative_passages": passages(negatives[qid])} for qid, judged in qrels.items()]
+    out = tmp_path_factory.mktemp("hf") / "tevatron-train"
+    Dataset.from_list(rows).save_to_disk(str(out))
+    return out

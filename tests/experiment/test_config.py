@@ -174,3 +174,27 @@ def test_relative_paths_resolve_against_the_working_directory(tmp_path: Path, sy
     monkeypatch.chdir(tmp_path / "configs")  # the same file from elsewhere finds no data
     with pytest.raises(PeftIRError, match=r"'data.beir': .*configs/data not found"):
         load_config(path)
+
+
+def test_training_data_named_by_id(tiny, tmp_path: Path, tevatron_hf_dir: Path,  # type: ignore[no-untyped-def]
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """data.train as hf: / irds: ids: a local datasets folder made absolute; a Hub id that this machine cannot
+    read is a note for `--check` (notes given) but refused before a run (none given); malformed ids refused."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.chdir(tevatron_hf_dir.parent)
+    file_like = {"retriever": {"negatives": None}, "reranker": {"negatives": None}}
+    cfg = load_config(tiny(data={"train": f"hf:./{tevatron_hf_dir.name}:train"}, **file_like))
+    assert cfg.data.train == f"hf:{tevatron_hf_dir}:train"
+    hub = tiny(data={"train": "hf:org/absent"}, **file_like)
+    notes: list[str] = []
+    assert load_config(hub, notes=notes).data.train == "hf:org/absent"
+    assert len(notes) == 1 and notes[0].startswith("data.train: hf:org/absent: Hub dataset 'org/absent' is not in")
+    with pytest.raises(ConfigError, match=r"'data.train': hf:org/absent: HF_HUB_OFFLINE is set .*hf download"):
+        load_config(hub)
+    with pytest.raises(ConfigError, match=r"'data.train': hf:not a/hub/id: .*neither an existing local folder"):
+        load_config(tiny(data={"train": "hf:not a/hub/id"}, **file_like), check_files=False)
+    with pytest.raises(ConfigError, match=r"'reranker.negatives': a training file carries its own negatives"):
+        load_config(tiny(data={"train": "hf:org/absent"}, retriever={"negatives": None}), check_files=False)

@@ -106,3 +106,25 @@ def test_quickstart_plans_the_documented_stages(monkeypatch: pytest.MonkeyPatch)
     titles = [s.title.split(":")[0].split(" (")[0] for s in Pipeline(cfg).stages()]
     assert titles == ["BM25 index of the corpus", "BM25 run of the training queries", "train retriever", "encode the corpus", "index", "dense search, top 100", "train reranker",
                       "re-rank the top 20", "evaluate"]
+
+
+@pytest.mark.parametrize("path", [p for p in ALL if p.relative_to(CONFIGS).parts[0] == "paper"], ids=_id)
+def test_paper_configs_pass_run_check_here(path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capfd: pytest.CaptureFixture) -> None:
+    """`peft-ir run --check` passes offline for every paper file: its training data is named by hf: / irds: ids, and
+    what would be fetched at run time (the dataset, ir_datasets' files, bert-base-uncased) is a note, not a failure."""
+    from peft_ir.cli import main
+    from peft_ir.data.hf import cached_snapshot
+
+    monkeypatch.chdir(REPO)
+    section = "reranker" if "rerank" in path.name or path.parent.name == "rerank" else "retriever"
+    extra = ["--set", f"{section}.method=full"] if path.name.startswith("base-") else []
+    assert main(["run", str(path), "--check", *extra]) == 0
+    out = capfd.readouterr().out
+    train = {"retriever": "hf:Tevatron/msmarco-passage:train",
+             "reranker": "irds:msmarco-passage/train/triples-small"}[section]
+    assert f"train: {train}" in out
+    if section == "reranker":  # ir_datasets is always a note: its files are fetched on first use
+        assert f"note: data.train: {train}: " in out
+    elif cached_snapshot("Tevatron/msmarco-passage") is None:
+        assert f"note: data.train: {train}: Hub dataset 'Tevatron/msmarco-passage' is not in the local" in out

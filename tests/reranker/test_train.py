@@ -245,3 +245,19 @@ def test_ddp_two_processes_on_cpu(synthetic_beir: Path, synthetic_runs: dict, ti
     assert summary["steps"] == 4 and summary["world_size"] == 2 and (out / "adapter" / "tuning_config.json").is_file()
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "eval_dev_nDCG@10" in r] == [0, 2, 4]
+
+
+def test_trains_from_a_local_datasets_folder_in_tevatron_schema(tevatron_hf_dir: Path, tiny_ce_dir: Path,
+                                                                tmp_path: Path) -> None:
+    """`--train hf:<folder written by save_to_disk>`: the rows' own negatives make the groups; no negatives run."""
+    from peft_ir.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "reranker", "--train", f"hf:{tevatron_hf_dir}", "--output", str(out), "--model",
+                 str(tiny_ce_dir), "--query-max-length", "8", "--passage-max-length", "24", "--method", "iaa-l",
+                 "--tuning", "r=4", "ar=4", "--group-size", "4", "--batch-size", "8", "--max-steps", "2",
+                 "--eval-steps", "2", "--save-steps", "2", "--dev-queries", "8", "--dev-candidates", "5",
+                 "--max-queries", "20", "--no-progress"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["steps"] == 2 and s["train_queries"] == 20 and s["dev_queries"] == 8
+    assert s["train_groups"] == 20  # one positive per query, each with its row's 4 negatives sampled into a group

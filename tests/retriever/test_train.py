@@ -230,3 +230,20 @@ def test_no_dev_queries_trains_without_evaluation_and_keeps_the_last_step(synthe
     last = load_file(str(out / "checkpoints" / "checkpoint-12" / "adapter" / "tuning_weights.safetensors"))
     kept = load_file(str(out / "adapter" / "tuning_weights.safetensors"))
     assert last.keys() == kept.keys() and all(torch.equal(last[k], kept[k]) for k in kept)
+
+
+def test_trains_from_a_local_datasets_folder_in_tevatron_schema(tevatron_hf_dir: Path, synthetic_beir: Path,
+                                                                tiny_bert_dir: Path, tmp_path: Path) -> None:
+    """`--train hf:<folder written by save_to_disk>`: two steps, offline, the Tevatron rows' own hard negatives."""
+    from peft_ir.cli import main
+    from peft_ir.data import BeirDataset
+
+    out = tmp_path / "run"
+    args = _cli(Path(f"hf:{tevatron_hf_dir}:train"), tiny_bert_dir, out)[3:]  # the CLI's argv, without python -m
+    args[args.index("--max-steps") + 1], args[args.index("--num-negatives") + 1] = "2", "1"
+    assert main(args) == 0
+    s = json.loads((out / "summary.json").read_text())
+    n_train = len(BeirDataset(synthetic_beir, "train").qrels())
+    assert s["steps"] == 2 and s["train_examples"] == n_train - 8  # every row but the 8 dev queries, one positive each
+    assert s["config"]["train"] == f"hf:{tevatron_hf_dir}:train"
+    assert (out / "adapter").is_dir()

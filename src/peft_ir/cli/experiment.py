@@ -41,12 +41,15 @@ def run_experiment(args: argparse.Namespace) -> int:
         return check_run(args.check_expected, args.config, args.overrides)
     if args.config is None:
         raise PeftIRError("name a config to run (or --check-expected RUN_DIR to re-check a finished run)")
-    cfg = load_config(args.config, args.overrides)
+    notes: list[str] | None = [] if args.check else None
+    cfg = load_config(args.config, args.overrides, notes=notes)
     pipeline = Pipeline(cfg, progress=not args.no_progress)
     if args.check:
         print(to_yaml(cfg, comments=True), end="")
         for k, stage in enumerate(pipeline.stages(), 1):
             print(f"[{k}] {stage.title}{' (done)' if stage.done() else ''}")
+        for note in notes or []:
+            print(f"note: {note}")
         return 0
     metrics = pipeline.run(check=False)
     for name, s in metrics["sets"].items():

@@ -34,6 +34,13 @@ def hold_out(examples: Sequence[TrainingExample], dev_queries: int, seed: int, *
     return [examples[i] for i in rest], [(i, examples[i]) for i in sorted(order[:dev_queries])]
 
 
+def subset(examples: Sequence[TrainingExample], n: int, seed: int) -> list[TrainingExample]:
+    """A seeded sample of `n` examples in their input order (all of them when there are no more than `n`)."""
+    if n >= len(examples):
+        return list(examples)
+    return [examples[i] for i in sorted(random.Random(seed).sample(range(len(examples)), n))]
+
+
 @dataclass
 class DevSet:
     """The retriever's dev set: queries, a small corpus (text id -> text) and its qrels."""

@@ -1,5 +1,6 @@
-"""Training examples from a BEIR folder (qrels + corpus, hard negatives mined from a first-stage run) or from a
-training file: the one source both the retriever's and the re-ranker's training read."""
+"""Training examples from a BEIR folder (qrels + corpus, hard negatives mined from a first-stage run), a training
+file, or a dataset named by id (`hf:` through `datasets`, `irds:` triples through ir_datasets): the one source both
+the retriever's and the re-ranker's training read, and the checks that such a source can be read."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import random
 from pathlib import Path
 
 from peft_ir.data.beir import BeirDataset, Document, load_corpus
+from peft_ir.data.hf import hf_examples, hf_note, is_hf, require_hf
+from peft_ir.data.irds import irds_examples, irds_training_note, is_irds, require_irds_training
 from peft_ir.data.training import TrainingExample, read_training
 from peft_ir.data.trec import Qrels, Run, ranked, read_run
 from peft_ir.errors import PeftIRError
@@ -56,12 +59,21 @@ def beir_examples(dataset: BeirDataset, corpus: dict[str, Document], negatives: 
 
 
 def load_examples(train: str | Path, split: str = "train", negatives_run: str | Path | None = None, *,
-                  depth_from: int = 1, depth_to: int = 100, num_negatives: int = 8, seed: int = 0
-                  ) -> tuple[list[TrainingExample], list[str]]:
-    """Examples from a BEIR folder (qrels split + corpus, negatives mined from `negatives_run`) or a training file.
+                  depth_from: int = 1, depth_to: int = 100, num_negatives: int = 8, seed: int = 0,
+                  limit: int | None = None) -> tuple[list[TrainingExample], list[str]]:
+    """Examples from a BEIR folder (qrels split + corpus, negatives mined from `negatives_run`), a training file or
+    an `hf:` / `irds:` id.
 
-    Also returns passages usable as dev distractors (the corpus, for BEIR folders).
+    Also returns passages usable as dev distractors (the corpus, for BEIR folders). Ids are streamed, and only
+    their first `limit` queries are read (None: all); an `irds:` source keeps `num_negatives` negatives per query.
     """
+    if is_hf(train) or is_irds(train):
+        if negatives_run:
+            raise PeftIRError("--negatives-run needs a BEIR folder as --train (an hf: or irds: source carries its "
+                              "own negatives)")
+        if is_hf(train):
+            return list(hf_examples(str(train), limit)), []
+        return irds_examples(str(train), limit, num_negatives), []
     path = Path(train)
     if path.is_dir():
         ds = BeirDataset(path, split)
@@ -74,3 +86,25 @@ def load_examples(train: str | Path, split: str = "train", negatives_run: str | 
     if negatives_run:
         raise PeftIRError("--negatives-run needs a BEIR folder as --train (a training file carries its own negatives)")
     return list(read_training(path)), []
+
+
+def training_source_note(train: str) -> str | None:
+    """For `peft-ir run --check`: refuse a malformed `hf:` / `irds:` id (or a missing local folder); say, as a note,
+    when its data is fetched at run time rather than read from this machine. Downloads nothing; None for files."""
+    if is_hf(train):
+        return hf_note(train)
+    if is_irds(train):
+        return irds_training_note(train)
+    return None
+
+
+def require_training_source(train: str, *, fetch: bool = True) -> None:
+    """Before any model is loaded: an `hf:` / `irds:` source that cannot be read now (offline and not cached, no
+    network, package missing, unknown id) is refused with what to do. Files are left to their readers.
+
+    With `fetch` an `irds:` source's first triple is read, which starts ir_datasets' download when its files are
+    not here yet; without, only the package and the id are checked."""
+    if is_hf(train):
+        require_hf(train)
+    elif is_irds(train):
+        require_irds_training(train, peek=fetch)

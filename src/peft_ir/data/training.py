@@ -51,15 +51,20 @@ def detect_shape(path: str | Path) -> Shape:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(path, lineno, None, f"malformed JSON ({exc.msg} at column {exc.colno})") from None
-        if isinstance(obj, dict) and "passages" in obj:
-            return "scored"
-        if isinstance(obj, dict) and "positive_passages" in obj:
-            return "tevatron"
-        if isinstance(obj, dict) and "pos" in obj:
-            return "flag"
-        raise InputError(path, lineno, None, "unknown training format: expected Tevatron keys "
-                         "(query, positive_passages), FlagEmbedding keys (query, pos, neg) or scored keys (query, passages)")
+        return shape_of(obj, path, lineno)
     raise InputError(path, None, None, "empty training file")
+
+
+def shape_of(obj: Any, path: str | Path, lineno: int | None) -> Shape:
+    """The JSON shape a record's keys say (scored, Tevatron or FlagEmbedding): file lines and dataset rows alike."""
+    if isinstance(obj, dict) and "passages" in obj:
+        return "scored"
+    if isinstance(obj, dict) and "positive_passages" in obj:
+        return "tevatron"
+    if isinstance(obj, dict) and "pos" in obj:
+        return "flag"
+    raise InputError(path, lineno, None, "unknown training format: expected Tevatron keys "
+                     "(query, positive_passages), FlagEmbedding keys (query, pos, neg) or scored keys (query, passages)")
 
 
 def _texts(value: Any, path: str | Path, lineno: int, key: str) -> list[str]:
@@ -129,22 +134,25 @@ def read_training(path: str | Path, shape: Shape | None = None) -> Iterator[Trai
             yield TrainingExample(q, [pos], [neg])
         return
     for lineno, obj in iter_jsonl(path):
-        if shape == "scored":
-            yield _scored(obj, path, lineno)
-            continue
-        q = get_field(obj, "query", str, path, lineno)
-        _require_text(q, path, lineno, "query")
-        if shape == "tevatron":
-            pos = _passages(get_field(obj, "positive_passages", list, path, lineno), path, lineno, "positive_passages")
-            neg = _passages(obj.get("negative_passages") or [], path, lineno, "negative_passages")
-            qid = get_field(obj, "query_id", str, path, lineno, required=False)
-        else:
-            pos = _texts(get_field(obj, "pos", list, path, lineno), path, lineno, "pos")
-            neg = _texts(obj.get("neg") or [], path, lineno, "neg")
-            qid = get_field(obj, "query_id", str, path, lineno, required=False)
-        if not pos:
-            raise InputError(path, lineno, "positive_passages" if shape == "tevatron" else "pos", "no positive passage")
-        yield TrainingExample(q, pos, neg, qid)
+        yield example_from_object(obj, shape, path, lineno)
+
+
+def example_from_object(obj: dict[str, Any], shape: Shape, path: str | Path, lineno: int) -> TrainingExample:
+    """One JSON record (a file's line or a dataset's row) of a JSON shape, validated; errors name path, line, field."""
+    if shape == "scored":
+        return _scored(obj, path, lineno)
+    q = get_field(obj, "query", str, path, lineno)
+    _require_text(q, path, lineno, "query")
+    if shape == "tevatron":
+        pos = _passages(get_field(obj, "positive_passages", list, path, lineno), path, lineno, "positive_passages")
+        neg = _passages(obj.get("negative_passages") or [], path, lineno, "negative_passages")
+    else:
+        pos = _texts(get_field(obj, "pos", list, path, lineno), path, lineno, "pos")
+        neg = _texts(obj.get("neg") or [], path, lineno, "neg")
+    qid = get_field(obj, "query_id", str, path, lineno, required=False)
+    if not pos:
+        raise InputError(path, lineno, "positive_passages" if shape == "tevatron" else "pos", "no positive passage")
+    return TrainingExample(q, pos, neg, qid)
 
 
 def _require_text(value: str, path: str | Path, lineno: int, key: str) -> None:

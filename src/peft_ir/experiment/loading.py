@@ -141,10 +141,12 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = (), *, check_files: bool = True,
-                cwd: str | Path | None = None) -> ExperimentConfig:
+                cwd: str | Path | None = None, notes: list[str] | None = None) -> ExperimentConfig:
     """Read, merge, override, type-check and validate a config; with `check_files` also every input on disk.
 
     `name` defaults to the file's stem. Relative paths are resolved against `cwd` (default: the working directory).
+    With `notes` (`peft-ir run --check`), inputs fetched at run time that this machine cannot read now (Hub models
+    and datasets not cached, ir_datasets ids) are listed there instead of refused.
     """
     path = Path(path)
     data, table = read_layers(path)
@@ -157,7 +159,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), *, check_files:
     cfg = resolve_paths(cfg, Path(cwd) if cwd is not None else Path.cwd())
     validate(cfg, origins)
     if check_files:
-        check_inputs(cfg, origins)
+        check_inputs(cfg, origins, notes)
     return cfg
 
 

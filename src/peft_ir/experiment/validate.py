@@ -30,6 +30,18 @@ def _abs(value: str | None, cwd: Path) -> str | None:
     return os.path.normpath(cwd / Path(value).expanduser())
 
 
+def _abs_train(value: str | None, cwd: Path) -> str | None:
+    """Training data: a path made absolute, an `hf:` local folder too (its Hub ids and `irds:` ids as they are)."""
+    from peft_ir.data.hf import absolute_hf, is_hf  # noqa: PLC0415
+
+    if not is_hf(value):
+        return _abs(value, cwd)
+    try:
+        return absolute_hf(value, cwd)  # type: ignore[arg-type]
+    except PeftIRError:
+        return value  # malformed: refused with its key by validate()
+
+
 def _abs_model(value: str | None, cwd: Path) -> str | None:
     """A model that exists as a local folder becomes absolute; anything else is a name (embedded or hub)."""
     if value is None:
@@ -51,7 +63,7 @@ def resolve_paths(cfg: ExperimentConfig, cwd: Path) -> ExperimentConfig:
     if beir and not tests:
         tests = [TestSet(name=d.test_split, topics=beir, qrels=beir, split=d.test_split)]
     data = DataConfig(beir=beir, train_split=d.train_split, test_split=d.test_split,
-                      train=_abs(d.train, cwd) or (beir if cfg.trains(cfg.retriever) or cfg.trains(cfg.reranker)
+                      train=_abs_train(d.train, cwd) or (beir if cfg.trains(cfg.retriever) or cfg.trains(cfg.reranker)
                                                    else None),
                       build_train_from=_abs(d.build_train_from, cwd), corpus=_abs(d.corpus, cwd) or beir, test=tests)
     sections = {}
@@ -144,8 +156,13 @@ def _validate_data(cfg: ExperimentConfig, origins: Origins, kinds: list[str]) ->
     if training and d.train is None:
         raise fail("data.train", origins, "a model is trained but no training data is set (data.train or data.beir)")
     if d.build_train_from is not None:
-        if d.train is None or d.train == d.beir:
+        if d.train is None or d.train == d.beir or is_named_source(d.train):
             raise fail("data.build_train_from", origins, "needs data.train: the training file to write")
+    if d.train is not None and is_named_source(d.train):
+        try:
+            check_source_id(d.train)
+        except PeftIRError as exc:
+            raise fail("data.train", origins, str(exc)) from None
 
 
 def _validate_tuned(cfg: ExperimentConfig, key: str, s: ModelSection, origins: Origins) -> None:
@@ -203,6 +220,21 @@ def _validate_tuned(cfg: ExperimentConfig, key: str, s: ModelSection, origins: O
             raise fail(f"{key}.negatives", origins, "first_stage negatives need first_stage dense or bm25")
 
 
+def is_named_source(train: str) -> bool:
+    """Training data named by id (`hf:` through datasets, `irds:` through ir_datasets) rather than by a path."""
+    return train.startswith(("hf:", "irds:"))
+
+
+def check_source_id(train: str) -> None:
+    """The id's syntax only (no file, package or network is looked at)."""
+    from peft_ir.data.hf import is_hf, parse_hf  # noqa: PLC0415
+
+    if is_hf(train):
+        parse_hf(train)
+    elif not train[len("irds:"):].strip("/ "):
+        raise PeftIRError(f"{train}: expected irds:ID, e.g. irds:msmarco-passage/train/triples-small")
+
+
 def is_beir_training(cfg: ExperimentConfig) -> bool:
     """Whether the training data is a BEIR folder (queries, qrels split, corpus) rather than a training file."""
     train = cfg.data.train
@@ -215,9 +247,15 @@ def _positive(key: str, value: int, origins: Origins) -> None:
 
 
 # -- inputs on disk -------------------------------------------------------------------------------------------------
-def check_inputs(cfg: ExperimentConfig, origins: Origins) -> None:
-    """Every input file, folder and model exists, and every budget is reachable on its model."""
+def check_inputs(cfg: ExperimentConfig, origins: Origins, notes: list[str] | None = None) -> None:
+    """Every input file, folder and model exists, and every budget is reachable on its model.
+
+    Training data named by id and Hub models are fetched at run time: with `notes` (what `peft-ir run --check`
+    passes) one that this machine cannot read now is a note appended there, not a failure (a model's budget is then
+    left unchecked); without, i.e. before a run, it is refused now (offline and not cached, no ir_datasets, ...).
+    """
     from peft_ir.data import BeirDataset  # noqa: PLC0415
+    from peft_ir.data.examples import require_training_source, training_source_note  # noqa: PLC0415
     from peft_ir.experiment.tuning import resolve_tuning  # noqa: PLC0415
     from peft_ir.tuning.structure import model_structure  # noqa: PLC0415
 
@@ -239,6 +277,15 @@ def check_inputs(cfg: ExperimentConfig, origins: Origins) -> None:
         exists("data.beir", d.beir, d.test_split)
     if d.build_train_from is not None:
         exists("data.build_train_from", d.build_train_from)
+    elif d.train is not None and is_named_source(d.train):
+        try:
+            note = training_source_note(d.train)  # refuses a malformed id or a missing local folder
+            if notes is not None and note:
+                notes.append(f"data.train: {note}")
+            elif notes is None and (cfg.trains(cfg.retriever) or cfg.trains(cfg.reranker)):
+                require_training_source(d.train, fetch=False)
+        except PeftIRError as exc:
+            raise fail("data.train", origins, str(exc)) from None
     elif d.train is not None:
         exists("data.train", d.train, d.train_split)
     exists("data.corpus", d.corpus)
@@ -263,8 +310,21 @@ def check_inputs(cfg: ExperimentConfig, origins: Origins) -> None:
         try:
             model_structure(section.model, cross)
         except PeftIRError as exc:
-            raise fail(f"{key}.model", origins, str(exc)) from None
+            if notes is None or _is_local(section.model):
+                raise fail(f"{key}.model", origins, str(exc)) from None
+            notes.append(f"{key}.model: {section.model!r} is not at hand here (not a local folder nor in the "
+                         f"Hugging Face cache): it is fetched from the Hub at run time, and its "
+                         f"{'budget' if section.budget else 'method'} is checked then")
+            continue
         try:
             resolve_tuning(section, cross, cfg.seed)
         except PeftIRError as exc:
             raise fail(f"{key}.budget" if section.budget else f"{key}.method", origins, str(exc)) from None
+
+
+def _is_local(model: str | None) -> bool:
+    """A model named by a path (or the embedded default), as opposed to a Hub name fetched at run time."""
+    from peft_ir.models import resolve_model  # noqa: PLC0415
+
+    name = resolve_model(model)
+    return Path(name).exists() or name.startswith(("/", "./", "../", "~"))

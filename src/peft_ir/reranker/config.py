@@ -41,7 +41,6 @@ class RerankerTrainConfig(ScheduleConfig):
                                                         "pointwise binary cross-entropy")
     group_size: int = setting(8, help="1 positive + (group size - 1) negatives per query")
     batch_size: int = setting(8, help="queries per device per step")
-    max_queries: int | None = setting(None, help="train on this many queries only (seeded subset; default: all)")
     dev_candidates: int = setting(30, help="candidates re-ranked per dev query")
     eval_batch_size: int = setting(64, help="pairs scored per batch in dev evaluation")
     head_lr: float | None = setting(None, help=f"learning rate of the new head (and a pooler that trains with it); "

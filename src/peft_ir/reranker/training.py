@@ -171,7 +171,7 @@ def own_lr_groups(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parame
 def load_training_examples(cfg: RerankerTrainConfig) -> list[TrainingExample]:
     examples, _ = load_examples(cfg.train, cfg.split, cfg.negatives_run, depth_from=cfg.negatives_window[0],
                                 depth_to=cfg.negatives_window[1], num_negatives=cfg.negatives_pool,
-                                seed=cfg.dev_split_seed())
+                                seed=cfg.dev_split_seed(), limit=cfg.read_limit())
     return examples
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from peft_ir.data.dev_split import split_dev
+from peft_ir.data.dev_split import split_dev, subset
 from peft_ir.data.examples import load_examples
 from peft_ir.errors import PeftIRError
 from peft_ir.retriever.dev_eval import DevEvaluator
@@ -75,9 +75,11 @@ class RetrieverTask(TrainingTask):
         cfg = self.cfg
         examples, distractors = load_examples(cfg.train, cfg.split, cfg.negatives_run, depth_from=cfg.negatives_window[0],
                                               depth_to=cfg.negatives_window[1], num_negatives=max(cfg.num_negatives, 1) * 4,
-                                              seed=cfg.dev_split_seed())
+                                              seed=cfg.dev_split_seed(), limit=cfg.read_limit())
         train_ex, self.dev = split_dev(examples, cfg.dev_queries, cfg.dev_split_seed(), corpus_size=cfg.dev_corpus,
                                        extra_passages=distractors)
+        if cfg.max_queries is not None:
+            train_ex = subset(train_ex, cfg.max_queries, cfg.dev_split_seed())
         self.dataset = _dataset(train_ex, cfg.num_negatives, cfg.seed)
         self.dev_evaluator = DevEvaluator(self.dev, query_prefix=cfg.encoder.query_prefix,
                                           passage_prefix=cfg.encoder.passage_prefix)

@@ -34,7 +34,9 @@ class ScheduleConfig:
     from these fields, defaults and help text included.
     """
 
-    train: str = setting(help="BEIR folder (with --split) or training file (Tevatron / FlagEmbedding / triples)")
+    train: str = setting(help="BEIR folder (with --split), training file (Tevatron / FlagEmbedding / triples / "
+                              "scored), hf:DATASET[:SPLIT] (a Hub id or a local datasets folder) or "
+                              "irds:ID (training triples, e.g. irds:msmarco-passage/train/triples-small)")
     output: str = setting(help="run folder: adapter/, checkpoints/, metrics.jsonl, curves.png, summary.json")
     split: str = setting("train", help="qrels split of a BEIR folder given as --train")
     negatives_run: str | None = setting(
@@ -51,6 +53,9 @@ class ScheduleConfig:
     warmup_ratio: float = setting(0.1, help="share of the steps the learning rate warms up over, then decays linearly")
     dev_queries: int = setting(50, help="training queries held out for model selection (0: none, the last step "
                                         "is kept)")
+    max_queries: int | None = setting(None, help="train on this many queries only (a seeded subset; default: all); "
+                                                 "an hf: or irds: source is read no further than its first "
+                                                 "max_queries + dev_queries queries")
     dev_seed: int | None = setting(None, help="seed of the held-out dev queries and the mined negative pools "
                                               "(default: the seed); fix it to compare seeds on one dev set")
     eval_steps: int = setting(50, help="steps between dev evaluations")
@@ -71,6 +76,10 @@ class ScheduleConfig:
         """
         return self.seed if self.dev_seed is None else self.dev_seed
 
+    def read_limit(self) -> int | None:
+        """How many queries of a streamed (hf: / irds:) source to read: enough for dev and max_queries; None: all."""
+        return None if self.max_queries is None else self.max_queries + self.dev_queries
+
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR.get(self.tuning.method, PEFT_LR)
 
@@ -82,10 +91,16 @@ class ScheduleConfig:
         """Refuse bad schedule values and launches before anything is loaded."""
         if isinstance(self.dev_queries, bool) or not isinstance(self.dev_queries, int) or self.dev_queries < 0:
             raise PeftIRError(f"--dev-queries must be a whole number >= 0 (0: no dev split); got {self.dev_queries!r}")
+        if self.max_queries is not None and (isinstance(self.max_queries, bool) or not isinstance(self.max_queries, int)
+                                             or self.max_queries < 1):
+            raise PeftIRError(f"--max-queries must be a whole number >= 1 (or unset: all); got {self.max_queries!r}")
         problem = tracking_problem(self.report_to)
         if problem:
             raise PeftIRError(f"--report-to: {problem}")
         refuse_data_parallel()
+        from peft_ir.data.examples import require_training_source  # noqa: PLC0415
+
+        require_training_source(self.train)  # an unreachable hf: / irds: source, before any model is loaded
 
 
 def refuse_data_parallel() -> None:
