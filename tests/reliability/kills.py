@@ -265,7 +265,7 @@ CASES = [
         str(ws.reference["train reranker"] / "adapter"), "--hits", "20", "--query-max-length", "8",
         "--passage-max-length", "24", "--batch-size", "1", "--output", str(out)], _same_run, kind="file"),
     KillCase("annotate", lambda ws, out: [
-        "annotate", "--dataset", str(ws.beir), "--split", "train", "--run", str(ws.runs["train"]), "--depth", "20",
+        "annotate", "--dataset", str(ws.beir), "--split", "train", "--run", str(ws.runs["train"]), "--depth", "10",
         "--teacher", str(ws.ce_model), "--teacher-kind", "cross-encoder", "--teacher-query-max-length", "8",
         "--teacher-passage-max-length", "24", "--teacher-batch-size", "1", "--no-progress", "--output", str(out)],
         _same_bytes, kind="file", file_name="out.jsonl"),
