@@ -130,11 +130,13 @@ class _Interrupt(Exception):
 
 def test_an_interrupted_annotation_resumes_to_the_same_bytes(synthetic_beir: Path, synthetic_runs: dict,
                                                              tiny_bert_dir: Path, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
     cfg = dict(dataset=synthetic_beir, run=synthetic_runs["train"], depth=5, teacher_kind="cross-encoder",
                teacher_query_max_length=8, teacher_passage_max_length=24)
     reference = tmp_path / "reference.jsonl"
     annotate(_cfg(reference, str(tiny_bert_dir), **cfg))
+    assert "has no classification head" in caplog.text  # a forced cross-encoder without a trained head
     out = tmp_path / "out.jsonl"
     real = annotate_module.load_teacher
 
@@ -233,6 +235,7 @@ def _never_loaded(*args, **kwargs):  # type: ignore[no-untyped-def]
     ({"teacher": "fusion:{a},{beir}/nope.trec"}, InputError, "run file not found"),
     ({"teacher_weights": [1.0]}, PeftIRError, "1 weight(s) for 2 runs"),
     ({"teacher": "{beir}"}, InputError, "not a model folder"),
+    ({"teacher": "{beir}/no-such-model"}, PeftIRError, "nor a hub model in the local cache"),
     ({"teacher_kind": "bi-encoder"}, PeftIRError, "does not apply to a fusion teacher"),
 ])
 def test_bad_inputs_are_refused_before_the_teacher_loads(hand_made: dict[str, Path], tmp_path: Path,

@@ -184,9 +184,17 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
     return out
 
 
+def _read_meta(meta: Path) -> dict[str, Any]:
+    try:
+        old = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PeftIRError(f"{meta}: the settings of a partial annotation are unreadable ({exc}); delete it and "
+                          f"{meta.with_suffix('')} to start over") from None
+    return old if isinstance(old, dict) else {}
+
+
 def _refuse_other_settings(meta: Path, settings: dict[str, Any], what: str) -> None:
-    old = json.loads(meta.read_text(encoding="utf-8"))
-    diff = _differences(old, settings)
+    diff = _differences(_read_meta(meta), settings)
     if diff:
         raise PeftIRError(f"{meta.with_suffix('')} is a partial annotation made with other {what} ("
                           + "; ".join(diff[:4]) + f"): re-run with those settings to resume it, or delete "
@@ -272,7 +280,7 @@ def annotate(cfg: AnnotateConfig, device: str = "cpu") -> AnnotateStats:
 
 
 def _recorded_fingerprint(meta: Path) -> Any:
-    return json.loads(meta.read_text(encoding="utf-8")).get("fingerprint")
+    return _read_meta(meta).get("fingerprint")
 
 
 def _up_to_date(output: Path, settings: dict[str, Any]) -> bool:

@@ -20,6 +20,7 @@ value. Scales differ between kinds; the scored file records which teacher wrote 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,10 +30,13 @@ from typing import Any, Literal, Protocol
 from peft_ir.errors import InputError, PeftIRError
 from peft_ir.fingerprint import file_hash
 from peft_ir.models import resolve_model
+from peft_ir.reranker.config import CrossEncoderSpec
 from peft_ir.teacher.config import FUSION_PREFIX, TeacherConfig
 
 Kind = Literal["cross-encoder", "bi-encoder", "fusion"]
 CROSS_SPEC, BI_SPEC, ADAPTER = "cross_encoder.json", "encoder.json", "adapter"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -105,8 +109,11 @@ def resolve_teacher(cfg: TeacherConfig) -> TeacherSource:
     else:
         architectures = _hub_architectures(cfg.teacher)
         where = cfg.teacher
-    kind: Kind = cfg.teacher_kind if cfg.teacher_kind != "auto" else (
-        "cross-encoder" if any(a.endswith("ForSequenceClassification") for a in architectures) else "bi-encoder")
+    has_head = any(a.endswith("ForSequenceClassification") for a in architectures)
+    kind: Kind = cfg.teacher_kind if cfg.teacher_kind != "auto" else ("cross-encoder" if has_head else "bi-encoder")
+    if kind == "cross-encoder" and not has_head:
+        log.warning("teacher %s has no classification head: a new, untrained head (seed %d) scores, so its scores "
+                    "carry no relevance signal", where, CrossEncoderSpec().seed)
     spec = _lengths(cfg, {})
     return TeacherSource(kind, where, model=where, spec=spec)
 
@@ -127,7 +134,8 @@ def _fusion(cfg: TeacherConfig) -> TeacherSource:
             raise PeftIRError(f"--teacher-weights: got {len(weights)} weight(s) for {len(runs)} runs")
         if not all(math.isfinite(w) for w in weights):
             raise PeftIRError(f"--teacher-weights must be finite numbers, got {weights}")
-    return TeacherSource("fusion", str(cfg.teacher), runs=tuple(str(Path(r).resolve()) for r in runs),
+    resolved = tuple(str(Path(r).resolve()) for r in runs)
+    return TeacherSource("fusion", FUSION_PREFIX + ",".join(resolved), runs=resolved,
                          weights=tuple(weights) if weights is not None else None)
 
 
@@ -184,7 +192,6 @@ def _hub_architectures(name: str) -> list[str]:
 
 class CrossEncoderTeacher:
     def __init__(self, source: TeacherSource, device: str, batch_size: int):
-        from peft_ir.reranker.config import CrossEncoderSpec  # noqa: PLC0415
         from peft_ir.reranker.model import CrossEncoder  # noqa: PLC0415
 
         self.encoder = CrossEncoder(CrossEncoderSpec(model=source.model, **source.spec), adapter=source.adapter,
