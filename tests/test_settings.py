@@ -18,6 +18,7 @@ from peft_ir.reranker.config import CrossEncoderSpec, RerankerTrainConfig
 from peft_ir.indexing.config import BM25Config, FusionConfig, IndexConfig, SearchConfig
 from peft_ir.retriever.config import EncodeConfig, EncoderSpec, RetrieverTrainConfig
 from peft_ir.settings import flat_fields, from_flat, setting, to_flat
+from peft_ir.teacher.config import AnnotateConfig, TeacherMiningConfig
 
 
 
@@ -53,7 +54,9 @@ COMMANDS = [(("train", "retriever"), RetrieverTrainConfig, {"tuning", "adapter",
             (("search",), SearchConfig, set()),
             (("rewrite", "vector-prf"), SearchConfig, set()),
             (("bm25", "search"), BM25Config, set()),
-            (("fuse",), FusionConfig, set())]
+            (("fuse",), FusionConfig, set()),
+            (("annotate",), AnnotateConfig, set()),
+            (("mine",), TeacherMiningConfig, set())]
 
 
 @pytest.mark.parametrize("path, cls, skipped", COMMANDS, ids=lambda v: " ".join(v) if isinstance(v, tuple) else None)

@@ -69,6 +69,19 @@ def _training_examples(qrels: Path) -> Any:
     return beir_examples(ds, load_corpus(ds.corpus_path))
 
 
+def _annotate_inputs(run: Path) -> Any:
+    """What `peft-ir annotate` checks before loading its teacher: a BEIR folder beside the run."""
+    from peft_ir.teacher.annotate import build_plan
+    from peft_ir.teacher.config import AnnotateConfig
+
+    root = run.parent / "beir"
+    (root / "qrels").mkdir(parents=True, exist_ok=True)
+    (root / "corpus.jsonl").write_text(DOC + "\n", encoding="utf-8")
+    (root / "queries.jsonl").write_text(QUERY + "\n", encoding="utf-8")
+    (root / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n1\td1\t1\n", encoding="utf-8")
+    return build_plan(AnnotateConfig(dataset=str(root), run=str(run), depth=10, output=str(run.parent / "o.jsonl")))
+
+
 @dataclass(frozen=True)
 class Rejected:
     name: str
@@ -127,6 +140,10 @@ REJECTED = [
              "1 Q0 d1 1 2.0 t\n1 Q0 d9 2 1.0 t\n", None, None, "not in this corpus", at_fault="corpus.jsonl"),
     Rejected("re-ranking: run qid absent from the topics", lambda p: _rerank_inputs(p), "run.trec",
              "1 Q0 d1 1 2.0 t\n7 Q0 d1 1 1.0 t\n", None, None, "not in these topics", at_fault="topics.tsv"),
+    Rejected("annotate: run docid absent from the corpus", _annotate_inputs, "run.trec",
+             "1 Q0 d1 1 2.0 t\n1 Q0 d9 2 1.0 t\n", 2, "docid", "not in the corpus"),
+    Rejected("annotate: no judged query in the run", _annotate_inputs, "run.trec", "7 Q0 d1 1 2.0 t\n", None, "qid",
+             "none of the 1 judged queries"),
     # TREC topics
     Rejected("topics: missing text", load_topics, "topics.tsv", "1\tquery one\n2\n", 2, "text", "missing"),
     Rejected("topics: empty text", load_topics, "topics.tsv", "1\tquery one\n2\t \n", 2, "text", "empty"),

@@ -109,6 +109,11 @@ def _valid(path: Path, reference: Path) -> bool:
             return data.startswith(b"\x89PNG") and data.rstrip(b"\x00").endswith(b"IEND\xaeB`\x82")
         elif suffix in (".trec", ".txt") and reference.exists():
             return path.read_bytes() == reference.read_bytes()
+        elif suffix == ".jsonl":
+            if reference.is_file():
+                return path.read_bytes() == reference.read_bytes()
+            data = path.read_bytes()
+            return data.endswith(b"\n") and all(json.loads(line) is not None for line in data.splitlines())
     except Exception:  # noqa: BLE001 — any failure to read means the file is not whole
         return False
     return True
@@ -175,6 +180,10 @@ def _same_index(a: Path, b: Path) -> None:
             assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
+def _same_bytes(a: Path, b: Path) -> None:
+    assert a.read_bytes() == b.read_bytes(), f"{a} and {b} differ"
+
+
 def _same_run(a: Path, b: Path, atol: float = 1e-5) -> None:
     from peft_ir.data import read_run
 
@@ -196,6 +205,7 @@ class KillCase:
     resume: tuple[str, ...] = ()  # extra arguments of the re-run
     kind: str = "dir"  # the output is a folder or a file
     progressive: bool = True  # writes as it goes (checkpoints, chunks, score cache); else only at its end
+    file_name: str = "out.trec"  # the output's name when it is a file
 
 
 def _many_embeddings(ws: Workspace, n: int = 60_000, chunk: int = 5_000) -> Path:
@@ -254,6 +264,11 @@ CASES = [
         "--corpus", str(ws.beir), "--model", str(ws.ce_model), "--adapter",
         str(ws.reference["train reranker"] / "adapter"), "--hits", "20", "--query-max-length", "8",
         "--passage-max-length", "24", "--batch-size", "1", "--output", str(out)], _same_run, kind="file"),
+    KillCase("annotate", lambda ws, out: [
+        "annotate", "--dataset", str(ws.beir), "--split", "train", "--run", str(ws.runs["train"]), "--depth", "10",
+        "--teacher", str(ws.ce_model), "--teacher-kind", "cross-encoder", "--teacher-query-max-length", "8",
+        "--teacher-passage-max-length", "24", "--teacher-batch-size", "1", "--no-progress", "--output", str(out)],
+        _same_bytes, kind="file", file_name="out.jsonl"),
 ]
 
 
@@ -286,7 +301,7 @@ class Timing:
 
 def run_reference(case: KillCase, ws: Workspace) -> Timing:
     """Run the command uninterrupted; its output becomes the reference later commands read."""
-    out = ws.root / f"{_slug(case.name)}-reference" / ("out.trec" if case.kind == "file" else "out")
+    out = ws.root / f"{_slug(case.name)}-reference" / (case.file_name if case.kind == "file" else "out")
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     proc = subprocess.Popen(_command(case.args(ws, out)), env=_env(), stdout=subprocess.DEVNULL,
@@ -334,7 +349,7 @@ def inject(case: KillCase, ws: Workspace, timing: Timing, rng: random.Random, at
     for attempt in range(6):
         folder = ws.root / f"{_slug(case.name)}-killed-{attempt_id}-{attempt}"
         folder.mkdir(parents=True, exist_ok=True)
-        out = folder / ("out.trec" if case.kind == "file" else "out")
+        out = folder / (case.file_name if case.kind == "file" else "out")
         watch = folder if case.kind == "file" else out
         proc = subprocess.Popen(_command(case.args(ws, out)), env=_env(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)

@@ -15,7 +15,7 @@ import sys
 from peft_ir.errors import PeftIRError
 
 # One entry per command module; adding a command group touches this list only.
-COMMAND_MODULES = ["eval", "dense", "train", "tuning", "bm25", "fuse", "rewrite", "rerank",
+COMMAND_MODULES = ["eval", "dense", "train", "annotate", "tuning", "bm25", "fuse", "rewrite", "rerank",
                    "experiment"]
 
 

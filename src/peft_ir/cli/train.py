@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 
 from peft_ir.cli.flags import add_flags, add_tuning_flags, config_from_args, selection_note, tuning_from_args
+from peft_ir.devices import DEVICE_CHOICES, parse_device
 from peft_ir.reranker.config import RerankerTrainConfig
 from peft_ir.retriever.config import RetrieverTrainConfig
+from peft_ir.teacher.config import TeacherMiningConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--threads", type=int, default=None)
     d.set_defaults(func=run_reranker_data)
 
-    m = sub.add_parser("mine", help="write hard negatives from a first-stage run as a training file")
+    m = sub.add_parser("mine", help="write hard negatives from a first-stage run as a training file",
+                       description="Sample --num negatives per query from the --window ranks of --run, judged "
+                                   "positives excluded. With --teacher, candidates the teacher scores above the "
+                                   "query's lowest-scored positive minus --margin are dropped first (likely "
+                                   "unjudged relevant passages); the teacher's scores are kept in --teacher-scores.")
     m.add_argument("--run", required=True, help="first-stage TREC run (BM25 or dense)")
     m.add_argument("--dataset", required=True, help="BEIR folder (queries, qrels split, corpus)")
     m.add_argument("--split", default="train")
@@ -41,6 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--window", nargs=2, type=int, default=(1, 100), metavar=("FROM", "TO"), help="rank window")
     m.add_argument("--num", type=int, default=8, help="negatives per query")
     m.add_argument("--seed", type=int, default=0)
+    add_flags(m, TeacherMiningConfig)
+    m.add_argument("--device", type=parse_device, default="auto",
+                   help=f"the teacher's device: {DEVICE_CHOICES}; auto: a GPU if torch sees one, else the CPU")
+    m.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="progress bar of the teacher's scoring")
     m.set_defaults(func=run_mine)
 
 
@@ -91,11 +102,28 @@ def run_reranker_data(args: argparse.Namespace) -> int:
 def run_mine(args: argparse.Namespace) -> int:
     from peft_ir.data import BeirDataset, load_corpus, read_run, write_training
     from peft_ir.data.examples import beir_examples, mine_negatives
+    from peft_ir.errors import PeftIRError
 
-    ds = BeirDataset(args.dataset, args.split)
-    negatives = mine_negatives(read_run(args.run), ds.qrels(), depth_from=args.window[0], depth_to=args.window[1],
-                               num=args.num, seed=args.seed)
-    examples = beir_examples(ds, load_corpus(ds.corpus_path), negatives)
+    teacher = config_from_args(TeacherMiningConfig, args)
+    if teacher.teacher is None:
+        for name in ("margin", "teacher_scores", "teacher_weights"):
+            if getattr(teacher, name) is not None:
+                raise PeftIRError(f"--{name.replace('_', '-')} needs --teacher")
+        ds = BeirDataset(args.dataset, args.split)
+        negatives = mine_negatives(read_run(args.run), ds.qrels(), depth_from=args.window[0],
+                                   depth_to=args.window[1], num=args.num, seed=args.seed)
+        examples = beir_examples(ds, load_corpus(ds.corpus_path), negatives)
+        filtered = ""
+    else:
+        from peft_ir.devices import device_for_process
+        from peft_ir.teacher.mining import mine_with_teacher
+
+        mined = mine_with_teacher(args.dataset, args.split, args.run, tuple(args.window), args.num, args.seed, teacher,
+                                  args.output, device=device_for_process(args.device), progress=args.progress)
+        examples, s = mined.examples, mined.stats
+        filtered = (f"; the teacher-margin filter (margin {mined.margin:g}) dropped {s.dropped} of {s.candidates} "
+                    f"candidates in the window; teacher scores in {mined.scores_path}")
     write_training(examples, args.output, "tevatron")
-    print(f"wrote {len(examples)} queries with {sum(len(e.negatives) for e in examples)} negatives to {args.output}")
+    print(f"wrote {len(examples)} queries with {sum(len(e.negatives) for e in examples)} negatives to "
+          f"{args.output}{filtered}")
     return 0

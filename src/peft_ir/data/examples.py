@@ -5,7 +5,10 @@ the retriever's and the re-ranker's training read, and the checks that such a so
 from __future__ import annotations
 
 import logging
+import math
 import random
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from peft_ir.data.beir import BeirDataset, Document, load_corpus
@@ -18,21 +21,60 @@ from peft_ir.errors import PeftIRError
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class MiningStats:
+    """What the teacher-margin filter did: candidates in the rank windows of the filtered queries, and dropped."""
+
+    candidates: int = 0
+    dropped: int = 0
+    queries: int = 0  # queries whose window was filtered (their positives have teacher scores)
+
+
 def mine_negatives(run: Run, qrels: Qrels, *, depth_from: int = 1, depth_to: int = 100, num: int = 8,
-                   seed: int = 0) -> dict[str, list[str]]:
+                   seed: int = 0, scores: Mapping[str, Mapping[str, float]] | None = None, margin: float = 0.0,
+                   stats: MiningStats | None = None) -> dict[str, list[str]]:
     """Per query, up to `num` non-relevant docids sampled from ranks [depth_from, depth_to] of a first-stage run.
 
     Judged-relevant documents (grade > 0) are skipped; sampling is seeded so the same run gives the same file.
+    With teacher `scores` ({qid: {docid: score}}), a candidate is dropped before sampling when its score exceeds
+    the query's lowest-scored positive minus `margin` (sentence-transformers' mine_hard_negatives with
+    absolute_margin): likely an unjudged relevant passage, i.e. a false negative. The count dropped is logged.
     """
     if not 1 <= depth_from <= depth_to:
         raise PeftIRError(f"rank window must satisfy 1 <= from <= to, got [{depth_from}, {depth_to}]")
+    if not math.isfinite(margin):
+        raise PeftIRError(f"the margin must be a finite number, got {margin}")
     rng = random.Random(seed)
+    stats = stats if stats is not None else MiningStats()
     out: dict[str, list[str]] = {}
     for qid, hits in run.items():
         positives = {d for d, g in qrels.get(qid, {}).items() if g > 0}
         window = [d for d, _ in ranked(hits, depth_to)[depth_from - 1:] if d not in positives]
+        if scores is not None and qid in scores:
+            window = _margin_filter(qid, window, positives, scores[qid], margin, stats)
         out[qid] = window if len(window) <= num else rng.sample(window, num)
+    if scores is not None:
+        share = stats.dropped / stats.candidates if stats.candidates else 0.0
+        log.info("teacher-margin filter (margin %g): dropped %d of %d candidates (%.1f%%) in %d queries", margin,
+                 stats.dropped, stats.candidates, 100 * share, stats.queries)
     return out
+
+
+def _margin_filter(qid: str, window: list[str], positives: set[str], scores: Mapping[str, float], margin: float,
+                   stats: MiningStats) -> list[str]:
+    scored = [scores[d] for d in positives if d in scores]
+    if not scored:
+        return window  # no positive scored (absent from the corpus): nothing to compare with
+    unscored = [d for d in window if d not in scores]
+    if unscored:
+        raise PeftIRError(f"query {qid!r}: candidate {unscored[0]!r} has no teacher score ({len(unscored)} such): "
+                          "the scores do not cover this run's rank window")
+    threshold = min(scored) - margin
+    kept = [d for d in window if scores[d] <= threshold]
+    stats.candidates += len(window)
+    stats.dropped += len(window) - len(kept)
+    stats.queries += 1
+    return kept
 
 
 def beir_examples(dataset: BeirDataset, corpus: dict[str, Document], negatives: dict[str, list[str]] | None = None

@@ -1,0 +1,267 @@
+"""`peft-ir annotate`: scores from each kind of teacher, labels from the qrels, the teacher recorded, resumption to
+the same bytes, and inputs checked before any teacher is loaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from peft_ir.cli import main
+from peft_ir.data import Document, read_training, write_beir_qrels, write_corpus, write_queries, write_run
+from peft_ir.errors import InputError, PeftIRError
+from peft_ir.teacher import annotate as annotate_module
+from peft_ir.teacher.annotate import annotate, partial_paths, record_path
+from peft_ir.teacher.config import AnnotateConfig, TeacherConfig
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _cfg(out: Path, teacher: str, dataset: Path | None = None, run: Path | None = None, **kw) -> AnnotateConfig:  # type: ignore[no-untyped-def]
+    scorer = {k: kw.pop(k) for k in list(kw) if k.startswith("teacher_")}
+    return AnnotateConfig(dataset=str(dataset) if dataset else None, run=str(run) if run else None, output=str(out),
+                          scorer=TeacherConfig(teacher=teacher, **scorer), progress=False, **kw)
+
+
+@pytest.fixture
+def hand_made(tmp_path: Path) -> dict[str, Path]:
+    """Two train queries over five documents, two runs with hand-picked scores."""
+    root = tmp_path / "beir"
+    write_corpus([Document(f"d{i}", f"title {i}", f"text {i}") for i in range(1, 6)], root / "corpus.jsonl")
+    write_queries({"q1": "first query", "q2": "second query"}, root / "queries.jsonl")
+    write_beir_qrels({"q1": {"d5": 2, "d3": 0}, "q2": {"d1": 1}}, root / "qrels" / "train.tsv")
+    a, b = tmp_path / "a.trec", tmp_path / "b.trec"
+    write_run({"q1": {"d1": 3.0, "d2": 2.0, "d3": 1.0}, "q2": {"d2": 4.0, "d1": 2.0, "d4": 0.0}}, a)
+    write_run({"q1": {"d2": 10.0, "d4": 0.0}, "q2": {"d1": 5.0, "d3": 1.0}}, b)
+    return {"beir": root, "a": a, "b": b}
+
+
+def test_fusion_teacher_scores_equal_the_hand_computed_interpolation(hand_made: dict[str, Path],
+                                                                     tmp_path: Path) -> None:
+    out = tmp_path / "fused.jsonl"
+    s = annotate(_cfg(out, f"fusion:{hand_made['a']},{hand_made['b']}", hand_made["beir"], hand_made["a"], depth=3,
+                      teacher_weights=[0.25, 0.75]))
+    q1, q2 = _lines(out)
+    # q1: run a min-max: d1 1, d2 .5, d3 0; run b: d2 1, d4 0. d5 (the positive) is in neither run: 0 from both.
+    assert [(p["docid"], p["label"], p["score"]) for p in q1["passages"]] == [
+        ("d5", 2, 0.0), ("d1", 0, 0.25), ("d2", 0, 0.25 * 0.5 + 0.75 * 1.0), ("d3", 0, 0.0)]
+    # q2: run a: d2 1, d1 .5, d4 0; run b: d1 1, d3 0. The positive d1 comes first, then a's top 3 without it.
+    assert [(p["docid"], p["label"], p["score"]) for p in q2["passages"]] == [
+        ("d1", 1, 0.25 * 0.5 + 0.75 * 1.0), ("d2", 0, 0.25), ("d4", 0, 0.0)]
+    assert q1["passages"][0]["title"] == "title 5" and q1["passages"][0]["text"] == "text 5"
+    record = json.loads(record_path(out).read_text())
+    assert record["teacher"]["kind"] == "fusion" and record["teacher"]["weights"] == [0.25, 0.75]
+    assert record["inputs"]["depth"] == 3 and record["inputs"]["run"] == str(hand_made["a"].resolve())
+    assert record["fingerprint"] and s.queries == 2 and s.passages == 7
+    assert not any(p.exists() for p in partial_paths(out))
+    (ex1, ex2) = read_training(out)  # the trainers' reader takes it as it is
+    assert ex1.positives == ["title 5 text 5"] and ex1.negative_scores == [0.25, 0.875, 0.0]
+
+
+def _classifier_folder(tiny_bert_dir: Path, out: Path) -> Path:
+    """The tiny BERT saved with a one-logit classification head: a plain cross-encoder folder."""
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    torch.manual_seed(3)
+    BertForSequenceClassification.from_pretrained(str(tiny_bert_dir), num_labels=1).save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(tiny_bert_dir)).save_pretrained(out)
+    return out
+
+
+def test_cross_encoder_teacher_from_a_plain_classifier_folder(synthetic_beir: Path, synthetic_runs: dict,
+                                                              tiny_bert_dir: Path, tmp_path: Path) -> None:
+    from peft_ir.reranker.config import CrossEncoderSpec
+    from peft_ir.reranker.model import CrossEncoder
+
+    folder = _classifier_folder(tiny_bert_dir, tmp_path / "ce")
+    out = tmp_path / "ce.jsonl"
+    annotate(_cfg(out, str(folder), synthetic_beir, synthetic_runs["train"], depth=4, teacher_batch_size=7))
+    record = json.loads(record_path(out).read_text())
+    assert record["teacher"]["kind"] == "cross-encoder" and record["batch_size"] == 7
+    lines = _lines(out)
+    assert len(lines) == 40
+    ce = CrossEncoder(CrossEncoderSpec(model=str(folder)), device="cpu")
+    assert record["fingerprint"] == ce.fingerprint()
+    for line in lines[:3]:
+        labels = [p["label"] for p in line["passages"]]
+        assert labels[0] == 1 and labels[1:] == [0] * (len(labels) - 1) and 4 <= len(labels) <= 5
+        texts = [f"{p['title']} {p['text']}" for p in line["passages"]]
+        expected = ce.score([line["query"]] * len(texts), texts)
+        np.testing.assert_allclose([p["score"] for p in line["passages"]], expected, atol=1e-5)
+
+
+def test_bi_encoder_teacher_scores_are_inner_products(synthetic_beir: Path, synthetic_runs: dict,
+                                                      tiny_bert_dir: Path, tmp_path: Path) -> None:
+    from peft_ir.retriever.config import EncoderSpec
+    from peft_ir.retriever.encoder import BiEncoder
+
+    out = tmp_path / "bi.jsonl"
+    annotate(_cfg(out, str(tiny_bert_dir), synthetic_beir, synthetic_runs["train"], depth=3))
+    assert json.loads(record_path(out).read_text())["teacher"]["kind"] == "bi-encoder"  # no head: a bi-encoder
+    enc = BiEncoder(EncoderSpec(model=str(tiny_bert_dir)), device="cpu")
+    for line in _lines(out)[:3]:
+        q = enc.encode_queries([line["query"]])[0]
+        p = enc.encode_passages([f"{x['title']} {x['text']}" for x in line["passages"]])
+        np.testing.assert_allclose([x["score"] for x in line["passages"]], p @ q, rtol=1e-5, atol=1e-5)
+
+
+def test_a_training_file_gets_its_own_passages_scored(hand_made: dict[str, Path], tiny_bert_dir: Path,
+                                                      tmp_path: Path) -> None:
+    from peft_ir.fingerprint import text_id
+
+    flag = tmp_path / "flag.jsonl"
+    flag.write_text(json.dumps({"query": "q", "pos": ["p one"], "neg": ["n one", "n two"]}) + "\n")
+    out = tmp_path / "scored.jsonl"
+    annotate(AnnotateConfig(train=str(flag), output=str(out), scorer=TeacherConfig(teacher=str(tiny_bert_dir)),
+                            progress=False))
+    (line,) = _lines(out)
+    assert [(p["docid"], p["label"]) for p in line["passages"]] == [(text_id("p one"), 1), (text_id("n one"), 0),
+                                                                    (text_id("n two"), 0)]
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_an_interrupted_annotation_resumes_to_the_same_bytes(synthetic_beir: Path, synthetic_runs: dict,
+                                                             tiny_bert_dir: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    cfg = dict(dataset=synthetic_beir, run=synthetic_runs["train"], depth=5, teacher_kind="cross-encoder",
+               teacher_query_max_length=8, teacher_passage_max_length=24)
+    reference = tmp_path / "reference.jsonl"
+    annotate(_cfg(reference, str(tiny_bert_dir), **cfg))
+    assert "has no classification head" in caplog.text  # a forced cross-encoder without a trained head
+    out = tmp_path / "out.jsonl"
+    real = annotate_module.load_teacher
+
+    def dies_after_two_blocks(*args, **kwargs):  # type: ignore[no-untyped-def]
+        teacher, calls = real(*args, **kwargs), []
+        score = teacher.score
+
+        def counted(blocks):  # type: ignore[no-untyped-def]
+            if len(calls) == 2:
+                raise _Interrupt
+            calls.append(1)
+            return score(blocks)
+        teacher.score = counted
+        return teacher
+
+    monkeypatch.setattr(annotate_module, "load_teacher", dies_after_two_blocks)
+    with pytest.raises(_Interrupt):
+        annotate(_cfg(out, str(tiny_bert_dir), **cfg))
+    partial, meta = partial_paths(out)
+    assert not out.exists() and meta.is_file()
+    assert len(partial.read_text().splitlines()) == 2 * annotate_module.BLOCK_QUERIES
+    with open(partial, "a") as fh:
+        fh.write('{"query_id": "q32", "query": "torn')  # a write cut by the kill
+    monkeypatch.setattr(annotate_module, "load_teacher", real)
+    with pytest.raises(PeftIRError, match="depth: 5 then, 6 now"):  # other settings: refused, partial kept
+        annotate(_cfg(out, str(tiny_bert_dir), **(cfg | {"depth": 6})))
+    s = annotate(_cfg(out, str(tiny_bert_dir), **cfg))
+    assert s.resumed_from == 32 and s.scored_queries == 8
+    assert out.read_bytes() == reference.read_bytes()
+    assert not partial.exists() and not meta.exists()
+    again = annotate(_cfg(out, str(tiny_bert_dir), **cfg))
+    assert again.reused and out.read_bytes() == reference.read_bytes()
+
+
+def test_annotate_train_reload_round_trip(synthetic_beir: Path, synthetic_runs: dict, tiny_bert_dir: Path,
+                                          tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A trained re-ranker (adapter) and a trained retriever teach; the scored file trains a re-ranker that
+    reloads and scores."""
+    import sys
+
+    from peft_ir.reranker.config import CrossEncoderSpec
+    from peft_ir.reranker.model import CrossEncoder
+    from peft_ir.retriever.train import train_retriever
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tiny_train import retriever_config
+
+    small = ["--model", str(tiny_bert_dir), "--method", "lora", "--tuning", "lora_r=2", "--query-max-length", "8",
+             "--passage-max-length", "24", "--group-size", "4", "--batch-size", "8", "--max-steps", "4",
+             "--eval-steps", "2", "--save-steps", "2", "--dev-queries", "8", "--no-progress"]
+    teacher = tmp_path / "teacher-ce"
+    assert main(["train", "reranker", "--train", str(synthetic_beir), "--negatives-run", str(synthetic_runs["train"]),
+                 "--output", str(teacher), *small]) == 0
+    scored = tmp_path / "scored.jsonl"
+    assert main(["annotate", "--dataset", str(synthetic_beir), "--run", str(synthetic_runs["train"]), "--depth", "6",
+                 "--teacher", str(teacher), "--output", str(scored), "--device", "cpu", "--no-progress"]) == 0
+    assert "with the cross-encoder teacher" in capsys.readouterr().out
+    record = json.loads(record_path(scored).read_text())
+    assert record["teacher"]["adapter"] == str((teacher / "adapter").resolve())
+    tuned = CrossEncoder(CrossEncoderSpec(model=str(tiny_bert_dir), query_max_length=8, passage_max_length=24),
+                         adapter=teacher / "adapter", device="cpu")
+    assert record["fingerprint"] == tuned.fingerprint()  # the adapter, not the bare base, scored
+    line = _lines(scored)[0]
+    texts = [f"{p['title']} {p['text']}" for p in line["passages"]]
+    np.testing.assert_allclose([p["score"] for p in line["passages"]], tuned.score([line["query"]] * len(texts), texts),
+                               atol=1e-5)
+
+    student = tmp_path / "student-ce"
+    assert main(["train", "reranker", "--train", str(scored), "--output", str(student), *small]) == 0
+    summary = json.loads((student / "summary.json").read_text())
+    assert summary["steps"] == 4
+    reloaded = CrossEncoder(CrossEncoderSpec(model=str(tiny_bert_dir), query_max_length=8, passage_max_length=24),
+                            adapter=student / "adapter", device="cpu")
+    assert reloaded.fingerprint() != tuned.fingerprint()
+    assert all(np.isfinite(reloaded.score([line["query"]] * len(texts), texts)))
+
+    retriever = tmp_path / "teacher-bi"
+    train_retriever(retriever_config(synthetic_beir, tiny_bert_dir, retriever, max_steps=4, eval_steps=2,
+                                     save_steps=2))
+    bi_scored = tmp_path / "bi-scored.jsonl"
+    annotate(_cfg(bi_scored, str(retriever), synthetic_beir, synthetic_runs["train"], depth=2))
+    bi_record = json.loads(record_path(bi_scored).read_text())["teacher"]
+    assert bi_record["kind"] == "bi-encoder" and bi_record["adapter"] == str((retriever / "adapter").resolve())
+    assert bi_record["spec"]["normalize"] is True  # the training output's spec, not the folder defaults
+    assert all(abs(p["score"]) <= 1.0 + 1e-5 for line in _lines(bi_scored) for p in line["passages"])
+
+
+def _never_loaded(*args, **kwargs):  # type: ignore[no-untyped-def]
+    raise AssertionError("the teacher was loaded before the inputs were checked")
+
+
+@pytest.mark.parametrize(("change", "error", "fragment"), [
+    ({"depth": 0}, PeftIRError, "--depth must be at least 1"),
+    ({"run": None}, PeftIRError, "--dataset needs --run"),
+    ({"teacher": "fusion:{a}"}, PeftIRError, "two or more run files"),
+    ({"teacher": "fusion:{a},{beir}/nope.trec"}, InputError, "run file not found"),
+    ({"teacher_weights": [1.0]}, PeftIRError, "1 weight(s) for 2 runs"),
+    ({"teacher": "{beir}"}, InputError, "not a model folder"),
+    ({"teacher": "{beir}/no-such-model"}, PeftIRError, "nor a hub model in the local cache"),
+    ({"teacher_kind": "bi-encoder"}, PeftIRError, "does not apply to a fusion teacher"),
+])
+def test_bad_inputs_are_refused_before_the_teacher_loads(hand_made: dict[str, Path], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch, change: dict,
+                                                         error: type, fragment: str) -> None:
+    monkeypatch.setattr(annotate_module, "load_teacher", _never_loaded)
+    settings = {"teacher": "fusion:{a},{b}", "run": str(hand_made["a"]), "depth": 3} | change
+    fmt = {k: str(v) for k, v in hand_made.items()}
+    teacher = settings.pop("teacher").format(**fmt)
+    run = settings.pop("run")
+    with pytest.raises(error) as info:
+        annotate(_cfg(tmp_path / "out.jsonl", teacher, hand_made["beir"], Path(run) if run else None, **settings))
+    assert fragment in str(info.value)
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_run_docid_outside_the_corpus_names_the_run_line(hand_made: dict[str, Path], tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(annotate_module, "load_teacher", _never_loaded)
+    bad = tmp_path / "bad.trec"
+    bad.write_text("q1 Q0 d1 1 3.0 t\nq1 Q0 d77 2 2.0 t\nq2 Q0 d1 1 1.0 t\n")
+    with pytest.raises(InputError) as info:
+        annotate(_cfg(tmp_path / "out.jsonl", f"fusion:{bad},{hand_made['b']}", hand_made["beir"], bad, depth=5))
+    assert (info.value.path, info.value.line, info.value.field) == (str(bad), 2, "docid")
+    assert "'d77'" in str(info.value)
+    assert main(["annotate", "--dataset", str(hand_made["beir"]), "--run", str(bad), "--teacher",
+                 f"fusion:{bad},{hand_made['b']}", "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert f"{bad}:2: field 'docid'" in capsys.readouterr().err
