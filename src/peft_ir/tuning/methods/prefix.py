@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from peft_ir.errors import PeftIRError
-from peft_ir.tuning.arch import Arch
+from peft_ir.tuning.arch import BERT, DISTILBERT, Arch
 from peft_ir.tuning.config import Method, Part, TuningConfig, register
 from peft_ir.tuning.modules import TuningModule, place
 
@@ -129,7 +129,7 @@ def distilbert_self_attention_forward(
     return attn_output, attn_weights
 
 
-FORWARDS = {"bert": bert_self_attention_forward, "distilbert": distilbert_self_attention_forward}
+FORWARDS = {BERT: bert_self_attention_forward, DISTILBERT: distilbert_self_attention_forward}
 
 
 def prefix_parts(arch: Arch, length: int) -> list[Part]:
@@ -146,7 +146,9 @@ def inject_prefix(arch: Arch, length: int) -> None:
             "(load it with attn_implementation='sdpa' or 'eager')"
         )
     std = float(getattr(arch.model.config, "initializer_range", 0.02))
-    forward = FORWARDS[arch.family]
+    forward = FORWARDS.get(arch.spec)
+    if forward is None:
+        raise PeftIRError(f"prefix tuning does not support model_type '{arch.family}' yet")
     for slots in arch.layers:
         attention = slots.self_attention
         prefix = place(PrefixKV(arch.num_heads, arch.head_dim, length, std), like=attention_weight(attention))
