@@ -85,11 +85,17 @@ class Tiny:
     kinds = KINDS
 
     @staticmethod
-    def config(family: str = "bert", attn: str = "sdpa"):
-        """The tiny random config of one family (a row of TINY_CONFIGS)."""
+    def config(family: str = "bert", attn: str = "sdpa", hidden: int | None = None, intermediate: int | None = None):
+        """The tiny random config of one family (a row of TINY_CONFIGS), optionally wider (for budgets a hidden
+        size of 32 cannot reach)."""
         import transformers as tf
 
         name, kwargs = TINY_CONFIGS[family]
+        kwargs = dict(kwargs)
+        for keys, value in ((("hidden_size", "dim"), hidden), (("intermediate_size", "hidden_dim"), intermediate)):
+            for key in keys:
+                if value is not None and key in kwargs:
+                    kwargs[key] = value
         return getattr(tf, name)(**{"num_labels": 1, "attn_implementation": attn, **kwargs})
 
     @staticmethod

@@ -148,7 +148,19 @@ def _calls_the_attention_interface(attention: nn.Module) -> bool:
     return code is not None and "ALL_ATTENTION_FUNCTIONS" in code.co_names and hasattr(attention, "config")
 
 
+def check_attention(arch: Arch) -> None:
+    """Refuse a family whose attention modules compute attention themselves: prefixes could not enter them."""
+    attention = arch.layers[0].self_attention
+    if not _calls_the_attention_interface(attention):
+        raise PeftIRError(
+            f"prefix tuning (and mam) need an attention module that calls transformers' attention interface; "
+            f"{type(attention).__name__} of model_type '{arch.family}' computes its attention itself, so prefixes "
+            "cannot enter it (choose another method, e.g. lora or iaa-l)"
+        )
+
+
 def prefix_parts(arch: Arch, length: int) -> list[Part]:
+    check_attention(arch)
     where = f"keys/values of {arch.pattern('self_attention')} (as .{CHILD}), mask extended"
     if arch.num_kv_heads != arch.num_heads:
         where += f" ({arch.num_kv_heads} key/value heads, shared by {arch.num_heads} query heads)"
@@ -164,13 +176,7 @@ def inject_prefix(arch: Arch, length: int) -> None:
             f"prefix tuning supports attention implementations {SUPPORTED_ATTENTION}; the model uses '{impl}' "
             "(load it with attn_implementation='sdpa' or 'eager')"
         )
-    attention = arch.layers[0].self_attention
-    if not _calls_the_attention_interface(attention):
-        raise PeftIRError(
-            f"prefix tuning (and mam) need an attention module that calls transformers' attention interface; "
-            f"{type(attention).__name__} of model_type '{arch.family}' computes its attention itself, so prefixes "
-            "cannot enter it (choose another method, e.g. lora or iaa-l)"
-        )
+    check_attention(arch)
     _register()
     std = float(getattr(arch.model.config, "initializer_range", 0.02))
     for slots in arch.layers:
