@@ -1,4 +1,5 @@
-"""The architecture table: every covered model_type has a tiny test row, its slots resolve, unknown types are refused."""
+"""The architecture table: every covered model_type has a tiny test row and its slots resolve; unknown types are
+refused."""
 
 from __future__ import annotations
 

@@ -24,7 +24,8 @@ POST_NORM, PRE_NORM = "post", "pre"
 class Family:
     """The slots of one backbone family as dotted paths: `layers` from the base model, the rest inside one layer.
 
-    post-norm layer: u = LN_1(x + Attn(x)); y = LN_2(u + FFN(u)). pre-norm: h = x + Attn(LN_1(x)); y = h + FFN(LN_2(h)).
+    post-norm layer: u = LN_1(x + Attn(x)); y = LN_2(u + FFN(u)).
+    pre-norm layer:  h = x + Attn(LN_1(x)); y = h + FFN(LN_2(h)).
     """
 
     norm: str  # POST_NORM or PRE_NORM
@@ -44,7 +45,8 @@ class Family:
 
 BERT = Family(
     norm=POST_NORM, layers="encoder.layer", attention="attention.self", attn_in="attention",
-    attn_proj="attention.output.dense", attn_out="attention.output.dropout",  # BertSelfOutput: LN(dropout(dense(h)) + x)
+    attn_proj="attention.output.dense",
+    attn_out="attention.output.dropout",  # BertSelfOutput: LN(dropout(dense(h)) + x)
     attn_join="attention.output", ffn_in="intermediate", ffn_inner="intermediate", ffn_proj="output.dense",
     ffn_out="output.dropout", ffn_join="output",  # BertOutput: LN(dropout(dense(h)) + u)
     lora_targets=("query", "value"),
@@ -174,7 +176,9 @@ def _bert_like(encoder: nn.Module) -> Family | None:
     if layers is None or len(layers) == 0:
         return None
     first = layers[0]
-    if not all(hasattr(first, n) for n in ("attention", "intermediate", "output")) or not hasattr(first.attention, "self"):
+    if not all(hasattr(first, n) for n in ("attention", "intermediate", "output")):
+        return None
+    if not hasattr(first.attention, "self"):
         return None
     return BERT
 
