@@ -13,7 +13,30 @@ from peft_ir.tuning import METHODS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-FAMILIES = ("bert", "roberta", "distilbert")
+FAMILIES = ("bert", "roberta", "distilbert")  # the `family` parameter of the older, longer tests
+# One row per covered model_type (peft_ir.tuning.arch.ARCHITECTURES): a transformers config class and its tiny sizes
+# (hidden 32, 2 layers, vocab 99). The decoders use grouped-query attention (fewer key/value heads), Qwen3 a head_dim
+# that is not hidden / heads, Mistral and ModernBERT a sliding window shorter than the test batch.
+_SIZES = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
+_DECODER = dict(_SIZES, max_position_embeddings=64, pad_token_id=0, num_key_value_heads=2)
+TINY_CONFIGS: dict[str, tuple[str, dict]] = {
+    "bert": ("BertConfig", dict(_SIZES, max_position_embeddings=64)),
+    "roberta": ("RobertaConfig", dict(_SIZES, max_position_embeddings=70, pad_token_id=1)),
+    "xlm-roberta": ("XLMRobertaConfig", dict(_SIZES, max_position_embeddings=70, pad_token_id=1)),
+    "electra": ("ElectraConfig", dict(_SIZES, embedding_size=16, max_position_embeddings=64)),
+    "distilbert": ("DistilBertConfig", dict(vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=37,
+                                            max_position_embeddings=64)),
+    "mpnet": ("MPNetConfig", dict(_SIZES, max_position_embeddings=70, pad_token_id=1,
+                                  attn_implementation="eager")),  # MPNet computes its attention itself
+    "modernbert": ("ModernBertConfig", dict(_SIZES, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
+                                            eos_token_id=2, cls_token_id=1, sep_token_id=2, local_attention=4,
+                                            global_attn_every_n_layers=2)),
+    "llama": ("LlamaConfig", _DECODER),
+    "qwen2": ("Qwen2Config", _DECODER),
+    "qwen3": ("Qwen3Config", dict(_DECODER, head_dim=16)),
+    "mistral": ("MistralConfig", dict(_DECODER, num_key_value_heads=1, sliding_window=4)),
+}
+ALL_FAMILIES = tuple(TINY_CONFIGS)
 KINDS = ("encoder", "cross")
 
 # Every registered method (a method added to the registry is covered without editing the tests), plus aside
@@ -40,12 +63,14 @@ def _explicitly_parametrized(metafunc: pytest.Metafunc, name: str) -> bool:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests taking `variant`, `family` or `kind` run for every method variant / model family / model kind;
-    `identity_variant` is every variant that must equal the frozen base at initialisation."""
+    `identity_variant` is every variant that must equal the frozen base at initialisation; `any_family` is every
+    covered model_type (a row of TINY_CONFIGS)."""
     identity = [v for v in VARIANTS if v["method"] not in NOT_IDENTITY]
     for name, values, ids in (
         ("variant", VARIANTS, variant_id),
         ("identity_variant", identity, variant_id),
         ("family", FAMILIES, None),
+        ("any_family", ALL_FAMILIES, None),
         ("kind", KINDS, None),
     ):
         if name in metafunc.fixturenames and not _explicitly_parametrized(metafunc, name):
@@ -56,27 +81,30 @@ class Tiny:
     """Factories shared by the tests (exposed through the `tiny` fixture)."""
 
     families = FAMILIES
+    all_families = ALL_FAMILIES
     kinds = KINDS
+
+    @staticmethod
+    def config(family: str = "bert", attn: str = "sdpa", hidden: int | None = None, intermediate: int | None = None):
+        """The tiny random config of one family (a row of TINY_CONFIGS), optionally wider (for budgets a hidden
+        size of 32 cannot reach)."""
+        import transformers as tf
+
+        name, kwargs = TINY_CONFIGS[family]
+        kwargs = dict(kwargs)
+        for keys, value in ((("hidden_size", "dim"), hidden), (("intermediate_size", "hidden_dim"), intermediate)):
+            for key in keys:
+                if value is not None and key in kwargs:
+                    kwargs[key] = value
+        return getattr(tf, name)(**{"num_labels": 1, "attn_implementation": attn, **kwargs})
 
     @staticmethod
     def model(family: str = "bert", kind: str = "encoder", seed: int = 0, attn: str = "sdpa") -> nn.Module:
         import transformers as tf
 
-        common = {"num_labels": 1, "attn_implementation": attn}
-        if family == "bert":
-            cfg = tf.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                intermediate_size=37, max_position_embeddings=64, **common)
-            cls = tf.BertForSequenceClassification if kind == "cross" else tf.BertModel
-        elif family == "roberta":
-            cfg = tf.RobertaConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                   intermediate_size=37, max_position_embeddings=70, pad_token_id=1, **common)
-            cls = tf.RobertaForSequenceClassification if kind == "cross" else tf.RobertaModel
-        elif family == "distilbert":
-            cfg = tf.DistilBertConfig(vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=37,
-                                      max_position_embeddings=64, **common)
-            cls = tf.DistilBertForSequenceClassification if kind == "cross" else tf.DistilBertModel
-        else:
-            raise ValueError(family)
+        cfg = Tiny.config(family, attn)
+        auto = tf.AutoModelForSequenceClassification if kind == "cross" else tf.AutoModel
+        cls = auto._model_mapping[type(cfg)]
         torch.manual_seed(seed)
         model = cls(cfg).eval()
         model.config._name_or_path = f"tiny-{family}-{kind}-seed{seed}"

@@ -82,3 +82,44 @@ def test_cli_describe_iaa_l_at_the_small_budget_keeps_the_papers_one_to_one(
     r, ar, aside = _iaa_l_aside_share(out)
     assert r == ar == 9 and abs(aside - 1 / 3) < 0.01
     assert "sizes chosen for 0.5 %: r=9, ar=9" in out and "ar = r" in out
+
+
+BUDGET_METHODS = ("adapter", "parallel", "prefix", "lora", "mam", "iaa-s", "iaa-l", "iaa-m")
+
+
+def test_cli_describe_a_random_model_folder_of_every_family(tiny, tmp_path, any_family: str,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`--model DIR --budget 0.5%` on a folder holding a family's config (hidden 256: at 32 no module is small
+    enough for 0.5 %); describe reads the config only."""
+    folder = tmp_path / any_family
+    tiny.config(any_family, hidden=256, intermediate=688).save_pretrained(folder)
+    for method in BUDGET_METHODS:
+        rc = main(["tuning", "describe", "--model", str(folder), "--method", method, "--budget", "0.5%"])
+        out, err = capsys.readouterr()
+        if any_family == "mpnet" and method in ("prefix", "mam"):
+            assert rc == 2 and "computes its attention itself" in err
+            continue
+        assert rc == 0, err
+        share = float(out.split(" parameters = ")[1].split(" %")[0])
+        assert abs(share - 0.5) < 0.125, (method, out)
+        assert f"{method}:" in out and "2 layers, hidden 256" in out
+    if any_family in ("llama", "qwen2", "qwen3", "mistral"):  # pre-norm wording, grouped-query prefixes
+        assert main(["tuning", "describe", "--model", str(folder), "--method", "iaa-s", "--r", "4"]) == 0
+        out = capsys.readouterr().out
+        assert "before the residual add" in out and "-> added after layers.{0..1}.mlp (into the residual stream)" in out
+        assert main(["tuning", "describe", "--model", str(folder), "--method", "prefix", "--prefix-len", "4"]) == 0
+        out = capsys.readouterr().out
+        assert "key/value heads, shared by 4 query heads" in out
+    rc = main(["tuning", "describe", "--model", str(folder), "--method", "bitfit"])
+    out, err = capsys.readouterr()
+    assert (rc == 2 and "has no bias terms" in err) if any_family in ("modernbert", "llama", "qwen3", "mistral") \
+        else rc == 0
+
+
+def test_cli_describe_refuses_an_unknown_architecture(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from transformers import GPT2Config
+
+    GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=99).save_pretrained(tmp_path / "gpt2")
+    assert main(["tuning", "describe", "--model", str(tmp_path / "gpt2"), "--method", "lora"]) == 2
+    err = capsys.readouterr().err
+    assert "model_type 'gpt2'" in err and "add an entry for it to ARCHITECTURES" in err

@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument(
         "--model",
         default=None,
-        help="local path or hub name of a BERT-family model (default: the embedded all-MiniLM-L6-v2); "
+        help="local path or hub name of a model whose model_type is in the architecture table (BERT family, "
+        "ModernBERT, Llama, Qwen2/3, Mistral, ...; default: the embedded all-MiniLM-L6-v2); "
         f"'{BERT_BASE_CONFIG}' builds BERT-base from transformers.BertConfig() without weights",
     )
     d.add_argument("--method", required=True, help="full, bitfit, adapter, parallel, prefix, lora, mam, iaa-s/l/m")
@@ -34,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--prefix-len", type=int, help="prefix length l")
     d.add_argument("--lora-r", type=int, help="LoRA rank")
     d.add_argument("--lora-alpha", type=float, help="LoRA alpha")
-    d.add_argument("--target-modules", help="comma-separated LoRA targets (default query,value)")
+    d.add_argument("--target-modules", help="comma-separated LoRA targets (default: the family's, e.g. "
+                   "query,value for BERT, q_proj,v_proj for Llama)")
     d.add_argument("--scaling", type=float, help="parallel adapter scale s")
     d.add_argument("--aside", choices=["layer", "sublayer", "model"], help="attach aside modules to the method")
     d.set_defaults(func=run_describe)

@@ -1,4 +1,5 @@
-"""Parameter-efficient tuning methods for BERT-family encoders and cross-encoders (DESIGN §2).
+"""Parameter-efficient tuning methods for encoders and decoders of the families in `tuning.arch.ARCHITECTURES`
+(BERT family, ModernBERT, Llama, Qwen2/3, Mistral), bare or with a sequence-classification head (DESIGN §2, §7).
 
 Public API:
     METHODS                                    name -> Method (full, bitfit, adapter, parallel, prefix, lora, mam,

@@ -40,7 +40,8 @@ class TuningConfig:
     ar: bottleneck of the aside modules (iaa-*, or any method with `aside` set).
     prefix_len: number of learned key/value prefix vectors per attention layer (prefix, mam).
     lora_r, lora_alpha, lora_dropout, target_modules: LoRA rank, alpha (scale = alpha / r), dropout and the
-        names of the linear layers inside the encoder layers to adapt (peft suffix matching; default query and value).
+        names of the linear layers inside the encoder layers to adapt (peft suffix matching; default: the family's
+        entry in the architecture table, e.g. query and value for BERT, q_proj and v_proj for Llama).
     scaling: the constant s of the parallel adapter's output s * BN(x) (He et al. 2022 use 4).
     aside: attach aside modules ("layer" = IAA-L, "sublayer" = IAA-S, "model" = IAA-M) to the base method;
         fixed for the iaa-* methods.

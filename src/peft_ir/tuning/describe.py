@@ -28,11 +28,13 @@ def describe(model: nn.Module, config: TuningConfig | None = None, budget_note: 
     summary = method.summary
     if config.aside is not None and method.fixed_aside is None:
         summary += f" + aside modules ({config.aside})"
+    family = f"; {arch.family}, pre-norm" if arch.pre_norm else ""
+    kv = f" ({arch.num_kv_heads} key/value)" if arch.num_kv_heads != arch.num_heads else ""
     sizes = " ".join(f"{k}={v}" for k, v in config.sizes().items()) or "-"
     lines = [
         f"method     {config.method}: {summary}",
-        f"model      {type(model).__name__} ({kind}): {arch.num_layers} layers, hidden {arch.hidden}, "
-        f"FFN {arch.intermediate}, {arch.num_heads} heads; {total:,} base parameters",
+        f"model      {type(model).__name__} ({kind}{family}): {arch.num_layers} layers, hidden {arch.hidden}, "
+        f"FFN {arch.intermediate}, {arch.num_heads} heads{kv}; {total:,} base parameters",
         f"sizes      {sizes}",
         *([f"budget     {budget_note}"] if budget_note else []),
         f"trainable  {trainable:,} parameters = {100 * trainable / total:.2f} % of the base "

@@ -3,6 +3,7 @@
 o -> o + W_up · act(W_down · o), where o is the sub-layer's output after its projection and the dropout that
 follows it, before Add & Norm: y = LayerNorm(x + A(dropout(W h))) as in Houlsby et al. 2019. W_up is zero so the
 model starts equal to the frozen base. The activation is the config's (ReLU by default; Houlsby et al. use GeLU).
+In a pre-norm layer (h = x + Attn(LN_1(x)), DESIGN §7) the same o sits before the residual add: h = x + A(o).
 """
 
 from __future__ import annotations
@@ -24,12 +25,16 @@ def _where(arch: Arch, out: str, proj: str) -> str:
     return f"after {arch.pattern(proj)} and its dropout ({arch.pattern(out)})"
 
 
+def _join(arch: Arch) -> str:
+    return "the residual add" if arch.pre_norm else "Add & Norm"
+
+
 def adapter_parts(arch: Arch, r: int) -> list[Part]:
     each = bottleneck_params(arch.hidden, r)
     return [
         Part(
             f"series adapter ({label}), r={r}",
-            f"{_where(arch, out, proj)}, before Add & Norm (as {arch.pattern('layer')}.{child})",
+            f"{_where(arch, out, proj)}, before {_join(arch)} (as {arch.pattern('layer')}.{child})",
             each,
             arch.num_layers,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from peft_ir.errors import PeftIRError
 from peft_ir.tuning.arch import Arch
 from peft_ir.tuning.config import Method, Part, TuningConfig, register
 
@@ -11,7 +12,11 @@ from peft_ir.tuning.config import Method, Part, TuningConfig, register
 def bias_parameters(arch: Arch) -> list[tuple[str, nn.Parameter]]:
     """Every bias of the encoder: q/k/v/output projections, FFN, LayerNorms, embeddings' LayerNorm (the pooler's
     belongs to a cross-encoder's head, which trains whole)."""
-    return [(n, p) for n, p in arch.encoder_parameters() if n == "bias" or n.endswith(".bias")]
+    biases = [(n, p) for n, p in arch.encoder_parameters() if n == "bias" or n.endswith(".bias")]
+    if not biases:  # Llama, Mistral, Qwen3, ModernBERT (by default): nothing for BitFit to train
+        raise PeftIRError(f"bitfit: this {arch.family} model has no bias terms in its encoder, so BitFit would train "
+                          "nothing; choose another method")
+    return biases
 
 
 @register

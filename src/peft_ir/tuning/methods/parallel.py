@@ -1,4 +1,7 @@
-"""Parallel adapter (He et al. 2022): a scaled bottleneck beside each FFN, FFN(u) + s · BN(u)."""
+"""Parallel adapter (He et al. 2022): a scaled bottleneck beside each FFN, FFN(u) + s · BN(u).
+
+u is what the FFN reads: the Add & Norm output in a post-norm layer, LN_2(h) in a pre-norm one (DESIGN §7).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,8 @@ CHILD = "tuning_parallel"
 
 def parallel_parts(arch: Arch, r: int, scaling: float) -> list[Part]:
     where = (
-        f"input of {arch.pattern('ffn_in')} -> added ({scaling:g} x) to the output of {arch.pattern('ffn_proj')}, "
-        f"before Add & Norm (as {arch.pattern('layer')}.{CHILD})"
+        f"input of {arch.pattern('ffn_inner')} -> added ({scaling:g} x) to the output of {arch.pattern('ffn_proj')}, "
+        f"before {'the residual add' if arch.pre_norm else 'Add & Norm'} (as {arch.pattern('layer')}.{CHILD})"
     )
     return [Part(f"parallel adapter (FFN), r={r}", where, bottleneck_params(arch.hidden, r), arch.num_layers)]
 
@@ -21,7 +24,7 @@ def inject_parallel(arch: Arch, r: int, scaling: float, activation: str) -> None
     for slots in arch.layers:
         module = place(SideBottleneck(arch.hidden, r, activation, scale=scaling), like=slots.ffn_proj.weight)
         slots.layer.add_module(CHILD, module)
-        module.attach(source=slots.ffn_in, target=slots.ffn_proj)
+        module.attach(source=slots.ffn_inner, target=slots.ffn_proj)
 
 
 @register

@@ -1,15 +1,24 @@
-"""Prefix tuning, P-tuning v2 style: l learned key and value vectors per head in every attention layer.
+"""Prefix tuning, P-tuning v2 style: l learned key and value vectors per key/value head in every attention layer.
 
-The prefixes are direct parameters (no reparameterisation MLP). The self-attention forward is replaced by a
-copy of transformers 5.x's own (q/k/v projections, then the configured attention interface, eager or sdpa)
-that concatenates the prefixes in front of the keys and values and extends the attention mask so every query
-may attend to them; with l = 0 it equals the original (tested).
+The prefixes are direct parameters (no reparameterisation MLP). They enter through transformers' attention
+interface, not a copy of any model's forward: each prefixed attention module sees the model's config through a view
+whose `_attn_implementation` names PREFIX_ATTENTION, a function registered in `ALL_ATTENTION_FUNCTIONS` that
+prepends the prefixes to the keys and values the module computed (after any rotary embedding, so prefixes carry no
+position) and opens them in the attention mask, then calls the model's own implementation (eager or sdpa, read from
+the model's config at every call). The model's masks are built as without prefixes. With l = 0 it equals the
+original (tested).
+
+Masks: a 4-D mask (boolean, True = attend, or additive) gets l always-visible key columns in front. Without a mask
+(sdpa skips it when nothing is padded) a bidirectional module needs none; a causal one gets an explicit mask that
+shows every query the prefixes and the keys up to its own position (bottom-right aligned, as a cache would).
+Grouped-query attention: the prefixes have the module's key/value heads, and the implementation repeats them for
+the query heads as it does the module's own keys.
 """
 
 from __future__ import annotations
 
+import inspect
 import sys
-import types
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +32,7 @@ from peft_ir.tuning.modules import TuningModule, place
 
 CHILD = "tuning_prefix"
 SUPPORTED_ATTENTION = ("eager", "sdpa")
+PREFIX_ATTENTION = "peft_ir_prefix"
 
 
 def extend_mask(mask: Any, length: int) -> Any:
@@ -41,8 +51,22 @@ def extend_mask(mask: Any, length: int) -> Any:
     return torch.cat([visible, mask], dim=-1)
 
 
+def causal_prefix_mask(query_len: int, key_len: int, length: int, additive_dtype: torch.dtype | None,
+                       device: torch.device) -> torch.Tensor:
+    """A (1, 1, q, l + k) mask: every query sees the l prefixes and the keys up to its own position (the last query
+    is the last key). Boolean (True = attend), or additive in `additive_dtype` for eager attention."""
+    keys = torch.arange(key_len, device=device)
+    queries = torch.arange(query_len, device=device) + (key_len - query_len)
+    allowed = keys[None, :] <= queries[:, None]
+    allowed = torch.cat([torch.ones(query_len, length, dtype=torch.bool, device=device), allowed], dim=-1)
+    if additive_dtype is not None:
+        blocked = torch.finfo(additive_dtype).min
+        allowed = torch.zeros(allowed.shape, dtype=additive_dtype, device=device).masked_fill(~allowed, blocked)
+    return allowed[None, None]
+
+
 class PrefixKV(TuningModule):
-    """Learned prefix keys and values of one attention layer, each (heads, l, head_dim)."""
+    """Learned prefix keys and values of one attention layer, each (key/value heads, l, head_dim)."""
 
     def __init__(self, num_heads: int, head_dim: int, length: int, std: float):
         super().__init__()
@@ -54,87 +78,94 @@ class PrefixKV(TuningModule):
         return self.key.shape[1]
 
     def extend(self, key: torch.Tensor, value: torch.Tensor, mask: Any) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        """Prepend the prefixes to (batch, heads, seq, head_dim) keys/values and open them in the mask."""
+        """Prepend the prefixes to (batch, kv heads, seq, head_dim) keys/values and open them in the mask."""
+        if key.shape[1] != self.key.shape[0] or key.shape[-1] != self.key.shape[-1]:
+            raise PeftIRError(f"prefix tuning: keys of shape {tuple(key.shape)} do not fit prefixes of "
+                              f"{self.key.shape[0]} heads x {self.key.shape[-1]} dims")
         batch = key.shape[0]
         pk = self.key.to(key.dtype).unsqueeze(0).expand(batch, -1, -1, -1)
         pv = self.value.to(value.dtype).unsqueeze(0).expand(batch, -1, -1, -1)
         return torch.cat([pk, key], dim=2), torch.cat([pv, value], dim=2), extend_mask(mask, self.length)
 
 
-def _attention_interface(module: nn.Module) -> Callable:
+class PrefixConfigView:
+    """The model's config as one prefixed attention module sees it: every attribute read through to the model's
+    (live) config, except `_attn_implementation`, which names the prefix dispatcher."""
+
+    _attn_implementation = PREFIX_ATTENTION
+
+    def __init__(self, config: Any):
+        object.__setattr__(self, "base_config", config)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "base_config" or name.startswith("__"):  # not set yet (copy/pickle build the object bare)
+            raise AttributeError(name)
+        return getattr(self.base_config, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.base_config, name, value)
+
+
+def _implementation(module: nn.Module) -> tuple[str, Callable]:
+    """The attention implementation the model's config names now (eager or sdpa), as a function."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    impl = module.config._attn_implementation
+    impl = module.config.base_config._attn_implementation
     if impl not in SUPPORTED_ATTENTION:
-        raise PeftIRError(f"prefix tuning supports attention implementations {SUPPORTED_ATTENTION}; got '{impl}'")
-    eager = sys.modules[type(module).__module__].eager_attention_forward
-    return ALL_ATTENTION_FUNCTIONS.get_interface(impl, eager)
+        raise PeftIRError(f"prefix tuning supports attention implementations {SUPPORTED_ATTENTION}; got '{impl}' "
+                          "(load the model with attn_implementation='sdpa' or 'eager')")
+    if impl == "eager":
+        return impl, sys.modules[type(module).__module__].eager_attention_forward
+    return impl, ALL_ATTENTION_FUNCTIONS[impl]
 
 
-def bert_self_attention_forward(
-    self: nn.Module,
-    hidden_states: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    past_key_values: Any = None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """BertSelfAttention.forward (transformers 5.x) with prefix keys/values; also RoBERTa's identical copy."""
-    if past_key_values is not None:
-        raise PeftIRError("prefix tuning does not support a key/value cache (encoders only)")
-    input_shape = hidden_states.shape[:-1]
-    hidden_shape = (*input_shape, -1, self.attention_head_size)
-    query = self.query(hidden_states).view(*hidden_shape).transpose(1, 2)
-    key = self.key(hidden_states).view(*hidden_shape).transpose(1, 2)
-    value = self.value(hidden_states).view(*hidden_shape).transpose(1, 2)
-    key, value, attention_mask = self.tuning_prefix.extend(key, value, attention_mask)
-    attn_output, attn_weights = _attention_interface(self)(
-        self,
-        query,
-        key,
-        value,
-        attention_mask,
-        dropout=0.0 if not self.training else self.dropout.p,
-        scaling=self.scaling,
-        **kwargs,
-    )
-    attn_output = attn_output.reshape(*input_shape, -1).contiguous()
-    return attn_output, attn_weights
+def prefix_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                     attention_mask: Any, **kwargs: Any) -> tuple[torch.Tensor, Any]:
+    """The attention function of a prefixed module: prefixes in front of its keys/values, then its implementation."""
+    impl, attend = _implementation(module)
+    prefix: PrefixKV = getattr(module, CHILD)
+    query_len, key_len = query.shape[2], key.shape[2]
+    key, value, attention_mask = prefix.extend(key, value, attention_mask)
+    is_causal = kwargs.pop("is_causal", None)  # as sdpa reads it: the call's flag, else the module's (default causal)
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", impl == "sdpa")
+    if attention_mask is None and causal and query_len > 1 and prefix.length:
+        attention_mask = causal_prefix_mask(query_len, key_len, prefix.length,
+                                            query.dtype if impl == "eager" else None, query.device)
+    if impl == "sdpa":
+        kwargs["is_causal"] = causal
+    return attend(module, query, key, value, attention_mask, **kwargs)
 
 
-def distilbert_self_attention_forward(
-    self: nn.Module,
-    hidden_states: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """DistilBertSelfAttention.forward (transformers 5.x) with prefix keys/values."""
-    input_shape = hidden_states.shape[:-1]
-    hidden_shape = (*input_shape, -1, self.attention_head_size)
-    query = self.q_lin(hidden_states).view(*hidden_shape).transpose(1, 2)
-    key = self.k_lin(hidden_states).view(*hidden_shape).transpose(1, 2)
-    value = self.v_lin(hidden_states).view(*hidden_shape).transpose(1, 2)
-    key, value, attention_mask = self.tuning_prefix.extend(key, value, attention_mask)
-    attn_output, attn_weights = _attention_interface(self)(
-        self,
-        query,
-        key,
-        value,
-        attention_mask,
-        dropout=0.0 if not self.training else self.dropout.p,
-        scaling=self.scaling,
-        **kwargs,
-    )
-    attn_output = attn_output.reshape(*input_shape, -1).contiguous()
-    attn_output = self.out_lin(attn_output)
-    return attn_output, attn_weights
+def _register() -> None:
+    from transformers.modeling_utils import AttentionInterface
+
+    if PREFIX_ATTENTION not in AttentionInterface._global_mapping:
+        AttentionInterface.register(PREFIX_ATTENTION, prefix_attention)
 
 
-FORWARDS = {"bert": bert_self_attention_forward, "distilbert": distilbert_self_attention_forward}
+def _calls_the_attention_interface(attention: nn.Module) -> bool:
+    code = getattr(inspect.unwrap(type(attention).forward), "__code__", None)
+    return code is not None and "ALL_ATTENTION_FUNCTIONS" in code.co_names and hasattr(attention, "config")
+
+
+def check_attention(arch: Arch) -> None:
+    """Refuse a family whose attention modules compute attention themselves: prefixes could not enter them."""
+    attention = arch.layers[0].self_attention
+    if not _calls_the_attention_interface(attention):
+        raise PeftIRError(
+            f"prefix tuning (and mam) need an attention module that calls transformers' attention interface; "
+            f"{type(attention).__name__} of model_type '{arch.family}' computes its attention itself, so prefixes "
+            "cannot enter it (choose another method, e.g. lora or iaa-l)"
+        )
 
 
 def prefix_parts(arch: Arch, length: int) -> list[Part]:
+    check_attention(arch)
     where = f"keys/values of {arch.pattern('self_attention')} (as .{CHILD}), mask extended"
-    return [Part(f"key/value prefixes, l={length}", where, 2 * length * arch.num_heads * arch.head_dim, arch.num_layers)]
+    if arch.num_kv_heads != arch.num_heads:
+        where += f" ({arch.num_kv_heads} key/value heads, shared by {arch.num_heads} query heads)"
+    each = 2 * length * arch.num_kv_heads * arch.head_dim
+    return [Part(f"key/value prefixes, l={length}", where, each, arch.num_layers)]
 
 
 def inject_prefix(arch: Arch, length: int) -> None:
@@ -145,13 +176,14 @@ def inject_prefix(arch: Arch, length: int) -> None:
             f"prefix tuning supports attention implementations {SUPPORTED_ATTENTION}; the model uses '{impl}' "
             "(load it with attn_implementation='sdpa' or 'eager')"
         )
+    check_attention(arch)
+    _register()
     std = float(getattr(arch.model.config, "initializer_range", 0.02))
-    forward = FORWARDS[arch.family]
     for slots in arch.layers:
         attention = slots.self_attention
-        prefix = place(PrefixKV(arch.num_heads, arch.head_dim, length, std), like=attention_weight(attention))
+        prefix = place(PrefixKV(arch.num_kv_heads, arch.head_dim, length, std), like=attention_weight(attention))
         attention.add_module(CHILD, prefix)
-        attention.forward = types.MethodType(forward, attention)
+        attention.config = PrefixConfigView(attention.config)
 
 
 def attention_weight(attention: nn.Module) -> torch.Tensor:
