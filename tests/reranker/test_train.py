@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from peft_ir.errors import PeftIRError
 from peft_ir.reranker.config import CrossEncoderSpec, RerankerTrainConfig
 from peft_ir.reranker.model import CrossEncoder
-from peft_ir.reranker.losses import group_loss
 from peft_ir.reranker.training import train_reranker
+from peft_ir.training.losses import CROSS_ENCODER, make_loss
 from peft_ir.tuning import TuningConfig
 
 
@@ -68,9 +68,9 @@ def test_group_losses() -> None:
     labels = torch.tensor([[1.0, 0.0, 0.0]])
     good, bad = torch.tensor([5.0, -5.0, -5.0]), torch.tensor([-5.0, 5.0, 5.0])
     for loss in ("lce", "bce"):
-        assert group_loss(good, labels, loss) < 0.01 < 5 < group_loss(bad, labels, loss)
+        assert make_loss(loss, CROSS_ENCODER)(good, labels) < 0.01 < 5 < make_loss(loss, CROSS_ENCODER)(bad, labels)
     with pytest.raises(PeftIRError):
-        group_loss(good, labels, "hinge")
+        make_loss("hinge", CROSS_ENCODER)
 
 
 def test_resume_from_last_complete_checkpoint(synthetic_beir: Path, synthetic_runs: dict, tiny_ce_dir: Path,
@@ -245,3 +245,18 @@ def test_ddp_two_processes_on_cpu(synthetic_beir: Path, synthetic_runs: dict, ti
     assert summary["steps"] == 4 and summary["world_size"] == 2 and (out / "adapter" / "tuning_config.json").is_file()
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "eval_dev_nDCG@10" in r] == [0, 2, 4]
+
+
+@pytest.mark.parametrize("loss", ["margin-mse", "kl"])
+def test_distillation_on_a_scored_file_lowers_the_loss(loss: str, synthetic_scored: Path, tiny_ce_dir: Path,
+                                                       tmp_path: Path) -> None:
+    """Each group carries the teacher's scores of its passages; the cross-encoder learns them."""
+    out = tmp_path / loss
+    s = train_reranker(_cfg(synthetic_scored, None, tiny_ce_dir, out, negatives_run=None, loss=loss, max_steps=40,
+                            save_steps=40, dev_queries=0, lr=3e-2, warmup_ratio=0.0, distill_temperature=2.0,
+                            tuning=TuningConfig(method="iaa-l", r=4, ar=4, train_pooler=True)))
+    losses = _losses(out)
+    assert s["loss"] == loss and s["steps"] == 40 and len(losses) == 40
+    assert all(0 <= x < float("inf") for x in losses)
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5  # 5 steps are one pass over the 40 queries
+    assert last < 0.8 * first, losses

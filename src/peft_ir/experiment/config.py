@@ -40,7 +40,8 @@ class DataConfig:
     beir: str | None = setting(None, help="BEIR folder: train = its train_split, one test set = its test_split")
     train_split: str = setting("train", help="qrels split the models train on")
     test_split: str = setting("test", help="qrels split of the BEIR test set")
-    train: str | None = setting(None, help="BEIR folder or training file (Tevatron / FlagEmbedding / triples)")
+    train: str | None = setting(None, help="BEIR folder or training file (Tevatron / FlagEmbedding / triples / "
+                                                 "scored)")
     build_train_from: str | None = setting(None, help="train-positives.jsonl: write `train` with BM25 negatives if "
                                                       "missing")
     corpus: str | None = setting(None, help="BEIR folder or corpus.jsonl, collection.tsv, irds:ID")

@@ -34,7 +34,8 @@ class ScheduleConfig:
     from these fields, defaults and help text included.
     """
 
-    train: str = setting(help="BEIR folder (with --split) or training file (Tevatron / FlagEmbedding / triples)")
+    train: str = setting(help="BEIR folder (with --split) or training file (Tevatron / FlagEmbedding / triples / "
+                                 "scored: teacher scores for margin-mse and kl)")
     output: str = setting(help="run folder: adapter/, checkpoints/, metrics.jsonl, curves.png, summary.json")
     split: str = setting("train", help="qrels split of a BEIR folder given as --train")
     negatives_run: str | None = setting(
@@ -49,6 +50,8 @@ class ScheduleConfig:
     lr: float | None = setting(None, help=f"learning rate; default: {DEFAULT_LR['full']:g} for full, "
                                           f"{PEFT_LR:g} for bitfit and the PEFT methods")
     warmup_ratio: float = setting(0.1, help="share of the steps the learning rate warms up over, then decays linearly")
+    distill_temperature: float = setting(1.0, help="temperature T of the kl loss: softmax(score / T) for the model "
+                                                   "and the teacher, the loss times T^2")
     dev_queries: int = setting(50, help="training queries held out for model selection (0: none, the last step "
                                         "is kept)")
     dev_seed: int | None = setting(None, help="seed of the held-out dev queries and the mined negative pools "
