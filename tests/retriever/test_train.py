@@ -241,7 +241,7 @@ def test_distillation_on_a_scored_file_lowers_the_loss(loss: str, module: str, s
                              logging_steps=1, save_steps=25, dev_queries=0, lr=2e-2, warmup_ratio=0.0))
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
-    assert s["steps"] == 25 and s["loss"] == module and s["objective"] == loss and len(losses) == 25
+    assert s["steps"] == 25 and s["loss"] == module and s["config"]["loss"] == loss and len(losses) == 25
     assert all(0 <= x < float("inf") for x in losses)
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5  # 5 steps are one pass over the 40 queries
     assert last < 0.8 * first, losses

@@ -151,7 +151,7 @@ class RetrieverTask(TrainingTask):
 
     def summary_fields(self, trainer: Any) -> dict[str, Any]:
         return {"train_examples": len(self.dataset), "dev_queries": len(self.dev.queries),
-                "dev_corpus": len(self.dev.corpus), "loss": type(self.loss_fn).__name__, "objective": self.cfg.loss,
+                "dev_corpus": len(self.dev.corpus), "loss": type(self.loss_fn).__name__,
                 "similarity": self.similarity.__name__}
 
     def curve_title(self, share: float) -> str:
