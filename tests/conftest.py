@@ -84,6 +84,30 @@ def synthetic_runs(synthetic_beir: Path, tmp_path_factory: pytest.TempPathFactor
     return paths
 
 
+@pytest.fixture(scope="session")
+def synthetic_scored(synthetic_beir: Path, synthetic_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+                     ) -> Path:
+    """A scored training file of the synthetic train queries: each query's positive and the non-relevant passages
+    of its word-overlap run, the overlap score as the teacher's (a positive not retrieved scores above the top)."""
+    from peft_ir.data import BeirDataset, TrainingExample, load_corpus, read_run, write_training
+
+    ds = BeirDataset(synthetic_beir, "train")
+    corpus, queries, run = load_corpus(ds.corpus_path), ds.queries(), read_run(synthetic_runs["train"])
+    examples = []
+    for qid, judged in ds.qrels().items():
+        hits = run[qid]
+        pos = [d for d in judged if judged[d] > 0]
+        neg = [d for d in hits if d not in judged]
+        top = max(hits.values())
+        examples.append(TrainingExample(queries[qid], [corpus[d].joined() for d in pos],
+                                        [corpus[d].joined() for d in neg], qid,
+                                        positive_scores=[hits.get(d, top + 1.0) for d in pos],
+                                        negative_scores=[hits[d] for d in neg], positive_ids=pos, negative_ids=neg))
+    path = tmp_path_factory.mktemp("scored") / "train.scored.jsonl"
+    write_training(examples, path, "scored")
+    return path
+
+
 @pytest.fixture
 def cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pin an in-process test to the CPU (see tests/cpu_only.py); torch may have initialised CUDA already, so

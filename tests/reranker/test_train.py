@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from peft_ir.errors import PeftIRError
 from peft_ir.reranker.config import CrossEncoderSpec, RerankerTrainConfig
 from peft_ir.reranker.model import CrossEncoder
-from peft_ir.reranker.losses import group_loss
 from peft_ir.reranker.training import train_reranker
+from peft_ir.training.losses import CROSS_ENCODER, make_loss
 from peft_ir.tuning import TuningConfig
 
 
@@ -68,9 +68,9 @@ def test_group_losses() -> None:
     labels = torch.tensor([[1.0, 0.0, 0.0]])
     good, bad = torch.tensor([5.0, -5.0, -5.0]), torch.tensor([-5.0, 5.0, 5.0])
     for loss in ("lce", "bce"):
-        assert group_loss(good, labels, loss) < 0.01 < 5 < group_loss(bad, labels, loss)
+        assert make_loss(loss, CROSS_ENCODER)(good, labels) < 0.01 < 5 < make_loss(loss, CROSS_ENCODER)(bad, labels)
     with pytest.raises(PeftIRError):
-        group_loss(good, labels, "hinge")
+        make_loss("hinge", CROSS_ENCODER)
 
 
 def test_resume_from_last_complete_checkpoint(synthetic_beir: Path, synthetic_runs: dict, tiny_ce_dir: Path,
@@ -261,3 +261,16 @@ def test_trains_from_a_local_datasets_folder_in_tevatron_schema(tevatron_hf_dir:
     s = json.loads((out / "summary.json").read_text())
     assert s["steps"] == 2 and s["train_queries"] == 20 and s["dev_queries"] == 8
     assert s["train_groups"] == 20  # one positive per query, each with its row's 4 negatives sampled into a group
+@pytest.mark.parametrize("loss", ["margin-mse", "kl"])
+def test_distillation_on_a_scored_file_lowers_the_loss(loss: str, synthetic_scored: Path, tiny_ce_dir: Path,
+                                                       tmp_path: Path) -> None:
+    """Each group carries the teacher's scores of its passages; the cross-encoder learns them."""
+    out = tmp_path / loss
+    s = train_reranker(_cfg(synthetic_scored, None, tiny_ce_dir, out, negatives_run=None, loss=loss, max_steps=40,
+                            save_steps=40, dev_queries=0, lr=3e-2, warmup_ratio=0.0, distill_temperature=2.0,
+                            tuning=TuningConfig(method="iaa-l", r=4, ar=4, train_pooler=True)))
+    losses = _losses(out)
+    assert s["loss"] == loss and s["steps"] == 40 and len(losses) == 40
+    assert all(0 <= x < float("inf") for x in losses)
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5  # 5 steps are one pass over the 40 queries
+    assert last < 0.8 * first, losses

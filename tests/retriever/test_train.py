@@ -247,3 +247,16 @@ def test_trains_from_a_local_datasets_folder_in_tevatron_schema(tevatron_hf_dir:
     assert s["steps"] == 2 and s["train_examples"] == n_train - 8  # every row but the 8 dev queries, one positive each
     assert s["config"]["train"] == f"hf:{tevatron_hf_dir}:train"
     assert (out / "adapter").is_dir()
+@pytest.mark.parametrize("loss, module", [("margin-mse", "MarginMSELoss"), ("kl", "DistillKLDivLoss")])
+def test_distillation_on_a_scored_file_lowers_the_loss(loss: str, module: str, synthetic_scored: Path,
+                                                       tiny_bert_dir: Path, tmp_path: Path) -> None:
+    """Each row carries the teacher's scores of its positive and sampled negatives; the student learns them."""
+    out = tmp_path / loss
+    s = train_retriever(_cfg(synthetic_scored, tiny_bert_dir, out, loss=loss, num_negatives=3, max_steps=25,
+                             logging_steps=1, save_steps=25, dev_queries=0, lr=2e-2, warmup_ratio=0.0))
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert s["steps"] == 25 and s["loss"] == module and s["config"]["loss"] == loss and len(losses) == 25
+    assert all(0 <= x < float("inf") for x in losses)
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5  # 5 steps are one pass over the 40 queries
+    assert last < 0.8 * first, losses

@@ -28,7 +28,7 @@ def test_an_unknown_loss_is_refused_with_the_registered_choices(tmp_path: Path) 
     from peft_ir.reranker.training import train_reranker
 
     cfg = RerankerTrainConfig(train=str(tmp_path / "absent"), output=str(tmp_path / "o"), loss="hinge")
-    with pytest.raises(PeftIRError, match=r"unknown loss 'hinge'; choose one of lce, bce"):
+    with pytest.raises(PeftIRError, match=r"unknown loss 'hinge'; choose one of lce, bce, margin-mse, kl$"):
         train_reranker(cfg)
     assert not (tmp_path / "o").exists()
 
@@ -36,13 +36,16 @@ def test_an_unknown_loss_is_refused_with_the_registered_choices(tmp_path: Path) 
 def test_a_new_loss_is_one_registry_entry(synthetic_beir: Path, synthetic_runs: dict, tiny_bert_dir: Path,
                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A loss class registered in LOSSES trains with nothing else to edit; the trainer calls the object it was given."""
-    from peft_ir.reranker import losses
     from peft_ir.reranker.training import train_reranker
+    from peft_ir.training import losses
 
     calls: list[tuple[int, ...]] = []
 
-    class Margin(losses.GroupLoss):
-        def on_groups(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    class Margin(losses.Loss):
+        name = "margin"
+        kinds = (losses.CROSS_ENCODER,)
+
+        def on_groups(self, scores: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None) -> torch.Tensor:
             calls.append(tuple(scores.shape))
             positive = scores[:, :1]
             return torch.relu(1 - positive + scores[:, 1:]).mean()

@@ -15,12 +15,13 @@ from peft_ir.teacher.config import TeacherMiningConfig
 def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a retriever or reranker with a PEFT method")
     tsub = t.add_subparsers(dest="what", required=True, metavar="WHAT")
-    r = tsub.add_parser("retriever", help="contrastive bi-encoder training (InfoNCE, in-batch + hard negatives)")
+    r = tsub.add_parser("retriever", help="bi-encoder training (InfoNCE with in-batch + hard negatives, or "
+                                          "distillation: margin-mse, kl)")
     add_flags(r, RetrieverTrainConfig, skip=("adapter", "extra"))
     add_tuning_flags(r)
     r.set_defaults(func=run_train_retriever)
 
-    c = tsub.add_parser("reranker", help="cross-encoder training (LCE or BCE, BM25/run negatives)")
+    c = tsub.add_parser("reranker", help="cross-encoder training (lce, bce, or distillation: margin-mse, kl)")
     add_flags(c, RerankerTrainConfig)
     add_tuning_flags(c)
     c.set_defaults(func=run_train_reranker)

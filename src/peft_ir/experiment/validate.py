@@ -202,6 +202,7 @@ def _validate_tuned(cfg: ExperimentConfig, key: str, s: ModelSection, origins: O
     if not 1 <= lo <= hi:
         raise fail(f"{key}.negatives_window", origins, f"needs 1 <= from <= to, got [{lo}, {hi}]")
     beir_training = is_beir_training(cfg)
+    _validate_loss(cfg, key, s, origins, beir_training)
     if s.negatives is None:
         per_query = getattr(s, "num_negatives", 0)  # the retriever's; a reranker always needs negatives
         if beir_training and (key == "reranker" or per_query > 0):
@@ -233,6 +234,25 @@ def check_source_id(train: str) -> None:
         parse_hf(train)
     elif not train[len("irds:"):].strip("/ "):
         raise PeftIRError(f"{train}: expected irds:ID, e.g. irds:msmarco-passage/train/triples-small")
+def _validate_loss(cfg: ExperimentConfig, key: str, s: ModelSection, origins: Origins, beir_training: bool) -> None:
+    """A distillation loss needs teacher scores, which only a scored training file holds; the retriever's loss
+    settings must fit together. (The loss name itself is checked against the section's choices.)"""
+    from peft_ir.retriever.config import loss_problem  # noqa: PLC0415
+    from peft_ir.training.losses import LOSSES  # noqa: PLC0415
+
+    name = getattr(s, "loss")
+    if key == "retriever":
+        problem = loss_problem(name, getattr(s, "cache_mini_batch"), getattr(s, "num_negatives"))
+        if problem:
+            raise fail(f"{key}.loss", origins, problem)
+    if name not in LOSSES or not LOSSES[name].needs_teacher:
+        return
+    if beir_training:
+        raise fail(f"{key}.loss", origins, f"{name} distils teacher scores, and the BEIR folder {cfg.data.train} has "
+                   "none: set data.train to a scored training file (teacher scores per passage)")
+    if cfg.data.build_train_from is not None:
+        raise fail(f"{key}.loss", origins, f"{name} distils teacher scores, and data.build_train_from writes a "
+                   "training file without them: give data.train as a scored training file")
 
 
 def is_beir_training(cfg: ExperimentConfig) -> bool:
@@ -307,6 +327,15 @@ def check_inputs(cfg: ExperimentConfig, origins: Origins, notes: list[str] | Non
             raise fail(f"{key}.report_to", origins, missing_package(section.report_to))
         if section.negatives not in (None, *NEGATIVE_SOURCES):
             exists(f"{key}.negatives", section.negatives)
+        if cfg.trains(section) and d.train is not None and d.build_train_from is None:
+            from peft_ir.training.losses import LOSSES, refuse_without_teacher  # noqa: PLC0415
+
+            name = getattr(section, "loss")
+            if name in LOSSES and LOSSES[name].needs_teacher:
+                try:
+                    refuse_without_teacher(name, d.train)
+                except PeftIRError as exc:
+                    raise fail(f"{key}.loss", origins, str(exc)) from None
         try:
             model_structure(section.model, cross)
         except PeftIRError as exc:

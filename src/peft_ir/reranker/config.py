@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from peft_ir.settings import setting
 from peft_ir.training.args import PEFT_LR, ScheduleConfig
+from peft_ir.training.losses import CROSS_ENCODER, check_loss, loss_help, loss_names
 
 
 @dataclass
@@ -24,27 +25,26 @@ class CrossEncoderSpec:
         return self.query_max_length + self.passage_max_length + 4
 
 
-def loss_names() -> tuple[str, ...]:
-    from peft_ir.reranker.losses import LOSSES  # noqa: PLC0415
-
-    return tuple(LOSSES)
-
-
 @dataclass(kw_only=True)
 class RerankerTrainConfig(ScheduleConfig):
-    """Cross-encoder training on groups of one positive and mined negatives (see reranker/training.py)."""
+    """Cross-encoder training on groups of one positive and mined negatives, under a loss of training/losses.py
+    (see reranker/training.py)."""
 
     negatives_pool: int = setting(32, help="negatives kept per query to sample groups (and dev candidates) from")
     cross_encoder: CrossEncoderSpec = setting(default_factory=CrossEncoderSpec, expand=True,
                                               help="the cross-encoder to tune")
-    loss: str = setting("lce", choices=loss_names, help="lce: softmax cross-entropy over each group; bce: "
-                                                        "pointwise binary cross-entropy")
+    loss: str = setting("lce", choices=lambda: loss_names(CROSS_ENCODER), help=loss_help(CROSS_ENCODER))
     group_size: int = setting(8, help="1 positive + (group size - 1) negatives per query")
     batch_size: int = setting(8, help="queries per device per step")
     dev_candidates: int = setting(30, help="candidates re-ranked per dev query")
     eval_batch_size: int = setting(64, help="pairs scored per batch in dev evaluation")
     head_lr: float | None = setting(None, help=f"learning rate of the new head (and a pooler that trains with it); "
                                                f"default: the run's rate for PEFT methods, {PEFT_LR:g} for full")
+
+    def check(self) -> None:
+        """Refuse a loss that does not fit a cross-encoder or the training data, before anything loads."""
+        super().check()
+        check_loss(self.loss, CROSS_ENCODER, self.train, self.distill_temperature)
 
     def head_learning_rate(self) -> float:
         if self.head_lr is not None:

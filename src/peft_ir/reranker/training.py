@@ -2,7 +2,8 @@
 
 Each training row is one query's group: one positive and n = group_size - 1 negatives sampled from the top-k
 non-relevant hits of a first-stage run, or from a training file's own negatives; the losses over those groups
-(lce, bce, ...) are in losses.py, one class each, named in its LOSSES registry.
+(lce, bce, margin-mse, kl) are in training/losses.py, one class each, named in its LOSSES registry. A distillation
+loss reads the teacher's score of every passage of the group from a scored training file.
 A dev split is carved from the training queries (seeded); the dev metric is nDCG@10 (ir-measures) of re-ranking
 each dev query's candidates (its positives and mined negatives). Checkpoints hold only the trainable weights
 (method modules + classification head) and the Trainer state; `resume` continues from the last complete one.
@@ -25,9 +26,9 @@ from peft_ir.data import TrainingExample
 from peft_ir.data.dev_split import RerankDevSet, split_examples
 from peft_ir.data.examples import load_examples
 from peft_ir.errors import PeftIRError
-from peft_ir.reranker.losses import GroupLoss, make_loss
 from peft_ir.reranker.config import RerankerTrainConfig
 from peft_ir.reranker.model import CrossEncoder, describe_spec
+from peft_ir.training.losses import CROSS_ENCODER, Loss, make_loss
 from peft_ir.training.skeleton import TrainingTask, run_training
 from peft_ir.training.tuned import TrainableOnlyCheckpoints
 from peft_ir.tuning import apply_tuning, head_modules, head_parameters, pooler_parameters, trainable_parameters
@@ -56,22 +57,35 @@ def dev_ndcg(encoder: CrossEncoder, dev: RerankDevSet, batch_size: int = 64) -> 
     return float(evaluate(dev.qrels, run, measures)[str(measures[0])])
 
 
-def build_groups(examples: list[TrainingExample], group_size: int, seed: int) -> list[dict[str, Any]]:
+def build_groups(examples: list[TrainingExample], group_size: int, seed: int, teacher: bool = False
+                 ) -> list[dict[str, Any]]:
     """One row per (query, positive): [positive, negatives...] of length group_size, negatives sampled (seeded);
-    queries with fewer mined negatives than needed sample with replacement; queries with none are skipped."""
+    queries with fewer mined negatives than needed sample with replacement; queries with none are skipped.
+    With `teacher`, each row also holds the teacher's scores of its passages, in the same order."""
     if group_size < 2:
         raise PeftIRError(f"--group-size must be at least 2 (one positive, one negative), got {group_size}")
     rng = random.Random(seed)
     rows, skipped = [], 0
     for ex in examples:
-        negs = list(dict.fromkeys(n for n in ex.negatives if n not in ex.positives))
+        if teacher and not ex.scored:
+            raise PeftIRError(f"training query {ex.query_id or ex.query!r} has no teacher scores")
+        first: dict[str, int] = {}  # each distinct negative text, at its first position (and score)
+        for i, n in enumerate(ex.negatives):
+            if n not in ex.positives:
+                first.setdefault(n, i)
+        negs = list(first)
         if not negs:
             skipped += 1
             continue
-        for pos in ex.positives:
+        for j, pos in enumerate(ex.positives):
             k = group_size - 1
-            picked = rng.sample(negs, k) if len(negs) >= k else rng.choices(negs, k=k)
-            rows.append({"query": ex.query, "passages": [pos, *picked]})
+            # sampling positions draws exactly what sampling the texts would: rng.sample / choices read only len()
+            picked = rng.sample(range(len(negs)), k) if len(negs) >= k else rng.choices(range(len(negs)), k=k)
+            row: dict[str, Any] = {"query": ex.query, "passages": [pos, *(negs[i] for i in picked)]}
+            if teacher:
+                scores = ex.negative_scores or []
+                row["teacher"] = [(ex.positive_scores or [])[j], *(scores[first[negs[i]]] for i in picked)]
+            rows.append(row)
     if skipped:
         log.warning("%d of %d training queries have no negative and are skipped", skipped, len(examples))
     if not rows:
@@ -92,6 +106,8 @@ class GroupCollator:
         labels = torch.zeros((len(rows), g))
         labels[:, 0] = 1.0
         batch["labels"] = labels
+        if "teacher" in rows[0]:
+            batch["teacher"] = torch.tensor([r["teacher"] for r in rows], dtype=torch.float32)
         return batch
 
 
@@ -111,7 +127,7 @@ def _trainer_class():  # type: ignore[no-untyped-def]
     class RerankerTrainer(TrainableOnlyCheckpoints, Trainer):
         """Group losses over (query, positive, negatives) rows, the head at its own learning rate, dev nDCG@10."""
 
-        def __init__(self, *args: Any, loss: GroupLoss, evaluator: DevNDCG | None,
+        def __init__(self, *args: Any, loss: Loss, evaluator: DevNDCG | None,
                      head_params: list[torch.nn.Parameter], head_lr: float, **kwargs: Any):
             super().__init__(*args, **kwargs)
             self.group_loss = loss
@@ -121,9 +137,9 @@ def _trainer_class():  # type: ignore[no-untyped-def]
             self.head_grouped = False
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[no-untyped-def]
-            labels = inputs.pop("labels")
+            labels, teacher = inputs.pop("labels"), inputs.pop("teacher", None)
             out = model(**inputs)
-            loss = self.group_loss(out.logits[:, 0], labels)
+            loss = self.group_loss(out.logits[:, 0], labels, teacher)
             return (loss, out) if return_outputs else loss
 
         def create_optimizer(self, model=None):  # type: ignore[no-untyped-def]
@@ -176,14 +192,16 @@ def load_training_examples(cfg: RerankerTrainConfig) -> list[TrainingExample]:
 
 
 class RerankerTask(TrainingTask):
-    """A cross-encoder under a group loss (LOSSES) on the HF Trainer, its new head at its own rate, dev nDCG@10."""
+    """A cross-encoder under a loss of the registry (training/losses.py) on the HF Trainer, its new head at its own
+    rate, dev nDCG@10."""
 
     spec_file = "cross_encoder.json"
     dev_metric = DEV_METRIC
 
     def __init__(self, cfg: RerankerTrainConfig):
         self.cfg = cfg
-        self.group_loss = make_loss(cfg.loss)  # an unknown loss is refused before anything else
+        # an unknown loss, or one that is not a cross-encoder's, is refused before anything else
+        self.group_loss = make_loss(cfg.loss, CROSS_ENCODER, cfg.distill_temperature)
 
     def load_data(self) -> Any:
         cfg = self.cfg
@@ -191,7 +209,7 @@ class RerankerTask(TrainingTask):
         self.train_ex, self.dev = split_examples(examples, cfg.dev_queries, cfg.dev_split_seed(), cfg.dev_candidates)
         if cfg.max_queries is not None:
             self.train_ex = self.train_ex[:cfg.max_queries]  # already in seeded-shuffle order
-        self.rows = build_groups(self.train_ex, cfg.group_size, cfg.seed)
+        self.rows = build_groups(self.train_ex, cfg.group_size, cfg.seed, teacher=self.group_loss.needs_teacher)
         return self.rows
 
     def build_model(self, device: str) -> torch.nn.Module:
@@ -211,7 +229,7 @@ class RerankerTask(TrainingTask):
     def base_name(self) -> str | None:
         return self.cfg.cross_encoder.model or describe_spec(self.cfg.cross_encoder)["model"]
 
-    def loss(self) -> GroupLoss:
+    def loss(self) -> Loss:
         return self.group_loss
 
     def evaluator(self) -> DevNDCG | None:

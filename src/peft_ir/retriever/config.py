@@ -8,8 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from peft_ir.errors import PeftIRError
 from peft_ir.settings import setting
 from peft_ir.training.args import ScheduleConfig
+from peft_ir.training.losses import BI_ENCODER, LOSSES, check_loss, loss_help, loss_names
 
 Pooling = Literal["mean", "cls"]
 
@@ -42,11 +44,37 @@ class EncodeConfig:
 
 @dataclass(kw_only=True)
 class RetrieverTrainConfig(ScheduleConfig):
-    """Contrastive bi-encoder training: InfoNCE over in-batch and hard negatives (see retriever/train.py)."""
+    """Bi-encoder training: InfoNCE over in-batch and hard negatives, or distillation of a teacher's scores
+    (see retriever/train.py and training/losses.py)."""
 
     num_negatives: int = setting(1, help="hard negatives per query in each batch (0: in-batch negatives only)")
     encoder: EncoderSpec = setting(default_factory=EncoderSpec, expand=True, help="the bi-encoder to tune")
+    loss: str = setting("infonce", choices=lambda: loss_names(BI_ENCODER), help=loss_help(BI_ENCODER))
     cache_mini_batch: int | None = setting(None, help="GradCache mini-batch size: large batches in small memory "
-                                                      "(default: the plain in-batch loss)")
-    temperature: float = setting(0.05, help="InfoNCE temperature (the scores' scale is its inverse)")
+                                                      "(infonce only; default: the plain in-batch loss)")
+    temperature: float = setting(0.05, help="the model's score is its similarity / temperature, in every loss "
+                                            "(InfoNCE's temperature)")
     dev_corpus: int = setting(2000, help="passages in the dev corpus")
+
+    def check(self) -> None:
+        """Refuse a loss that does not fit a bi-encoder, its settings or the training data, before anything loads."""
+        super().check()
+        check_loss(self.loss, BI_ENCODER, self.train, self.distill_temperature)
+        problem = loss_problem(self.loss, self.cache_mini_batch, self.num_negatives)
+        if problem:
+            raise PeftIRError(problem)
+        if not self.temperature > 0:
+            raise PeftIRError(f"--temperature must be positive, got {self.temperature}")
+
+
+def loss_problem(loss: str, cache_mini_batch: int | None, num_negatives: int) -> str | None:
+    """What is wrong with these bi-encoder settings together (the `peft-ir run` check asks too); None if nothing."""
+    cls = LOSSES.get(loss)
+    if cls is None:
+        return None  # an unknown name is refused with the choices elsewhere
+    if cache_mini_batch and cls.name != "infonce":
+        return f"cache_mini_batch (GradCache) applies to the infonce loss only, not {loss}"
+    if cls.needs_teacher and num_negatives < 1:
+        return (f"loss {loss} compares each positive with its negatives: num_negatives must be at least 1, "
+                f"got {num_negatives}")
+    return None

@@ -1,11 +1,13 @@
-"""Contrastive bi-encoder training with any tuning method, on sentence-transformers' trainer.
+"""Bi-encoder training with any tuning method, on sentence-transformers' trainer.
 
-InfoNCE over in-batch and hard negatives (MultipleNegativesRankingLoss; scale = 1 / temperature) with the
-similarity search uses (the inner product: cosine for a normalising encoder, dot product otherwise), queries and
-passages each cut at their own length as search cuts them, GradCache
-(CachedMultipleNegativesRankingLoss) for large batches in small memory, negatives gathered across devices under
-DDP, warm-up, gradient accumulation, dev nDCG@10 during training, checkpoints of the trainable weights only,
-and `resume` from the last complete checkpoint.
+The loss is chosen from the registry (training/losses.py): InfoNCE over in-batch and hard negatives
+(MultipleNegativesRankingLoss; GradCache's CachedMultipleNegativesRankingLoss for large batches in small memory;
+negatives gathered across devices under DDP), or distillation of a scored file's teacher scores (MarginMSELoss,
+DistillKLDivLoss; each row then carries the teacher's scores of its positive and negatives as its label). Every
+loss scores with the similarity search uses (the inner product: cosine for a normalising encoder, dot product
+otherwise) times 1 / temperature. Queries and passages are each cut at their own length as search cuts them;
+warm-up, gradient accumulation, dev nDCG@10 during training, checkpoints of the trainable weights only, and
+`resume` from the last complete checkpoint.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from peft_ir.errors import PeftIRError
 from peft_ir.retriever.dev_eval import DevEvaluator
 from peft_ir.retriever.config import RetrieverTrainConfig
 from peft_ir.retriever.encoder import BiEncoder
+from peft_ir.training.losses import BI_ENCODER, make_loss
 from peft_ir.training.skeleton import TrainingTask, run_training
 from peft_ir.training.tuned import TrainableOnlyCheckpoints
 from peft_ir.tuning import apply_tuning
@@ -37,39 +40,51 @@ def _trainer_class():  # type: ignore[no-untyped-def]
     return TunedTrainer
 
 
-def _dataset(examples: list, num_negatives: int, seed: int):  # type: ignore[no-untyped-def]
-    """Rows of (query, positive, negative_1..n); queries without enough negatives drop to in-batch only."""
+def _dataset(examples: list, num_negatives: int, seed: int, teacher: bool = False):  # type: ignore[no-untyped-def]
+    """Rows of (query, positive, negative_1..n); queries without enough negatives are skipped. With `teacher`, a
+    `label` column holds the teacher's scores [t(q, positive), t(q, negative_1), ...] of each row."""
     import random  # noqa: PLC0415
 
     from datasets import Dataset  # noqa: PLC0415
 
     rng = random.Random(seed)
-    rows: dict[str, list[str]] = {"query": [], "positive": []}
+    rows: dict[str, list[Any]] = {"query": [], "positive": []}
     neg_cols = [f"negative_{i + 1}" for i in range(num_negatives)]
     for c in neg_cols:
         rows[c] = []
+    labels: list[list[float]] = []
     usable = [ex for ex in examples if len(ex.negatives) >= num_negatives] if num_negatives else examples
     if num_negatives and len(usable) < len(examples):
         log.warning("%d of %d training queries have fewer than %d hard negatives and are skipped",
                     len(examples) - len(usable), len(examples), num_negatives)
     for ex in usable:
-        for pos in ex.positives:
+        if teacher and not ex.scored:
+            raise PeftIRError(f"training query {ex.query_id or ex.query!r} has no teacher scores")
+        for j, pos in enumerate(ex.positives):
             rows["query"].append(ex.query)
             rows["positive"].append(pos)
-            for c, neg in zip(neg_cols, rng.sample(ex.negatives, num_negatives) if num_negatives else []):
-                rows[c].append(neg)
+            # sampling positions draws exactly what sampling the texts would (rng.sample reads only len())
+            picked = rng.sample(range(len(ex.negatives)), num_negatives) if num_negatives else []
+            for c, i in zip(neg_cols, picked):
+                rows[c].append(ex.negatives[i])
+            if teacher:
+                labels.append([ex.positive_scores[j], *(ex.negative_scores[i] for i in picked)])
+    if teacher:
+        rows["label"] = labels
     if not rows["query"]:
         raise PeftIRError("no usable training example (each needs a positive and, with --num-negatives, negatives)")
     return Dataset.from_dict(rows)
 
 
 class RetrieverTask(TrainingTask):
-    """A bi-encoder under InfoNCE (plain or GradCache) on sentence-transformers' trainer, dev nDCG@10 by search."""
+    """A bi-encoder under a loss of the registry (InfoNCE, plain or GradCache, or distillation) on
+    sentence-transformers' trainer, dev nDCG@10 by search."""
 
     spec_file = "encoder.json"
 
     def __init__(self, cfg: RetrieverTrainConfig):
         self.cfg = cfg
+        self.objective = make_loss(cfg.loss, BI_ENCODER, cfg.distill_temperature)  # a wrong loss: refused first
 
     def load_data(self) -> Any:
         cfg = self.cfg
@@ -80,7 +95,7 @@ class RetrieverTask(TrainingTask):
                                        extra_passages=distractors)
         if cfg.max_queries is not None:
             train_ex = subset(train_ex, cfg.max_queries, cfg.dev_split_seed())
-        self.dataset = _dataset(train_ex, cfg.num_negatives, cfg.seed)
+        self.dataset = _dataset(train_ex, cfg.num_negatives, cfg.seed, teacher=self.objective.needs_teacher)
         self.dev_evaluator = DevEvaluator(self.dev, query_prefix=cfg.encoder.query_prefix,
                                           passage_prefix=cfg.encoder.passage_prefix)
         return self.dataset
@@ -100,24 +115,17 @@ class RetrieverTask(TrainingTask):
         return f"eval_{self.dev_evaluator.primary_metric}"
 
     def loss(self) -> Any:
-        """InfoNCE over in-batch and hard negatives with the similarity search uses, scale 1 / temperature; GradCache
-        (the cached variant) with `cache_mini_batch`; negatives gathered across ranks under DDP."""
-        from sentence_transformers.sentence_transformer.losses import (  # noqa: PLC0415
-            CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss,
-        )
+        """The chosen loss's sentence-transformers module, scoring with the similarity search uses (cosine or dot:
+        what the index and dev_run score with) times 1 / temperature; GradCache (infonce's cached variant) with
+        `cache_mini_batch`; in-batch negatives gathered across ranks under DDP."""
         from sentence_transformers.util import cos_sim, dot_score  # noqa: PLC0415
 
         cfg, st = self.cfg, self.encoder.model  # st cuts task "query" at query_max_length, "document" at passage's
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        scale = 1.0 / cfg.temperature
-        self.similarity = cos_sim if self.encoder.spec.normalize else dot_score  # what the index and dev_run score with
-        if cfg.cache_mini_batch:
-            self.loss_fn = CachedMultipleNegativesRankingLoss(st, scale=scale, similarity_fct=self.similarity,
-                                                              mini_batch_size=cfg.cache_mini_batch,
-                                                              gather_across_devices=world > 1)
-        else:
-            self.loss_fn = MultipleNegativesRankingLoss(st, scale=scale, similarity_fct=self.similarity,
-                                                        gather_across_devices=world > 1)
+        cosine = bool(self.encoder.spec.normalize)
+        self.similarity = cos_sim if cosine else dot_score
+        self.loss_fn = self.objective.bi_encoder_loss(st, cosine=cosine, scale=1.0 / cfg.temperature,
+                                                      cache_mini_batch=cfg.cache_mini_batch,
+                                                      gather=int(os.environ.get("WORLD_SIZE", "1")) > 1)
         return self.loss_fn
 
     def evaluator(self) -> Any:
@@ -149,7 +157,7 @@ class RetrieverTask(TrainingTask):
                 "similarity": self.similarity.__name__}
 
     def curve_title(self, share: float) -> str:
-        return f"{self.cfg.tuning.method} retriever ({share:.2%} trainable)"
+        return f"{self.cfg.tuning.method} retriever, {self.cfg.loss} ({share:.2%} trainable)"
 
     def spec(self) -> EncoderSpec:
         return self.cfg.encoder

@@ -35,8 +35,9 @@ class ScheduleConfig:
     """
 
     train: str = setting(help="BEIR folder (with --split), training file (Tevatron / FlagEmbedding / triples / "
-                              "scored), hf:DATASET[:SPLIT] (a Hub id or a local datasets folder) or "
-                              "irds:ID (training triples, e.g. irds:msmarco-passage/train/triples-small)")
+                              "scored: teacher scores for margin-mse and kl), hf:DATASET[:SPLIT] (a Hub id or a "
+                              "local datasets folder) or irds:ID (training triples, e.g. "
+                              "irds:msmarco-passage/train/triples-small)")
     output: str = setting(help="run folder: adapter/, checkpoints/, metrics.jsonl, curves.png, summary.json")
     split: str = setting("train", help="qrels split of a BEIR folder given as --train")
     negatives_run: str | None = setting(
@@ -51,6 +52,8 @@ class ScheduleConfig:
     lr: float | None = setting(None, help=f"learning rate; default: {DEFAULT_LR['full']:g} for full, "
                                           f"{PEFT_LR:g} for bitfit and the PEFT methods")
     warmup_ratio: float = setting(0.1, help="share of the steps the learning rate warms up over, then decays linearly")
+    distill_temperature: float = setting(1.0, help="temperature T of the kl loss: softmax(score / T) for the model "
+                                                   "and the teacher, the loss times T^2")
     dev_queries: int = setting(50, help="training queries held out for model selection (0: none, the last step "
                                         "is kept)")
     max_queries: int | None = setting(None, help="train on this many queries only (a seeded subset; default: all); "
