@@ -104,14 +104,15 @@ def _reranker(kind: str, beir: Path, runs: dict, model: Path, out: Path) -> dict
     return train_reranker(cfg)
 
 
+SELECTION_KEYS = ["kept", "selection_candidate", "selection_rule", "start_dev", "candidate_dev", "selection_p"]
 SUMMARY_KEYS = {
-    "retriever": ["method", "trainable", "total", "share", "steps", "best_checkpoint", "best_dev", "dev_metric",
+    "retriever": ["method", "trainable", "total", "share", "steps", "best_checkpoint", "best_dev", "final_dev", "dev_metric",
                   "selection", "train_examples", "dev_queries", "dev_corpus", "dev_seed", "wall_seconds", "world_size",
-                  "loss", "similarity", "resumed_from", "config"],
+                  "loss", "similarity", "resumed_from", "config", *SELECTION_KEYS],
     "reranker": ["method", "loss", "trainable", "total", "share", "method_share", "head_share", "pooler_share",
                  "train_pooler", "lr", "head_lr", "steps", "best_checkpoint", "best_dev", "final_dev", "dev_metric",
                  "selection", "train_groups", "train_queries", "dev_queries", "dev_seed", "dev_pairs", "wall_seconds",
-                 "world_size", "resumed_from", "config"],
+                 "world_size", "resumed_from", "config", *SELECTION_KEYS],
 }
 CASES = [("retriever", "infonce"), ("retriever", "gradcache"), ("reranker", "lce"), ("reranker", "bce-full")]
 

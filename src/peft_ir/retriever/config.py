@@ -50,3 +50,5 @@ class RetrieverTrainConfig(ScheduleConfig):
                                                       "(default: the plain in-batch loss)")
     temperature: float = setting(0.05, help="InfoNCE temperature (the scores' scale is its inverse)")
     dev_corpus: int = setting(2000, help="passages in the dev corpus")
+    dev_top_k: int = setting(20, help="first-stage hits of each dev query (from --negatives-run) put in the dev "
+                                      "corpus, before the sampled passages")
