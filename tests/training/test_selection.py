@@ -256,5 +256,6 @@ def test_the_reranker_keeps_its_start_when_training_hurts(synthetic_beir: Path, 
         max_steps=24, eval_steps=8, save_steps=8, logging_steps=4, dev_queries=30, dev_candidates=10, lr=2e-2,
         warmup_ratio=0.0, progress=False))
     assert s["kept"] == KEPT_START and s["final_dev"] == s["start_dev"]
+    assert s["candidate_dev"] < s["start_dev"]     # the best checkpoint the Trainer found is worse than the start
     assert _same(_weights(out / "adapter"), _weights(out / START_DIR / "adapter"))
     assert not _same(_weights(out / "adapter"), _weights(Path(s["best_checkpoint"]) / "adapter"))

@@ -45,7 +45,7 @@ class Selection:
 
     kept: str            # KEPT_START, or the candidate (KEPT_BEST, KEPT_LAST)
     candidate: str       # what was weighed against the start (KEPT_BEST or KEPT_LAST)
-    rule: str            # "paired t-test (one-sided), alpha 0.05" or "margin 0.01"
+    rule: str            # "one-sided paired t-test, alpha 0.05" or "margin 0.01"
     start_dev: float
     candidate_dev: float
     p_value: float       # one-sided: the candidate better than the start
@@ -88,7 +88,7 @@ def decide(start: dict[str, float], candidate: dict[str, float], *, alpha: float
     start_dev = sum(start.values()) / len(start)
     candidate_dev = sum(candidate.values()) / len(candidate)
     if margin is None:
-        better, rule = p < alpha, f"paired t-test (one-sided), alpha {alpha:g}"
+        better, rule = p < alpha, f"one-sided paired t-test, alpha {alpha:g}"
     else:
         better, rule = candidate_dev - start_dev > margin, f"margin {margin:g}"
     return Selection(candidate_name if better else KEPT_START, candidate_name, rule, start_dev, candidate_dev, p,
@@ -129,12 +129,12 @@ def describe(summary: dict[str, Any]) -> str:
     """How a training run chose its weights, in words (the closing line of `peft-ir train`, `peft-ir run`'s log)."""
     if summary.get("dev_metric") is None:
         return "no dev queries: the last step's weights"
-    metric = str(summary["dev_metric"]).removeprefix("eval_")
+    metric = str(summary["dev_metric"]).removeprefix("eval_").replace("_", " ")
     if summary.get("kept") is None:  # a summary written before the selection rule
         return f"best {summary['dev_metric']} {summary['best_dev']:.4f}"
     start, cand, p = summary["start_dev"], summary["candidate_dev"], summary["selection_p"]
     rule = summary.get("selection_rule") or ""
-    evidence = f"{metric} {cand:.4f} vs the start's {start:.4f}, one-sided paired p = {p:.3g}; {rule}"
+    evidence = f"{metric} {cand:.4f} vs the start's {start:.4f}, p = {p:.3g}; rule: {rule}"
     if summary["kept"] == KEPT_START:
         return f"kept the starting model (the training's {summary.get('selection_candidate', KEPT_BEST)} did not beat it: " \
                f"{evidence})"

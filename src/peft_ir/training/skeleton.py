@@ -184,8 +184,7 @@ def select(cfg: ScheduleConfig, task: TrainingTask, tuned: nn.Module, out: Path,
     if sel.start_kept:
         restore_start(out, tuned)
     fields = {"selection": f"{sel.kept} ({sel.rule}: p = {sel.p_value:.3g})", **sel.summary()}
-    note = describe({**fields, "dev_metric": task.dev_metric})
-    (log.warning if sel.start_kept else log.info)("model selection: %s", note)
+    log.info("model selection: %s", describe({**fields, "dev_metric": task.dev_metric}))  # the CLI prints it too
     return fields
 
 
