@@ -106,8 +106,8 @@ def _reranker(kind: str, beir: Path, runs: dict, model: Path, out: Path) -> dict
 
 SELECTION_KEYS = ["kept", "selection_candidate", "selection_rule", "start_dev", "candidate_dev", "selection_p"]
 SUMMARY_KEYS = {
-    "retriever": ["method", "trainable", "total", "share", "steps", "best_checkpoint", "best_dev", "final_dev", "dev_metric",
-                  "selection", "train_examples", "dev_queries", "dev_corpus", "dev_seed", "wall_seconds", "world_size",
+    "retriever": ["method", "trainable", "total", "share", "steps", "best_checkpoint", "best_dev", "final_dev",
+                  "dev_metric", "selection", "train_examples", "dev_queries", "dev_corpus", "dev_seed", "wall_seconds", "world_size",
                   "loss", "similarity", "resumed_from", "config", *SELECTION_KEYS],
     "reranker": ["method", "loss", "trainable", "total", "share", "method_share", "head_share", "pooler_share",
                  "train_pooler", "lr", "head_lr", "steps", "best_checkpoint", "best_dev", "final_dev", "dev_metric",

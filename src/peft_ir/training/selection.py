@@ -136,6 +136,6 @@ def describe(summary: dict[str, Any]) -> str:
     rule = summary.get("selection_rule") or ""
     evidence = f"{metric} {cand:.4f} vs the start's {start:.4f}, p = {p:.3g}; rule: {rule}"
     if summary["kept"] == KEPT_START:
-        return f"kept the starting model (the training's {summary.get('selection_candidate', KEPT_BEST)} did not beat it: " \
-               f"{evidence})"
+        candidate = summary.get("selection_candidate") or KEPT_BEST
+        return f"kept the starting model (the training's {candidate} did not beat it: {evidence})"
     return f"kept the {summary['kept']} ({evidence})"

@@ -25,7 +25,8 @@ from peft_ir.training.args import ScheduleConfig, common_trainer_args
 from peft_ir.training.checkpoints import prepare_run_dir
 from peft_ir.training.logging import JsonlMetrics, plot_curves, readable_console
 from peft_ir.training.selection import (
-    KEPT_BEST, KEPT_LAST, NO_DEV_SELECTION, START_DIR, START_SCORES, decide, describe, read_start, restore_start, save_start,
+    KEPT_BEST, KEPT_LAST, NO_DEV_SELECTION, START_DIR, START_SCORES, decide, describe, read_start, restore_start,
+    save_start,
 )
 from peft_ir.training.tracking import point_tensorboard
 from peft_ir.tuning import save_tuned, trainable_parameters
