@@ -64,24 +64,9 @@ def synthetic_beir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_runs(synthetic_beir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Word-overlap runs (top 20) for the train and test queries of the synthetic folder."""
-    import random
+    from synthetic import overlap_runs
 
-    from peft_ir.data import BeirDataset, load_corpus, write_run
-
-    corpus = load_corpus(synthetic_beir / "corpus.jsonl")
-    out = tmp_path_factory.mktemp("runs")
-    paths = {}
-    for split in ("train", "test"):
-        queries = BeirDataset(synthetic_beir, split).queries()
-        run = {}
-        for qid, text in queries.items():
-            q = set(text.split())
-            scores = {d: len(q & set(doc.joined().split())) + random.Random(f"{qid}{d}").random() * 0.5
-                      for d, doc in corpus.items()}
-            run[qid] = dict(sorted(scores.items(), key=lambda kv: -kv[1])[:20])
-        write_run(run, out / f"{split}.trec", tag="overlap")
-        paths[split] = out / f"{split}.trec"
-    return paths
+    return overlap_runs(synthetic_beir, tmp_path_factory.mktemp("runs"))
 
 
 @pytest.fixture(scope="session")

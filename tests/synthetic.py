@@ -27,3 +27,22 @@ def make_beir(root: Path, n_docs: int = 60, n_train: int = 40, n_test: int = 10,
     write_beir_qrels(train, root / "qrels" / "train.tsv")
     write_beir_qrels(test, root / "qrels" / "test.tsv")
     return root
+
+
+def overlap_runs(beir: Path, out: Path, depth: int = 20) -> dict[str, Path]:
+    """Word-overlap runs (top `depth`, ties broken by seeded noise) of a synthetic folder's train and test queries."""
+    from peft_ir.data import BeirDataset, load_corpus, write_run
+
+    corpus = load_corpus(beir / "corpus.jsonl")
+    paths = {}
+    for split in ("train", "test"):
+        queries = BeirDataset(beir, split).queries()
+        run = {}
+        for qid, text in queries.items():
+            q = set(text.split())
+            scores = {d: len(q & set(doc.joined().split())) + random.Random(f"{qid}{d}").random() * 0.5
+                      for d, doc in corpus.items()}
+            run[qid] = dict(sorted(scores.items(), key=lambda kv: -kv[1])[:depth])
+        write_run(run, out / f"{split}.trec", tag="overlap")
+        paths[split] = out / f"{split}.trec"
+    return paths

@@ -57,7 +57,19 @@ def test_run_writes_every_stage_output_and_metrics(tiny_run: dict[str, Any]) -> 
         assert len(r["per_query"]["nDCG@10"]) == 10
         assert r["means"]["nDCG@10"] == pytest.approx(sum(r["per_query"]["nDCG@10"].values()) / 10)
     assert json.loads((root / "metrics.json").read_text()) == metrics
-    assert "| reranked |" in (root / "report.md").read_text()
+    report = (root / "report.md").read_text()
+    assert "| reranked |" in report
+    # each trained model's row says which weights were kept (the starting model unless a checkpoint beat it on
+    # dev), as summary.json does, and so did the progress lines
+    from peft_ir.experiment.evaluation import kept_cell
+    from peft_ir.training.selection import describe
+
+    for part in ("retriever", "reranker"):
+        summary = json.loads((root / part / "summary.json").read_text())
+        assert summary["kept"] in ("starting model", "best checkpoint") and summary["selection_p"] is not None
+        row = next(line for line in report.splitlines() if line.startswith(f"| {part} |"))
+        assert f"| {kept_cell(summary)} |" in row and kept_cell(summary).startswith(summary["kept"] + " (p = ")
+        assert f"    {describe(summary)}" in tiny_run["lines"]
     # progress: numbered stages, all run the first time
     started = [line for line in tiny_run["lines"] if line.startswith("[") and "done in" in line]
     assert len(started) == 7 and started[0].startswith("[1/7] train retriever") and "[7/7] evaluate" in started[-1]

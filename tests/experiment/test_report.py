@@ -21,7 +21,8 @@ QIDS = [f"q{i}" for i in range(40)]
 
 
 def fake_run(root: Path, *, method: str | None, budget: str | None = None, seed: int = 1, level: float,
-             dev: list[float] | None = None, share: float = 0.005, dev_seed: int | None = None) -> Path:
+             dev: list[float] | None = None, share: float = 0.005, dev_seed: int | None = None,
+             kept: str | None = None) -> Path:
     """A finished retrieval run folder with chosen per-query nDCG@10 values and dev curve."""
     rng = random.Random(f"{method}{seed}")
     per_query = {q: min(1.0, max(0.0, level + rng.uniform(-0.05, 0.05))) for q in QIDS}
@@ -38,7 +39,7 @@ def fake_run(root: Path, *, method: str | None, budget: str | None = None, seed:
         (root / "retriever" / "summary.json").write_text(json.dumps({
             "method": method, "share": share, "trainable": 1, "total": 1, "steps": 20, "best_dev": max(dev or [0]),
             "dev_metric": "eval_dev_ndcg@10", "wall_seconds": 10.0 * seed}
-            | ({} if dev_seed is None else {"dev_seed": dev_seed})))
+            | ({} if dev_seed is None else {"dev_seed": dev_seed}) | ({} if kept is None else {"kept": kept})))
         rows = [{"step": 10 * i, "eval_dev_ndcg@10": v} for i, v in enumerate(dev or [])]
         rows += [{"step": 10 * i + 5, "loss": 1.0 / (i + 1)} for i in range(len(dev or []))]
         (root / "retriever" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -172,3 +173,18 @@ def test_report_over_real_tiny_runs(tiny_run: dict[str, Any], synthetic_beir: Pa
                                      abs=5e-5)
     assert (out / "curves.png").stat().st_size > 5000 and (out / "share_vs_effectiveness.png").is_file()
     assert "written to" in capsys.readouterr().out
+
+
+def test_the_table_says_when_the_starting_model_was_kept(tmp_path: Path) -> None:
+    runs = [fake_run(tmp_path / "lora", method="lora", budget="0.5%", level=0.5, dev=[0.5, 0.6], kept="starting model"),
+            fake_run(tmp_path / "iaa-1", method="iaa-l", budget="0.5%", seed=1, level=0.6, dev=[0.5, 0.7],
+                     kept="best checkpoint"),
+            fake_run(tmp_path / "iaa-2", method="iaa-l", budget="0.5%", seed=2, level=0.6, dev=[0.5, 0.7],
+                     kept="starting model"),
+            fake_run(tmp_path / "old", method="adapter", budget="0.5%", level=0.6, dev=[0.5, 0.7]),  # no record
+            fake_run(tmp_path / "zero-shot", method=None, level=0.45)]
+    text = build_report(runs, tmp_path / "report")
+    col = _row(text, "method").index("kept")
+    assert _row(text, "lora 0.5%")[col] == "starting model"
+    assert _row(text, "iaa-l 0.5%")[col] == "best checkpoint ×1, starting model ×1"
+    assert _row(text, "adapter 0.5%")[col] == "" and _row(text, "zero-shot")[col] == ""

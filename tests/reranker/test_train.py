@@ -92,6 +92,11 @@ def test_resume_from_last_complete_checkpoint(synthetic_beir: Path, synthetic_ru
     part.resume = True
     s = train_reranker(part)
     assert s["resumed_from"].endswith("checkpoint-8") and s["steps"] == 12
+    # no record of the starting model was copied (a folder from before model selection): it is evaluated as built,
+    # and the decision is the uninterrupted run's
+    first = json.loads((straight / "summary.json").read_text())
+    for key in ("kept", "start_dev", "candidate_dev", "selection_p"):
+        assert s[key] == pytest.approx(first[key], abs=1e-6), key
     a = load_file(str(straight / "adapter" / "tuning_weights.safetensors"))
     b = load_file(str(killed / "adapter" / "tuning_weights.safetensors"))
     assert a.keys() == b.keys()
@@ -123,9 +128,9 @@ def test_full_finetuning_trains_the_new_head_at_its_own_rate(synthetic_beir: Pat
                                                               tiny_ce_dir: Path, tmp_path: Path) -> None:
     """Adam moves each weight by about its group's rate on the first step: the new head must move at the PEFT rate
     (1e-3), the pretrained encoder at full fine-tuning's 2e-5; at 2e-5 a head that starts from nothing hardly learns."""
-    out = tmp_path / "full"
+    out = tmp_path / "full"  # no dev queries: the one step's weights are kept, whatever a dev set would say of them
     s = train_reranker(_cfg(synthetic_beir, synthetic_runs["train"], tiny_ce_dir, out, tuning=TuningConfig(method="full"),
-                            lr=None, max_steps=1, eval_steps=1, save_steps=1))
+                            lr=None, max_steps=1, eval_steps=1, save_steps=1, dev_queries=0))
     assert s["lr"] == 2e-5 and s["head_lr"] == 1e-3
     base = dict(CrossEncoder(CrossEncoderSpec(model=str(tiny_ce_dir))).model.named_parameters())
     base = {n: p.detach() for n, p in base.items()}
@@ -224,7 +229,8 @@ def test_ddp_two_processes_on_cpu(synthetic_beir: Path, synthetic_runs: dict, ti
                    "    def call(*a, **kw):\n        with open(sys.argv[1], 'a') as fh:\n"
                    "            fh.write(f\"{name}:{os.environ['RANK']}\\n\")\n        return real(*a, **kw)\n"
                    "    setattr(m, name, call)\n"
-                   "spy(t, 'dev_ndcg'); spy(k, 'save_tuned')\nfrom peft_ir.cli import main\nsys.exit(main(sys.argv[2:]))\n")
+                   "spy(t, 'dev_scores'); spy(k, 'save_tuned'); spy(k, 'save_start')\n"
+                   "from peft_ir.cli import main\nsys.exit(main(sys.argv[2:]))\n")
     calls, out = tmp_path / "calls.txt", tmp_path / "ddp"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -239,8 +245,9 @@ def test_ddp_two_processes_on_cpu(synthetic_beir: Path, synthetic_runs: dict, ti
     done = subprocess.run(cmd, env=cpu_env(HF_HUB_OFFLINE="1", PYTHONPATH=str(repo / "src"), OMP_NUM_THREADS="1"),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    # dev nDCG at steps 0, 2, 4 and the final one; one save of the final adapter (checkpoints save elsewhere)
-    assert sorted(calls.read_text().split()) == ["dev_ndcg:0"] * 4 + ["save_tuned:0"]
+    # dev nDCG at steps 0, 2, 4 and of the best checkpoint (weighed against the start); one save of the starting
+    # point and one of the final adapter (checkpoints save elsewhere)
+    assert sorted(calls.read_text().split()) == ["dev_scores:0"] * 4 + ["save_start:0", "save_tuned:0"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 4 and summary["world_size"] == 2 and (out / "adapter" / "tuning_config.json").is_file()
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

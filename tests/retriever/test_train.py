@@ -73,6 +73,9 @@ def test_resume_after_sigkill_matches_uninterrupted_run(synthetic_beir: Path, ti
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((killed / "summary.json").read_text())
     assert summary["resumed_from"].endswith(("checkpoint-8", "checkpoint-12")) and summary["steps"] == 16
+    first = json.loads((straight / "summary.json").read_text())  # the same model kept, on the same evidence
+    assert summary["kept"] == first["kept"] and summary["start_dev"] == first["start_dev"]
+    assert summary["selection_p"] == pytest.approx(first["selection_p"], abs=1e-6)
     a = load_file(next((straight / "adapter").glob("*.safetensors")))
     b = load_file(next((killed / "adapter").glob("*.safetensors")))
     assert a.keys() == b.keys()

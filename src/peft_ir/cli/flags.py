@@ -117,7 +117,7 @@ def tuning_from_args(args: argparse.Namespace, model: Any) -> Any:
 
 
 def selection_note(summary: dict[str, Any]) -> str:
-    """How a training run chose its weights, for the closing line."""
-    if summary.get("dev_metric") is None:
-        return "no dev queries: the last step's weights"
-    return f"best {summary['dev_metric']} {summary['best_dev']:.4f}"
+    """How a training run chose its weights, for the closing line: which model was kept, both dev means, the p-value."""
+    from peft_ir.training.selection import describe  # noqa: PLC0415
+
+    return describe(summary)

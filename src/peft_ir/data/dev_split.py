@@ -1,14 +1,19 @@
 """Dev sets carved from the *training* queries (seeded), so that model selection never sees test queries.
 
 One hold-out serves both trainers; each builds its own dev set from the held-out examples:
-- the retriever's (`split_dev`): a small retrieval corpus of the dev positives plus distractors (other training
-  passages, hard negatives, and a sample of the corpus when one is given), large enough that nDCG@10 separates
-  models but small enough to encode during training;
-- the re-ranker's (`split_examples`): each dev query's own positives and negatives as the candidates to re-rank.
+- the retriever's (`split_dev`): a small retrieval corpus of the dev positives plus distractors (each dev query's
+  first-stage top k when the examples carry them, hard negatives, and a sample of other training passages and of
+  the corpus when one is given), large enough that nDCG@10 separates models but small enough to encode during
+  training;
+- the re-ranker's (`split_examples`): each dev query's positives and, as negatives, its first-stage top hits when
+  the examples carry them (else its mined negatives): the candidates to re-rank.
+The first stage's top hits are what the trained model will face, so they are what separates a better model from a
+worse one; a sample alone is mostly passages any model ranks low.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,6 +22,8 @@ from peft_ir.data.training import TrainingExample
 from peft_ir.data.trec import Qrels
 from peft_ir.errors import PeftIRError
 from peft_ir.fingerprint import text_id
+
+log = logging.getLogger(__name__)
 
 
 def hold_out(examples: Sequence[TrainingExample], dev_queries: int, seed: int, *, shuffled: bool = False
@@ -66,8 +73,11 @@ def split_dev(examples: Sequence[TrainingExample], dev_queries: int, seed: int =
         for text in ex.positives:
             corpus[text_id(text)] = text
             qrels.setdefault(qid, {})[text_id(text)] = 1
-        for text in ex.negatives:
+        for text in (*ex.negatives, *(ex.first_stage or ())):
             corpus.setdefault(text_id(text), text)
+    if len(corpus) >= corpus_size and any(ex.first_stage for ex in dev):
+        log.warning("the dev queries' first-stage hits fill the dev corpus (%d passages, --dev-corpus %d): it holds "
+                    "no sampled passages; raise --dev-corpus", len(corpus), corpus_size)
     pool = [t for ex in train for t in (*ex.positives, *ex.negatives)] + list(extra_passages)
     random.Random(seed + 1).shuffle(pool)
     for text in pool:
@@ -91,12 +101,14 @@ class RerankDevSet:
 def split_examples(examples: list[TrainingExample], dev_queries: int, seed: int, dev_candidates: int
                    ) -> tuple[list[TrainingExample], RerankDevSet]:
     """Hold out `dev_queries` examples (seeded; training in the shuffle's order, so that a prefix of it is a
-    seeded sample); their positives + negatives are the dev candidates."""
+    seeded sample); the dev candidates are their positives + their first-stage top hits (when the examples carry
+    them, else their negatives), `dev_candidates` in all (all positives at least)."""
     train, held = hold_out(examples, dev_queries, seed, shuffled=True)
     dev = RerankDevSet({}, {}, {})
     for i, ex in held:
         qid = ex.query_id or f"dev{i}"
-        cands = list(dict.fromkeys([*ex.positives, *ex.negatives]))[:max(dev_candidates, len(ex.positives))]
+        others = [t for t in ex.first_stage if t not in ex.positives] if ex.first_stage else ex.negatives
+        cands = list(dict.fromkeys([*ex.positives, *others]))[:max(dev_candidates, len(ex.positives))]
         dev.queries[qid] = ex.query
         dev.candidates[qid] = cands
         dev.qrels[qid] = {str(j): 1 for j, text in enumerate(cands) if text in ex.positives}

@@ -77,14 +77,16 @@ def _margin_filter(qid: str, window: list[str], positives: set[str], scores: Map
     return kept
 
 
-def beir_examples(dataset: BeirDataset, corpus: dict[str, Document], negatives: dict[str, list[str]] | None = None
-                  ) -> list[TrainingExample]:
-    """One example per judged query: its relevant documents as positives, mined negatives if any.
+def beir_examples(dataset: BeirDataset, corpus: dict[str, Document], negatives: dict[str, list[str]] | None = None,
+                  first_stage: dict[str, list[str]] | None = None) -> list[TrainingExample]:
+    """One example per judged query: its relevant documents as positives, mined negatives if any, and (given
+    `first_stage`: qid -> top docids in rank order) the first stage's top hits as `first_stage` texts.
 
     Tolerant by design (a counted warning, not an error): judged or mined docids absent from the corpus are
     skipped, and a query left without a positive is dropped."""
     queries = dataset.queries()
     examples, absent, dropped = [], set(), 0
+    texts: dict[str, str] = {}  # one string per first-stage docid, however many queries retrieve it
     for qid, judged in dataset.qrels().items():
         wanted = [d for d, g in judged.items() if g > 0] + list((negatives or {}).get(qid, []))
         absent.update(d for d in wanted if d not in corpus)
@@ -93,7 +95,10 @@ def beir_examples(dataset: BeirDataset, corpus: dict[str, Document], negatives: 
             dropped += 1
             continue
         neg = [corpus[d].joined() for d in (negatives or {}).get(qid, []) if d in corpus]
-        examples.append(TrainingExample(queries[qid], pos, neg, qid))
+        ex = TrainingExample(queries[qid], pos, neg, qid)
+        if first_stage is not None:
+            ex.first_stage = [texts.setdefault(d, corpus[d].joined()) for d in first_stage.get(qid, []) if d in corpus]
+        examples.append(ex)
     if absent:
         log.warning("%s: %d docid(s) of the qrels or negatives run are absent from the corpus and skipped, e.g. %r; "
                     "%d quer(ies) left without a positive", dataset.qrels_path, len(absent), sorted(absent)[0], dropped)
@@ -102,12 +107,14 @@ def beir_examples(dataset: BeirDataset, corpus: dict[str, Document], negatives: 
 
 def load_examples(train: str | Path, split: str = "train", negatives_run: str | Path | None = None, *,
                   depth_from: int = 1, depth_to: int = 100, num_negatives: int = 8, seed: int = 0,
-                  limit: int | None = None) -> tuple[list[TrainingExample], list[str]]:
+                  limit: int | None = None, first_stage_depth: int = 0) -> tuple[list[TrainingExample], list[str]]:
     """Examples from a BEIR folder (qrels split + corpus, negatives mined from `negatives_run`), a training file or
     an `hf:` / `irds:` id.
 
     Also returns passages usable as dev distractors (the corpus, for BEIR folders). Ids are streamed, and only
     their first `limit` queries are read (None: all); an `irds:` source keeps `num_negatives` negatives per query.
+    With a run and `first_stage_depth` k > 0, each example also carries the run's top k hits (`first_stage`), which
+    the dev sets are built from.
     """
     if is_hf(train) or is_irds(train):
         if negatives_run:
@@ -120,11 +127,14 @@ def load_examples(train: str | Path, split: str = "train", negatives_run: str | 
     if path.is_dir():
         ds = BeirDataset(path, split)
         corpus = load_corpus(ds.corpus_path)
-        negatives = None
+        negatives = top = None
         if negatives_run:
-            negatives = mine_negatives(read_run(negatives_run), ds.qrels(), depth_from=depth_from,
-                                       depth_to=depth_to, num=num_negatives, seed=seed)
-        return beir_examples(ds, corpus, negatives), [d.joined() for d in corpus.values()]
+            run = read_run(negatives_run)
+            negatives = mine_negatives(run, ds.qrels(), depth_from=depth_from, depth_to=depth_to, num=num_negatives,
+                                       seed=seed)
+            if first_stage_depth > 0:
+                top = {qid: [d for d, _ in ranked(hits, first_stage_depth)] for qid, hits in run.items()}
+        return beir_examples(ds, corpus, negatives, top), [d.joined() for d in corpus.values()]
     if negatives_run:
         raise PeftIRError("--negatives-run needs a BEIR folder as --train (a training file carries its own negatives)")
     return list(read_training(path)), []

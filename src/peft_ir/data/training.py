@@ -36,6 +36,9 @@ class TrainingExample:
     # Passage ids (scored files), aligned with positives / negatives.
     positive_ids: list[str] | None = None
     negative_ids: list[str] | None = None
+    # The first-stage run's top hits (texts, in rank order, judged ones included) when a run was given: the dev
+    # sets put them in front of the model (data/dev_split.py). None without a run.
+    first_stage: list[str] | None = None
 
     @property
     def scored(self) -> bool:

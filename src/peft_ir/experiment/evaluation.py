@@ -104,12 +104,16 @@ def write_run_report(cfg: ExperimentConfig, metrics: dict[str, Any], rundir: Run
                   metrics_table(rows).rstrip(), ""]
     summaries = training_summaries(rundir)
     if summaries:
-        lines += ["## Trained models", "", "| model | method | trainable | share | steps | best dev | train s |",
-                  "|---|---|---:|---:|---:|---:|---:|"]
+        lines += ["## Trained models", "",
+                  "| model | method | trainable | share | steps | best dev | start dev | kept | train s |",
+                  "|---|---|---:|---:|---:|---:|---:|---|---:|"]
         for part, s in summaries.items():
             lines.append(f"| {part} | {s['method']} | {s['trainable']:,} | {s['share']:.3%} | {s['steps']} | "
-                         f"{_num(s.get('best_dev'))} | {s['wall_seconds']:.0f} |")
-        lines.append("")
+                         f"{_num(s.get('best_dev'))} | {_num(s.get('start_dev'))} | {kept_cell(s)} | "
+                         f"{s['wall_seconds']:.0f} |")
+        lines += ["", "kept: the weights saved. A checkpoint replaces the starting model only when it beats it on the "
+                  "dev queries (one-sided paired t-test at `selection_alpha`, or `selection_margin`); p is that "
+                  "test's.", ""]
     timings = RunDir.read_json(rundir.timings) or {}
     if timings:
         lines += ["## Stage times (this machine; seconds)", ""]
@@ -125,6 +129,15 @@ def _shown(path: Path, root: Path) -> str:
         return str(Path(path).resolve().relative_to(root.resolve()))
     except ValueError:
         return os.path.abspath(path)
+
+
+def kept_cell(summary: dict[str, Any]) -> str:
+    """Which weights a training kept, with the p-value that decided it ("" for summaries from before the rule)."""
+    kept = summary.get("kept")
+    if kept is None:
+        return ""
+    p = summary.get("selection_p")
+    return kept if p is None else f"{kept} (p = {p:.3g})"
 
 
 def _num(value: Any) -> str:

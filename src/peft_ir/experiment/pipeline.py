@@ -225,7 +225,8 @@ class Pipeline:
         from peft_ir.retriever.train import train_retriever  # noqa: PLC0415
 
         assert self.cfg.retriever is not None
-        train_retriever(self._train_config(RetrieverTrainConfig, self.cfg.retriever, self.dir.retriever, False))
+        s = train_retriever(self._train_config(RetrieverTrainConfig, self.cfg.retriever, self.dir.retriever, False))
+        self._echo_selection(s)
 
     def _encoder_spec(self) -> Any:
         """The trained (or zero-shot) bi-encoder as encoding and search use it: passages cut at encode.max_length."""
@@ -297,7 +298,15 @@ class Pipeline:
         from peft_ir.reranker.training import train_reranker  # noqa: PLC0415
 
         assert self.cfg.reranker is not None
-        train_reranker(self._train_config(RerankerTrainConfig, self.cfg.reranker, self.dir.reranker, True))
+        s = train_reranker(self._train_config(RerankerTrainConfig, self.cfg.reranker, self.dir.reranker, True))
+        self._echo_selection(s)
+
+    def _echo_selection(self, summary: dict[str, Any]) -> None:
+        """Which weights the training kept (the starting model when no checkpoint beat it on dev), and why."""
+        from peft_ir.training.selection import describe  # noqa: PLC0415
+
+        if summary:  # {} on the other ranks under torchrun
+            self.echo(f"    {describe(summary)}")
 
     def _rerank(self) -> None:
         from peft_ir.reranker.model import CrossEncoder  # noqa: PLC0415

@@ -99,8 +99,8 @@ def task_table(groups: list[Group], columns: list[tuple[str, str]], alpha: float
     many_sets = len({s for s, _ in columns}) > 1
     heads = [f"{s} {m}" if many_sets else m for s, m in columns]
     lines = ["| method | runs | trainable | method share | head (pooler) | " + " | ".join(heads)
-             + f" | best dev | steps to {CONVERGED:.0%} of best dev | steps | train (s) |",
-             "|---|---:|---:|---:|---:|" + "---:|" * len(heads) + "---:|---:|---:|---:|"]
+             + f" | best dev | kept | steps to {CONVERGED:.0%} of best dev | steps | train (s) |",
+             "|---|---:|---:|---:|---:|" + "---:|" * len(heads) + "---:|---|---:|---:|---:|"]
     for g in groups:
         cells = []
         for s, m in columns:
@@ -113,7 +113,7 @@ def task_table(groups: list[Group], columns: list[tuple[str, str]], alpha: float
         seeds = "" if g.method == FIRST_STAGE else f" (seed {', '.join(str(r.seed) for r in g.runs)})"
         lines.append(f"| {g.label} | {len(g.runs)}{seeds} | {_share(share)} | {_share(method_share)} | "
                      f"{_head_cell(g, share, method_share)} | "
-                     + " | ".join(cells) + f" | {'' if best_dev is None else f'{best_dev:.4f}'} | "
+                     + " | ".join(cells) + f" | {'' if best_dev is None else f'{best_dev:.4f}'} | {g.kept()} | "
                      f"{_steps_cell(conv)} | {'' if steps is None else f'{steps:.0f}'} | "
                      f"{'' if wall is None else f'{wall:.0f}'} |")
     return "\n".join(lines) + "\n"
@@ -156,6 +156,9 @@ def build_report(run_dirs: list[str | Path], output: str | Path, *, alpha: float
                   "that every run re-ranked); paired t-tests on per-query values, "
                   f"Holm-corrected, p < {alpha}. "
                   "Best dev, steps and train (s), the training's wall time: from each run's training summary; "
+                  "kept: the weights each training saved (a checkpoint replaces the starting model only when it "
+                  "beats it on the dev queries by a one-sided paired t-test, or a margin; the starting model "
+                  "otherwise); "
                   f"steps to {CONVERGED:.0%}: the first logged step whose dev metric reaches {CONVERGED:.0%} of "
                   "that run's best."
                   + (" A best dev over several seeds averages different dev splits (each seed held out its own "

@@ -133,6 +133,15 @@ class Group:
         values = [r.summary[key] for r in self.runs if r.summary and isinstance(r.summary.get(key), (int, float))]
         return statistics.fmean(values) if values else None
 
+    def kept(self) -> str:
+        """Which weights the group's trainings kept: one value when they agree, else each with its count ("starting
+        model ×1, best checkpoint ×2"); "" when no summary records it (baselines, runs from before the rule)."""
+        kept = [r.summary["kept"] for r in self.runs if r.summary and r.summary.get("kept")]
+        if not kept:
+            return ""
+        counts = {k: kept.count(k) for k in dict.fromkeys(kept)}
+        return kept[0] if len(counts) == 1 else ", ".join(f"{k} ×{n}" for k, n in counts.items())
+
     def mixes_dev_sets(self) -> bool:
         """Whether the group's best-dev mean averages runs selected on different dev splits."""
         return len({r.dev_seed for r in self.runs if r.summary}) > 1

@@ -41,7 +41,13 @@ DEV_METRIC = "eval_dev_nDCG@10"
 
 
 def dev_ndcg(encoder: CrossEncoder, dev: RerankDevSet, batch_size: int = 64) -> float:
-    from peft_ir.eval import evaluate, parse_measures  # noqa: PLC0415
+    values = dev_scores(encoder, dev, batch_size)
+    return sum(values.values()) / len(values)
+
+
+def dev_scores(encoder: CrossEncoder, dev: RerankDevSet, batch_size: int = 64) -> dict[str, float]:
+    """nDCG@10 of re-ranking each dev query's candidates, per query (what model selection's paired test reads)."""
+    from peft_ir.eval import parse_measures, per_query  # noqa: PLC0415
 
     qs, ps, keys = [], [], []
     for qid, cands in dev.candidates.items():
@@ -54,7 +60,7 @@ def dev_ndcg(encoder: CrossEncoder, dev: RerankDevSet, batch_size: int = 64) -> 
     for (qid, j), s in zip(keys, scores):
         run.setdefault(qid, {})[j] = s
     measures = parse_measures(["nDCG@10"])
-    return float(evaluate(dev.qrels, run, measures)[str(measures[0])])
+    return per_query(dev.qrels, run, measures)[str(measures[0])]
 
 
 def build_groups(examples: list[TrainingExample], group_size: int, seed: int, teacher: bool = False
@@ -116,9 +122,11 @@ class DevNDCG:
 
     def __init__(self, encoder: CrossEncoder, dev: RerankDevSet, batch_size: int):
         self.encoder, self.dev, self.batch_size = encoder, dev, batch_size
+        self.per_query: dict[str, float] = {}  # the latest evaluation's value per dev query (model selection)
 
     def __call__(self) -> float:
-        return dev_ndcg(self.encoder, self.dev, self.batch_size)
+        self.per_query = dev_scores(self.encoder, self.dev, self.batch_size)
+        return sum(self.per_query.values()) / len(self.per_query)
 
 
 def _trainer_class():  # type: ignore[no-untyped-def]
@@ -185,9 +193,10 @@ def own_lr_groups(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parame
 
 
 def load_training_examples(cfg: RerankerTrainConfig) -> list[TrainingExample]:
+    top_k = cfg.dev_candidates if cfg.has_dev() else 0  # the first stage's hits for the dev candidates
     examples, _ = load_examples(cfg.train, cfg.split, cfg.negatives_run, depth_from=cfg.negatives_window[0],
                                 depth_to=cfg.negatives_window[1], num_negatives=cfg.negatives_pool,
-                                seed=cfg.dev_split_seed(), limit=cfg.read_limit())
+                                seed=cfg.dev_split_seed(), limit=cfg.read_limit(), first_stage_depth=top_k)
     return examples
 
 
@@ -235,6 +244,9 @@ class RerankerTask(TrainingTask):
     def evaluator(self) -> DevNDCG | None:
         return DevNDCG(self.encoder, self.dev, self.cfg.eval_batch_size) if self.cfg.has_dev() else None
 
+    def dev_per_query(self) -> dict[str, float]:
+        return dev_scores(self.encoder, self.dev, self.cfg.eval_batch_size)
+
     def training_arguments(self, common: dict[str, Any]) -> Any:
         from transformers import TrainingArguments  # noqa: PLC0415
 
@@ -252,10 +264,9 @@ class RerankerTask(TrainingTask):
     def summary_fields(self, trainer: Any) -> dict[str, Any]:
         cfg = self.cfg
         (trainable, total), head, pooler = self.counts
-        final_dev = dev_ndcg(self.encoder, self.dev, cfg.eval_batch_size) if cfg.has_dev() else None
         return {"loss": cfg.loss, "method_share": (trainable - head) / total, "head_share": head / total,
                 "pooler_share": pooler / total, "train_pooler": self.tuning.train_pooler, "lr": cfg.learning_rate(),
-                "head_lr": cfg.head_learning_rate(), "final_dev": final_dev, "train_groups": len(self.rows),
+                "head_lr": cfg.head_learning_rate(), "train_groups": len(self.rows),
                 "train_queries": len(self.train_ex), "dev_queries": len(self.dev.queries),
                 "dev_pairs": sum(len(c) for c in self.dev.candidates.values())}
 

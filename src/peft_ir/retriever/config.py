@@ -55,6 +55,8 @@ class RetrieverTrainConfig(ScheduleConfig):
     temperature: float = setting(0.05, help="the model's score is its similarity / temperature, in every loss "
                                             "(InfoNCE's temperature)")
     dev_corpus: int = setting(2000, help="passages in the dev corpus")
+    dev_top_k: int = setting(20, help="first-stage hits of each dev query (from --negatives-run) put in the dev "
+                                      "corpus, before the sampled passages")
 
     def check(self) -> None:
         """Refuse a loss that does not fit a bi-encoder, its settings or the training data, before anything loads."""

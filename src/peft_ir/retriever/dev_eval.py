@@ -7,7 +7,7 @@ from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
 
 from peft_ir.data.dev_split import DevSet
 from peft_ir.data.trec import Run
-from peft_ir.eval import evaluate, parse_measures
+from peft_ir.eval import parse_measures, per_query
 
 
 def dev_run(query_vecs: np.ndarray, doc_vecs: np.ndarray, qids: list[str], docids: list[str], k: int = 100
@@ -39,6 +39,7 @@ class DevEvaluator(BaseEvaluator):
         self.greater_is_better = True
         self.qids = list(dev.queries)
         self.docids = list(dev.corpus)
+        self.per_query: dict[str, float] = {}  # the latest evaluation's value per dev query (model selection)
 
     def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:  # type: ignore[no-untyped-def]
         q = model.encode([self.dev.queries[x] for x in self.qids], prompt=self.query_prefix or None, task="query",
@@ -46,8 +47,8 @@ class DevEvaluator(BaseEvaluator):
         d = model.encode([self.dev.corpus[x] for x in self.docids], prompt=self.passage_prefix or None,
                          task="document", batch_size=self.batch_size, convert_to_numpy=True)
         run = dev_run(np.asarray(q), np.asarray(d), self.qids, self.docids)
-        value = evaluate(self.dev.qrels, run, self.measures)[str(self.measures[0])]
-        return {self.primary_metric: value}
+        self.per_query = per_query(self.dev.qrels, run, self.measures)[str(self.measures[0])]
+        return {self.primary_metric: sum(self.per_query.values()) / len(self.per_query)}
 
     def store_metrics_in_model_card_data(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         """No model card is written for adapters."""

@@ -88,9 +88,10 @@ class RetrieverTask(TrainingTask):
 
     def load_data(self) -> Any:
         cfg = self.cfg
+        top_k = cfg.dev_top_k if cfg.has_dev() else 0  # the first stage's hits for the dev corpus
         examples, distractors = load_examples(cfg.train, cfg.split, cfg.negatives_run, depth_from=cfg.negatives_window[0],
                                               depth_to=cfg.negatives_window[1], num_negatives=max(cfg.num_negatives, 1) * 4,
-                                              seed=cfg.dev_split_seed(), limit=cfg.read_limit())
+                                              seed=cfg.dev_split_seed(), limit=cfg.read_limit(), first_stage_depth=top_k)
         train_ex, self.dev = split_dev(examples, cfg.dev_queries, cfg.dev_split_seed(), corpus_size=cfg.dev_corpus,
                                        extra_passages=distractors)
         if cfg.max_queries is not None:
@@ -130,6 +131,10 @@ class RetrieverTask(TrainingTask):
 
     def evaluator(self) -> Any:
         return self.dev_evaluator if self.cfg.has_dev() else None
+
+    def dev_per_query(self) -> dict[str, float]:
+        self.dev_evaluator(self.encoder.model)
+        return self.dev_evaluator.per_query
 
     def training_arguments(self, common: dict[str, Any]) -> Any:
         from sentence_transformers import SentenceTransformerTrainingArguments  # noqa: PLC0415

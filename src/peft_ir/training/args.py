@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,9 @@ if TYPE_CHECKING:  # the tuning package loads torch; flags are built from these 
 DEFAULT_LR = {"full": 2e-5, "bitfit": 1e-3}
 PEFT_LR = 1e-3  # every other method
 DEFAULT_METHOD = "iaa-l"
+MIN_TEST_QUERIES = 30  # fewer dev queries than this: the selection's paired t-test has little power
+
+log = logging.getLogger(__name__)
 
 
 def default_tuning() -> TuningConfig:
@@ -61,6 +65,11 @@ class ScheduleConfig:
                                                  "max_queries + dev_queries queries")
     dev_seed: int | None = setting(None, help="seed of the held-out dev queries and the mined negative pools "
                                               "(default: the seed); fix it to compare seeds on one dev set")
+    selection_alpha: float = setting(0.05, help="the best dev checkpoint replaces the starting model only when a "
+                                                "one-sided paired t-test over the dev queries finds it better at this "
+                                                "level; otherwise the starting weights are kept")
+    selection_margin: float | None = setting(None, help="instead of the t-test: the checkpoint is kept when its dev "
+                                                        "mean beats the starting model's by more than this margin")
     eval_steps: int = setting(50, help="steps between dev evaluations")
     save_steps: int = setting(50, help="steps between checkpoints (the best and the last are kept)")
     logging_steps: int = setting(10, help="steps between loss lines in metrics.jsonl")
@@ -97,6 +106,15 @@ class ScheduleConfig:
         if self.max_queries is not None and (isinstance(self.max_queries, bool) or not isinstance(self.max_queries, int)
                                              or self.max_queries < 1):
             raise PeftIRError(f"--max-queries must be a whole number >= 1 (or unset: all); got {self.max_queries!r}")
+        if not 0 < self.selection_alpha <= 1:
+            raise PeftIRError(f"--selection-alpha must be in (0, 1]; got {self.selection_alpha!r}")
+        if self.selection_margin is not None and not self.selection_margin >= 0:
+            raise PeftIRError(f"--selection-margin must be >= 0 (a checkpoint must beat the start); "
+                              f"got {self.selection_margin!r}")
+        if 0 < self.dev_queries < MIN_TEST_QUERIES and self.selection_margin is None:
+            log.warning("--dev-queries %d: a paired t-test over so few queries rarely finds a real gain, so the "
+                        "starting model will often be kept; hold out at least %d (or set --selection-margin)",
+                        self.dev_queries, MIN_TEST_QUERIES)
         problem = tracking_problem(self.report_to)
         if problem:
             raise PeftIRError(f"--report-to: {problem}")

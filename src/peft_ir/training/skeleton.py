@@ -13,15 +13,21 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from peft_ir.atomic import atomic_open
 from peft_ir.devices import device_for_process, log_device
+from peft_ir.errors import PeftIRError
 from peft_ir.training.args import ScheduleConfig, common_trainer_args
 from peft_ir.training.checkpoints import prepare_run_dir
 from peft_ir.training.logging import JsonlMetrics, plot_curves, readable_console
+from peft_ir.training.selection import (
+    KEPT_BEST, KEPT_LAST, NO_DEV_SELECTION, START_DIR, START_SCORES, decide, describe, read_start, restore_start,
+    save_start,
+)
 from peft_ir.training.tracking import point_tensorboard
 from peft_ir.tuning import save_tuned, trainable_parameters
 
@@ -61,6 +67,11 @@ class TrainingTask(ABC):
         """The dev evaluation handed to the Trainer; None without dev queries."""
 
     @abstractmethod
+    def dev_per_query(self) -> dict[str, float]:
+        """The dev metric of the model's current weights, per dev query (model selection's paired test reads it).
+        The evaluator handed to the Trainer keeps its latest evaluation's values as `per_query` too."""
+
+    @abstractmethod
     def training_arguments(self, common: dict[str, Any]) -> Any:
         """The Trainer's arguments: `common` (training/args.py) plus what this kind of training adds."""
 
@@ -86,9 +97,10 @@ class TrainingTask(ABC):
 
 
 def run_training(cfg: ScheduleConfig, task: TrainingTask) -> dict[str, Any]:
-    """Train, keep the best dev checkpoint (or the last step without dev queries), write `<output>/adapter`,
-    metrics.jsonl, curves.png, the spec file and summary.json; returns the summary (under torchrun: on rank 0, which
-    alone writes; {} on the others)."""
+    """Train; keep the best dev checkpoint when it beats the starting model on dev (training/selection.py), else the
+    starting model (the last step without dev queries); write `<output>/adapter`, metrics.jsonl, curves.png, the
+    spec file and summary.json; returns the summary (under torchrun: on rank 0, which alone writes; {} on the
+    others)."""
     from transformers import set_seed  # noqa: PLC0415
 
     cfg.check()
@@ -113,19 +125,24 @@ def run_training(cfg: ScheduleConfig, task: TrainingTask) -> dict[str, Any]:
     t0 = time.perf_counter()
     if resume_from is None and cfg.has_dev():
         trainer.evaluate()  # the zero-step point of the curve: the untrained model, logged like every evaluation
+    start = None
+    if cfg.has_dev() and trainer.is_world_process_zero():
+        start = starting_point(out, task, tuned, evaluator, fresh=resume_from is None)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     wall = time.perf_counter() - t0
     if not trainer.is_world_process_zero():  # one rank writes: two renaming onto one adapter folder collide
         return {}
 
+    chosen = NO_DEV_SELECTION
+    if start is not None:
+        chosen = select(cfg, task, tuned, out, start, has_best=trainer.state.best_model_checkpoint is not None)
     own = task.summary_fields(trainer)
     save_tuned(tuned, out / "adapter", task.base_name)
     plot_curves(out / "metrics.jsonl", out / "curves.png", metric, title=task.curve_title(trainable / total))
     summary = {
         "method": cfg.tuning.method, "trainable": trainable, "total": total, "share": trainable / total,
         "steps": trainer.state.global_step, "best_checkpoint": trainer.state.best_model_checkpoint,
-        "best_dev": trainer.state.best_metric, "dev_metric": metric if cfg.has_dev() else None,
-        "selection": "best dev" if cfg.has_dev() else "last step (no dev queries)", **own,
+        "best_dev": trainer.state.best_metric, "dev_metric": metric if cfg.has_dev() else None, **chosen, **own,
         "dev_seed": cfg.dev_split_seed(), "wall_seconds": wall, "world_size": trainer.args.world_size,
         "resumed_from": str(resume_from) if resume_from else None, "config": jsonable(asdict(cfg)),
     }
@@ -134,6 +151,42 @@ def run_training(cfg: ScheduleConfig, task: TrainingTask) -> dict[str, Any]:
     with atomic_open(out / "summary.json") as fh:
         json.dump(summary, fh, indent=2)
     return summary
+
+
+def starting_point(out: Path, task: TrainingTask, tuned: nn.Module, evaluator: Any, *, fresh: bool
+                   ) -> dict[str, float]:
+    """The starting model's per-query dev values, recorded in `<output>/start` with its trainable weights (rank 0,
+    before the first step). A fresh run records the step-0 evaluation just made; a resumed one reads the record, or,
+    in a run folder from before model selection, evaluates the model as built (resuming loads the checkpoint later,
+    inside `train`, so these are still the starting weights, rebuilt from the same seed)."""
+    if fresh:
+        per_query = dict(evaluator.per_query)
+    else:
+        recorded = read_start(out)
+        if recorded is not None:
+            return recorded
+        log.info("%s holds no record of the starting model (written before model selection): evaluating it", out)
+        per_query = task.dev_per_query()
+    save_start(out, tuned, task.base_name, per_query)
+    return per_query
+
+
+def select(cfg: ScheduleConfig, task: TrainingTask, tuned: nn.Module, out: Path, start: dict[str, float], *,
+           has_best: bool) -> dict[str, Any]:
+    """Weigh the weights training ended with (the best dev checkpoint, loaded back; the last step when no evaluation
+    came after step 0) against the starting model; restore the start unless the candidate beats it. Returns the
+    summary's selection fields."""
+    candidate = task.dev_per_query()
+    if set(candidate) != set(start):
+        raise PeftIRError(f"{out / START_DIR / START_SCORES} holds dev values of other queries than this run's dev "
+                          f"set; delete {out / START_DIR} to re-evaluate the starting model")
+    sel = decide(start, candidate, alpha=cfg.selection_alpha, margin=cfg.selection_margin,
+                 candidate_name=KEPT_BEST if has_best else KEPT_LAST)
+    if sel.start_kept:
+        restore_start(out, tuned)
+    fields = {"selection": f"{sel.kept} ({sel.rule}: p = {sel.p_value:.3g})", **sel.summary()}
+    log.info("model selection: %s", describe({**fields, "dev_metric": task.dev_metric}))  # the CLI prints it too
+    return fields
 
 
 def jsonable(obj: Any) -> Any:
