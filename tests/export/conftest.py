@@ -36,8 +36,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory, synthetic_beir: Path, synt
 
 @pytest.fixture(scope="session")
 def variant(trained: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Variant:
-    """variant(kind, method, **sizes) -> a training output folder like `trained[kind]`, tuned with `method` and its
-    trainable weights perturbed (seeded); summary.json's counts and tuning are the new model's."""
+    """variant(kind, method, spec=None, **sizes) -> a training output folder like `trained[kind]`, tuned with `method`
+    and its trainable weights perturbed (seeded); summary.json's counts and tuning are the new model's. `spec` (an
+    EncoderSpec or CrossEncoderSpec) replaces the model the template was trained on, e.g. the real MiniLM."""
+    import dataclasses
+
     import torch
 
     from peft_ir.export.source import read_trained
@@ -47,31 +50,35 @@ def variant(trained: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) 
 
     made: dict[tuple, Path] = {}
 
-    def make(kind: str, method: str, **sizes: object) -> Path:
-        key = (kind, method, tuple(sorted(sizes.items())))
+    def make(kind: str, method: str, spec: object = None, **sizes: object) -> Path:
+        key = (kind, method, repr(spec), tuple(sorted(sizes.items())))
         if key in made:
             return made[key]
         template = read_trained(trained[kind])
         out = tmp_path_factory.mktemp(f"{kind}-{method}")
         tuning = TuningConfig(method=method, **sizes)  # type: ignore[arg-type]
+        spec = spec or template.spec
         if kind == "retriever":
-            base = BiEncoder(template.spec, device="cpu").hf_model
+            base = BiEncoder(spec, device="cpu").hf_model  # type: ignore[arg-type]
+            base_name = str(spec.model) if spec.model else None  # type: ignore[attr-defined]
         else:
-            base, _ = load_base(template.spec, device="cpu")
+            base, _ = load_base(spec, device="cpu")  # type: ignore[arg-type]
+            base_name = str(spec.model) if spec.model else "all-MiniLM-L6-v2"  # type: ignore[attr-defined]
         tuned = apply_tuning(base, tuning)
         generator = torch.Generator().manual_seed(1)
         with torch.no_grad():
             for p in tuned.parameters():
                 if p.requires_grad:
                     p.add_(torch.randn(p.shape, generator=generator) * 0.05)
-        save_tuned(tuned, out / "adapter", template.base_name)
-        spec_file = "encoder.json" if kind == "retriever" else "cross_encoder.json"
-        spec = json.loads((template.root / spec_file).read_text()) | {"adapter": str(out / "adapter")}
-        (out / spec_file).write_text(json.dumps(spec, indent=2))
+        save_tuned(tuned, out / "adapter", base_name)  # as the trainings name it (training/skeleton.py)
+        spec_file, section = ("encoder.json", "encoder") if kind == "retriever" else ("cross_encoder.json",
+                                                                                      "cross_encoder")
+        written = dataclasses.asdict(spec)  # type: ignore[call-overload]
+        (out / spec_file).write_text(json.dumps(written | {"adapter": str(out / "adapter")}, indent=2))
         shutil.copyfile(template.root / "metrics.jsonl", out / "metrics.jsonl")
         n, total = trainable_parameters(tuned)
         summary = template.summary | {"method": method, "trainable": n, "total": total, "share": n / total}
-        summary["config"] = summary["config"] | {"tuning": tuning.to_dict(), "output": str(out)}
+        summary["config"] = summary["config"] | {"tuning": tuning.to_dict(), "output": str(out), section: written}
         if kind == "reranker":
             head = head_parameters(tuned)
             summary |= {"method_share": (n - head) / total, "head_share": head / total}

@@ -3,7 +3,6 @@ every method family: merged (full, bitfit, lora), peft adapter (lora), peft-ir m
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -31,10 +30,15 @@ def _types(out: Path) -> list[str]:
 
 
 # -- what peft-ir itself computes ------------------------------------------------------------------------------------
-@functools.cache
+_UNTUNED: dict[str, np.ndarray] = {}
+
+
 def untuned(kind: str, train_dir: Path) -> np.ndarray:
     """The base's output (every variant of a kind shares one base)."""
-    return peft_ir_vectors(train_dir, adapter=False) if kind == "retriever" else peft_ir_scores(train_dir, adapter=False)
+    if kind not in _UNTUNED:
+        _UNTUNED[kind] = (peft_ir_vectors(train_dir, adapter=False) if kind == "retriever"
+                          else peft_ir_scores(train_dir, adapter=False))
+    return _UNTUNED[kind]
 
 
 def peft_ir_vectors(train_dir: Path, adapter: bool = True) -> np.ndarray:

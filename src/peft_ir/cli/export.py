@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 
 from peft_ir.cli.flags import add_flags, config_from_args
 from peft_ir.export.config import ExportConfig
@@ -26,7 +25,8 @@ def run_export(args: argparse.Namespace) -> int:
     from peft_ir.export.build import export_model
 
     cfg = config_from_args(ExportConfig, args)
-    command = shlex.join(["peft-ir", *sys.argv[1:]]) if sys.argv[1:2] == ["export"] else None
+    command = shlex.join(["peft-ir", "export", args.train_dir, "--format", cfg.format, "--output", cfg.output,
+                          *(["--merge"] if cfg.merge else [])])
     s = export_model(args.train_dir, cfg, command=command)
     how = "merged weights" if s["merged"] else "peft adapter" if s["format"] == "peft" else "base + peft-ir module"
     print(f"{s['kind']} ({s['method']}, {how}) exported as {s['format']} to {s['output']}: {len(s['files'])} files, "

@@ -19,6 +19,8 @@ from peft_ir.models import hub_id, resolve_model
 from peft_ir.settings import flat_fields
 
 UNKNOWN_LICENSE = "unknown"
+# Settings left out of the training command: chosen by --method/--tuning, or how a run was watched, not what it trained.
+NOT_IN_COMMAND = ("tuning", "adapter", "extra", "resume", "progress", "report_to")
 LIBRARIES = {"sentence-transformers": "sentence-transformers", "cross-encoder": "sentence-transformers",
              "hf": "transformers", "peft": "peft"}
 
@@ -55,7 +57,9 @@ def eval_results(model: TrainedModel) -> list[Any]:
         for kind in OWN_RUNS[model.kind]:
             run = body["runs"].get(kind)
             for measure, value in (run or {}).get("means", {}).items():
-                out.append(EvalResult(task_type=task, task_name=f"{kind} run", dataset_type=name, dataset_name=name,
+                source = str(body.get("qrels") or name)
+                dataset = source if source.startswith("irds:") else Path(source).name
+                out.append(EvalResult(task_type=task, task_name=f"{kind} run", dataset_type=dataset, dataset_name=name,
                                       dataset_split=body.get("split"), metric_type=metric_type(measure),
                                       metric_name=measure, metric_value=value))
     return out
@@ -97,7 +101,7 @@ def train_command(model: TrainedModel) -> str | None:
         return None
     cls = RetrieverTrainConfig if model.kind == "retriever" else RerankerTrainConfig
     words = ["peft-ir", "train", model.kind]
-    for f in flat_fields(cls, skip=("tuning", "adapter", "extra")):
+    for f in flat_fields(cls, skip=NOT_IN_COMMAND):
         value: Any = config
         for part in f.path:
             value = value.get(part) if isinstance(value, dict) else None
@@ -124,14 +128,15 @@ def usage(model: TrainedModel, fmt: str, merged: bool) -> str:
     """How to load this folder, in the library its format is for."""
     base = hub_id(model.spec.model) or model.base_name
     if fmt in ("sentence-transformers", "cross-encoder") and not merged:
+        cls = "SentenceTransformer" if model.kind == "retriever" else "CrossEncoder"
         call = ("model.encode_query([\"a query\"]), model.encode_document([\"a passage\"])"
                 if model.kind == "retriever" else "model.predict([(\"a query\", \"a passage\")])")
         return ("Needs peft-ir installed (its module class rebuilds the base and applies the tuning; nothing in "
                 "this folder is code):\n\n```python\nfrom peft_ir.export import load_model\n\n"
-                f"model = load_model(\"PATH\")  # a sentence-transformers {'SentenceTransformer' if model.kind == 'retriever' else 'CrossEncoder'}\n"
-                f"{call}\n```\n\n`SentenceTransformer(\"PATH\", trust_remote_code=True)` (or CrossEncoder) loads it "
-                "too: sentence-transformers ≥ 6 asks for that flag for any module class outside its own package, "
-                "and the folder holds no code, so it imports only the installed peft-ir class.")
+                f"model = load_model(\"PATH\")  # a sentence-transformers {cls}\n"
+                f"{call}\n```\n\n`{cls}(\"PATH\", trust_remote_code=True)` loads it too: sentence-transformers ≥ 6 "
+                "asks for that flag for any module class outside its own package, and the folder holds no code, so "
+                "it imports only the installed peft-ir class.")
     if fmt == "sentence-transformers":
         return ("```python\nfrom sentence_transformers import SentenceTransformer\n\n"
                 "model = SentenceTransformer(\"PATH\")\nq = model.encode_query([\"a query\"])\n"
@@ -223,7 +228,8 @@ def model_card(model: TrainedModel, fmt: str, merged: bool, command: str | None 
     if model.metrics:
         from peft_ir.eval import metrics_table  # noqa: PLC0415
 
-        own = ", ".join(f"`{k}`" for k in OWN_RUNS[model.kind])
+        present = {kind for body in model.metrics["sets"].values() for kind in body["runs"]}
+        own = ", ".join(f"`{k}`" for k in OWN_RUNS[model.kind] if k in present) or "none"
         lines += [f"From the run folder's metrics.json (`{model.run_dir.root.name if model.run_dir else ''}`; judged "
                   f"by its `{model.metrics.get('final')}` run). This model's own runs: {own}; the others are the "
                   "experiment's other stages, for comparison.", ""]
