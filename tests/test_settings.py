@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from peft_ir.cli import build_parser
+from peft_ir.export.config import ExportConfig
 from peft_ir.experiment.config import (
     BM25Section, EncodeSection, FuseSection, IndexSection, RerankerSection, RerankStage, RetrieverSection,
     SearchSection,
@@ -53,7 +54,8 @@ COMMANDS = [(("train", "retriever"), RetrieverTrainConfig, {"tuning", "adapter",
             (("search",), SearchConfig, set()),
             (("rewrite", "vector-prf"), SearchConfig, set()),
             (("bm25", "search"), BM25Config, set()),
-            (("fuse",), FusionConfig, set())]
+            (("fuse",), FusionConfig, set()),
+            (("export",), ExportConfig, set())]
 
 
 @pytest.mark.parametrize("path, cls, skipped", COMMANDS, ids=lambda v: " ".join(v) if isinstance(v, tuple) else None)

@@ -16,7 +16,8 @@ from peft_ir.models import DEFAULT_HUB_ID
 from peft_ir.reranker.config import CrossEncoderSpec
 from peft_ir.retriever.config import EncoderSpec
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow,  # peft calls transformers' deprecated is_gradient_checkpointing loading an adapter
+              pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")]
 TOL = 1e-5
 
 

@@ -17,6 +17,8 @@ from peft_ir.export.config import ExportConfig
 from peft_ir.export.module import CLASS_REF, load_model
 from peft_ir.export.source import read_trained
 
+# peft calls transformers' deprecated is_gradient_checkpointing when it loads an adapter
+pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 TOL = 1e-5
 PAIRS = [(q, p) for q in QUERIES[:2] for p in PASSAGES[:2]]  # within the re-ranker's limits (8 and 24 tokens)
 

@@ -26,12 +26,17 @@ LIBRARIES = {"sentence-transformers": "sentence-transformers", "cross-encoder": 
 
 
 def base_license(model: TrainedModel) -> str | None:
-    """The licence the base model's own card states (README.md front matter of a local folder), else None."""
-    from huggingface_hub import ModelCard  # noqa: PLC0415
+    """The licence the base model's own card states (README.md front matter of its folder, or of its copy in the
+    Hugging Face cache for a hub name), else None."""
+    from huggingface_hub import ModelCard, try_to_load_from_cache  # noqa: PLC0415
 
     readme = Path(resolve_model(model.spec.model)) / "README.md"
     if not readme.is_file():
-        return None
+        name = hub_id(model.spec.model)
+        cached = try_to_load_from_cache(name, "README.md") if name else None
+        if not isinstance(cached, str):
+            return None
+        readme = Path(cached)
     try:
         license_ = ModelCard.load(readme).data.license
     except Exception:  # a card that does not parse states no licence we can rely on
