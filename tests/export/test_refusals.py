@@ -67,6 +67,9 @@ def test_refused_train_dirs(variant: Variant, tmp_path: Path, no_model_loading: 
     with pytest.raises(PeftIRError, match=r"not a peft-ir training output: it lacks adapter/tuning_config.json, "
                                           r"summary.json, encoder.json or cross_encoder.json"):
         _export(tmp_path / "empty", tmp_path / "o", "peft")
+    shutil.copytree(variant("retriever", "lora", lora_r=4), tmp_path / "run" / "retriever")
+    with pytest.raises(PeftIRError, match=r"lacks .*; a run folder's models are in .*run/retriever$"):
+        _export(tmp_path / "run", tmp_path / "o", "peft")
     bad = tmp_path / "bad"
     shutil.copytree(variant("retriever", "lora", lora_r=4), bad)
     (bad / "summary.json").write_text('{"method": "lora",\n "steps": }')

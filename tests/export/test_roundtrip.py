@@ -60,7 +60,8 @@ def peft_ir_scores(train_dir: Path, adapter: bool = True) -> np.ndarray:
 
 
 # -- the same through transformers alone -----------------------------------------------------------------------------
-def mean_pooled(model: torch.nn.Module, tokenizer, texts: list[str], limit: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+def mean_pooled(model: torch.nn.Module, tokenizer, texts: list[str],  # type: ignore[no-untyped-def]
+                limit: int) -> np.ndarray:
     batch = tokenizer(texts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
     with torch.no_grad():
         hidden = model(**batch).last_hidden_state
@@ -180,6 +181,25 @@ def test_reranker_round_trip(method: str, sizes: dict, fmt: str, merge: bool, va
     assert np.abs(got - expected).max() <= TOL
 
 
+@pytest.mark.parametrize("normalize", [True, False])
+def test_prefixes_become_prompts_and_the_similarity_follows_normalisation(normalize: bool, variant: Variant,
+                                                                           tiny_bert_dir: Path, tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from peft_ir.retriever.config import EncoderSpec
+
+    spec = EncoderSpec(model=str(tiny_bert_dir), normalize=normalize, query_prefix="query: ",
+                       passage_prefix="passage: ", query_max_length=16, passage_max_length=32)
+    train_dir = variant("retriever", "lora", spec=spec, lora_r=4)
+    _export(train_dir, tmp_path / "e", "sentence-transformers", merge=True)
+    model = SentenceTransformer(str(tmp_path / "e"), device="cpu")
+    assert model.prompts == {"query": "query: ", "document": "passage: "}
+    assert model.similarity_fn_name == ("cosine" if normalize else "dot")
+    got = np.concatenate([model.encode_query(QUERIES), model.encode_document(PASSAGES)])
+    assert np.abs(got - peft_ir_vectors(train_dir)).max() <= TOL
+    assert bool((np.abs(np.linalg.norm(got, axis=1) - 1) < 1e-5).all()) is normalize
+
+
 def test_peft_ir_module_saves_again_as_it_loaded(variant: Variant, tmp_path: Path) -> None:
     """A loaded module export saved anew is the same model: base weights under their own names (a trained pooler
     kept out of them, else the base's fingerprint check refuses the reload), the tuning beside them."""
@@ -198,7 +218,7 @@ def test_peft_ir_module_saves_again_as_it_loaded(variant: Variant, tmp_path: Pat
 def test_trust_remote_code_imports_only_the_installed_class(variant: Variant, tmp_path: Path) -> None:
     """sentence-transformers 6 refuses any module class outside its package unless trust_remote_code is set, even
     from a local folder; load_model needs no flag. With the flag the folder (which holds no code) loads too."""
-    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import CrossEncoder, SentenceTransformer
 
     train_dir = variant("retriever", "adapter", r=4)
     _export(train_dir, tmp_path / "e", "sentence-transformers")
@@ -208,3 +228,10 @@ def test_trust_remote_code_imports_only_the_installed_class(variant: Variant, tm
     trusted = SentenceTransformer(str(tmp_path / "e"), device="cpu", trust_remote_code=True)
     expected = peft_ir_vectors(train_dir)
     assert np.abs(trusted.encode_query(QUERIES) - expected[:3]).max() <= TOL
+
+    train_dir = variant("reranker", "iaa-l", r=4, ar=4)  # a CrossEncoder folder reads modules.json alike
+    _export(train_dir, tmp_path / "c", "cross-encoder")
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        CrossEncoder(str(tmp_path / "c"), device="cpu")
+    trusted = CrossEncoder(str(tmp_path / "c"), device="cpu", trust_remote_code=True)
+    assert np.abs(trusted.predict(PAIRS) - peft_ir_scores(train_dir)).max() <= TOL

@@ -1,4 +1,4 @@
-"""`peft-ir export`: a trained model as a folder that sentence-transformers, transformers or peft load, with a model card.
+"""`peft-ir export`: a trained model as a folder sentence-transformers, transformers or peft load, with a model card.
 
 `peft-ir export TRAIN_DIR --format sentence-transformers|cross-encoder|hf|peft --output DIR [--merge]`.
 """

@@ -37,10 +37,11 @@ def plan(model: TrainedModel, fmt: str, merge: bool) -> bool:
         raise PeftIRError(f"{model.root} holds a {model.kind}; --format {fmt} is for a {kind} (use --format {other}, "
                           "hf or peft)")
     blocker = model.merge_blocker()
+    own = "sentence-transformers" if model.kind == "retriever" else "cross-encoder"
     if fmt == "peft":
         if model.method != "lora":
             raise PeftIRError(f"--format peft holds a LoRA adapter; {model.root} was trained with {model.method} "
-                              f"(use --format {'sentence-transformers' if model.kind == 'retriever' else 'cross-encoder'})")
+                              f"(use --format {own})")
         if not model.peft_only():
             raise PeftIRError(f"--format peft: {model.root} has LoRA with aside modules ({model.tuning.aside}), "
                               "which a peft adapter cannot hold")
@@ -51,7 +52,7 @@ def plan(model: TrainedModel, fmt: str, merge: bool) -> bool:
     if (merge or fmt == "hf") and blocker is not None:
         why = "--merge" if merge else "--format hf (plain transformers weights, i.e. merged)"
         raise PeftIRError(f"{why}: method {model.method} cannot be merged into the base model: {blocker}; "
-                          f"export it without --merge as {'sentence-transformers' if model.kind == 'retriever' else 'cross-encoder'}")
+                          f"export it without --merge as {own}")
     return fmt == "hf" or merge or (blocker is None and model.method != "lora")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,6 @@ def train_command(model: TrainedModel) -> str | None:
     """`peft-ir train retriever|reranker` with the settings summary.json recorded (those not at their default)."""
     from peft_ir.reranker.config import RerankerTrainConfig  # noqa: PLC0415
     from peft_ir.retriever.config import RetrieverTrainConfig  # noqa: PLC0415
-    from peft_ir.tuning import TuningConfig  # noqa: PLC0415
 
     config = model.summary.get("config")
     if not isinstance(config, dict):
@@ -120,12 +120,10 @@ def train_command(model: TrainedModel) -> str | None:
             words += [flag, *map(str, value)]
         else:
             words += [flag, str(value)]
-    sizes = TuningConfig.from_dict(config["tuning"]).sizes() if isinstance(config.get("tuning"), dict) else {}
+    sizes = model.tuning.sizes()  # what the checkpoint was tuned with (a budget resolved to its sizes)
     words += ["--method", model.method]
     if sizes:
         words += ["--tuning", *(f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in sizes.items())]
-    import shlex  # noqa: PLC0415
-
     return shlex.join(words)
 
 

@@ -1,4 +1,4 @@
-"""What `peft-ir export` writes (ExportConfig): settings defined once, free of torch so the CLI builds its flags fast."""
+"""What `peft-ir export` writes (ExportConfig): settings defined once, free of torch so the CLI's flags load fast."""
 
 from __future__ import annotations
 

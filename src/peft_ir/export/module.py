@@ -52,9 +52,9 @@ class PeftIRTransformer(Transformer):
         return module
 
     @classmethod
-    def load(cls, model_name_or_path: str, subfolder: str = "", token: bool | str | None = None,  # type: ignore[override]
-             cache_folder: str | None = None, revision: str | None = None, local_files_only: bool = False,
-             **kwargs: Any) -> PeftIRTransformer:
+    def load(cls, model_name_or_path: str, subfolder: str = "",  # type: ignore[override]
+             token: bool | str | None = None, cache_folder: str | None = None, revision: str | None = None,
+             local_files_only: bool = False, **kwargs: Any) -> PeftIRTransformer:
         """The base as sentence-transformers loads it, then the tuning of `peft_ir_tuning/` applied to it."""
         module = super().load(model_name_or_path, subfolder=subfolder, token=token, cache_folder=cache_folder,
                               revision=revision, local_files_only=local_files_only, **kwargs)

@@ -81,8 +81,10 @@ def read_trained(path: str | Path) -> TrainedModel:
     missing = [f"{ADAPTER_DIR}/{CONFIG_FILE}"] * (not (root / ADAPTER_DIR / CONFIG_FILE).is_file())
     missing += [SUMMARY] * (not (root / SUMMARY).is_file()) + [" or ".join(SPEC_FILES)] * (not specs)
     if missing:
+        inside = [str(root / part) for part in ("retriever", "reranker") if (root / part / SUMMARY).is_file()]
+        hint = f"; a run folder's models are in {' and '.join(inside)}" if inside else ""
         raise PeftIRError(f"{root} is not a peft-ir training output: it lacks {', '.join(missing)} "
-                          "(a finished `peft-ir train retriever|reranker` writes them)")
+                          f"(a finished `peft-ir train retriever|reranker` writes them){hint}")
     if len(specs) > 1:
         raise PeftIRError(f"{root} holds both {' and '.join(specs)}: one training output is one model")
     kind = SPEC_FILES[specs[0]]
