@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from peft_ir.cli import build_parser
+from peft_ir.export.config import ExportConfig
 from peft_ir.experiment.config import (
     BM25Section, EncodeSection, FuseSection, IndexSection, RerankerSection, RerankStage, RetrieverSection,
     SearchSection,
@@ -56,7 +57,8 @@ COMMANDS = [(("train", "retriever"), RetrieverTrainConfig, {"tuning", "adapter",
             (("bm25", "search"), BM25Config, set()),
             (("fuse",), FusionConfig, set()),
             (("annotate",), AnnotateConfig, set()),
-            (("mine",), TeacherMiningConfig, set())]
+            (("mine",), TeacherMiningConfig, set()),
+            (("export",), ExportConfig, set())]
 
 
 @pytest.mark.parametrize("path, cls, skipped", COMMANDS, ids=lambda v: " ".join(v) if isinstance(v, tuple) else None)

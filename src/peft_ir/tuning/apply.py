@@ -111,6 +111,15 @@ def added_parameter_ids(model: nn.Module) -> set[int]:
     return ids
 
 
+def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict the untuned base would save: the added modules' tensors left out (peft-ir modules and peft's
+    lora_* weights), peft's `base_layer.` folded back into the base names. Saving a tuned model as its base plus a
+    tuning checkpoint needs it (peft_ir.export)."""
+    added = [f"{name}." for name, m in model.named_modules() if isinstance(m, TuningModule)]
+    return {k.replace(".base_layer.", "."): v for k, v in model.state_dict().items()
+            if ".lora_" not in k and not any(k.startswith(prefix) for prefix in added)}
+
+
 def trainable_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total): parameters that require grad, and the base model's parameter count (added modules
     excluded). share = trainable / total; see the module docstring for the closed forms."""

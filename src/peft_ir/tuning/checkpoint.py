@@ -158,7 +158,7 @@ def load_tuned(base_model: nn.Module, path: str | Path, check_base: bool = True)
     """
     path = Path(path)
     meta = read_checkpoint_meta(path)
-    config = TuningConfig.from_dict(_with_pooler_default(meta["config"]))
+    config = saved_config(meta)
     if tuning_state(base_model) is not None:
         raise PeftIRError("load_tuned needs a fresh base model, not an already tuned one")
     if check_base:
@@ -193,16 +193,18 @@ def _copy_trainable(model: nn.Module, weights: dict[str, torch.Tensor], path: Pa
             p.copy_(tensor.to(device=p.device, dtype=p.dtype))
 
 
-def _with_pooler_default(config: dict[str, Any]) -> dict[str, Any]:
-    """Checkpoints written before `train_pooler` existed trained a cross-encoder's pooler with its head."""
-    return config if "train_pooler" in config else {**config, "train_pooler": True}
+def saved_config(meta: dict[str, Any]) -> TuningConfig:
+    """The TuningConfig of a checkpoint (`read_checkpoint_meta`). Checkpoints written before `train_pooler` existed
+    trained a cross-encoder's pooler with its head."""
+    config = meta["config"]
+    return TuningConfig.from_dict(config if "train_pooler" in config else {**config, "train_pooler": True})
 
 
 def load_trainable(model: nn.Module, path: str | Path) -> nn.Module:
     """Load saved trainable weights into a model already tuned with the same config (resuming training)."""
     path = Path(path)
     meta = read_checkpoint_meta(path)
-    config = TuningConfig.from_dict(_with_pooler_default(meta["config"]))
+    config = saved_config(meta)
     state = tuning_state(model)
     if state is None or state.config.to_dict() != config.to_dict():
         raise MismatchError(f"tuning checkpoint {path} was saved with {config.to_dict()}, "

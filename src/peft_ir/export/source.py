@@ -1,0 +1,123 @@
+"""A training output folder read back for export: which model it is, its spec, summary, tuning and evaluation.
+
+`peft-ir train retriever|reranker` (and each training stage of `peft-ir run`) writes `<out>/adapter/` (the tuned
+weights, tuning/checkpoint.py), a spec file (encoder.json for a bi-encoder, cross_encoder.json for a re-ranker),
+summary.json and metrics.jsonl. Inside a `peft-ir run` folder (`runs/<name>/retriever` or `.../reranker`) the parent
+also holds config.resolved.yaml and, once evaluated, metrics.json (experiment/rundir.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from peft_ir.errors import InputError, PeftIRError
+from peft_ir.experiment.rundir import RunDir
+from peft_ir.reranker.config import CrossEncoderSpec
+from peft_ir.retriever.config import EncoderSpec
+from peft_ir.training.tuned import ADAPTER_DIR
+from peft_ir.tuning.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_meta, saved_config
+from peft_ir.tuning.config import TuningConfig, get_method
+
+Kind = Literal["retriever", "reranker"]
+# The spec file each training writes (RetrieverTask.spec_file, RerankerTask.spec_file), read without importing them.
+SPEC_FILES: dict[str, Kind] = {"encoder.json": "retriever", "cross_encoder.json": "reranker"}
+SUMMARY = "summary.json"
+# The run kinds a trained model's own outputs are evaluated as in a `peft-ir run` folder (experiment/evaluation.py).
+OWN_RUNS: dict[Kind, tuple[str, ...]] = {"retriever": ("dense",), "reranker": ("reranked", "reranked-fused")}
+
+
+@dataclass
+class TrainedModel:
+    """One training output folder, validated."""
+
+    root: Path
+    kind: Kind
+    spec: EncoderSpec | CrossEncoderSpec
+    summary: dict[str, Any]
+    meta: dict[str, Any]                 # adapter/tuning_config.json
+    tuning: TuningConfig
+    run_dir: RunDir | None = None        # the `peft-ir run` folder around it, if any
+    metrics: dict[str, Any] | None = None  # its metrics.json, once evaluated
+
+    @property
+    def adapter(self) -> Path:
+        return self.root / ADAPTER_DIR
+
+    @property
+    def method(self) -> str:
+        return self.tuning.method
+
+    def merge_blocker(self) -> str | None:
+        """Why the trained weights cannot be folded into the base, or None when they can (full, bitfit, lora)."""
+        blocker = get_method(self.method).merge_blocker
+        if blocker is None and self.tuning.aside is not None:
+            return "its aside modules are a non-linear side path with no equivalent change of the base weights"
+        return blocker
+
+    def peft_only(self) -> bool:
+        """Whether peft's own files hold every trained weight (LoRA without aside modules)."""
+        return self.method == "lora" and not (self.adapter / WEIGHTS_FILE).is_file()
+
+    @property
+    def base_name(self) -> str:
+        return str(self.meta["base"].get("name_or_path") or "")
+
+    @property
+    def base_fingerprint(self) -> str:
+        return str(self.meta["base"].get("sha256_sampled") or "")
+
+
+def read_trained(path: str | Path) -> TrainedModel:
+    """Validate and read a training output folder; PeftIRError says what is missing."""
+    root = Path(path)
+    if not root.is_dir():
+        raise PeftIRError(f"{root} is not a folder; give a training output folder (`peft-ir train ... --output`, "
+                          "or runs/<name>/retriever|reranker of `peft-ir run`)")
+    specs = [name for name in SPEC_FILES if (root / name).is_file()]
+    missing = [f"{ADAPTER_DIR}/{CONFIG_FILE}"] * (not (root / ADAPTER_DIR / CONFIG_FILE).is_file())
+    missing += [SUMMARY] * (not (root / SUMMARY).is_file()) + [" or ".join(SPEC_FILES)] * (not specs)
+    if missing:
+        inside = [str(root / part) for part in ("retriever", "reranker") if (root / part / SUMMARY).is_file()]
+        hint = f"; a run folder's models are in {' and '.join(inside)}" if inside else ""
+        raise PeftIRError(f"{root} is not a peft-ir training output: it lacks {', '.join(missing)} "
+                          f"(a finished `peft-ir train retriever|reranker` writes them){hint}")
+    if len(specs) > 1:
+        raise PeftIRError(f"{root} holds both {' and '.join(specs)}: one training output is one model")
+    kind = SPEC_FILES[specs[0]]
+    spec = _read_spec(root / specs[0], EncoderSpec if kind == "retriever" else CrossEncoderSpec)
+    summary = _read_json(root / SUMMARY)
+    meta = read_checkpoint_meta(root / ADAPTER_DIR)
+    try:
+        tuning = saved_config(meta)
+    except PeftIRError as exc:
+        raise InputError(root / ADAPTER_DIR / CONFIG_FILE, None, "config", str(exc)) from None
+    model = TrainedModel(root, kind, spec, summary, meta, tuning)
+    parent = RunDir(root.parent)
+    if root.name in ("retriever", "reranker") and parent.config.is_file():
+        model.run_dir = parent
+        model.metrics = RunDir.read_json(parent.metrics)
+    return model
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(path, exc.lineno, None, f"invalid JSON: {exc.msg}") from None
+
+
+def _read_spec(path: Path, cls: type) -> Any:
+    """The spec a training wrote (its fields plus the adapter's path, which the export takes from the folder)."""
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise InputError(path, None, None, f"expected a JSON object, the {cls.__name__} of the trained model")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields - {"adapter"})
+    if unknown:
+        raise InputError(path, None, unknown[0], f"not a {cls.__name__} field (known: {', '.join(sorted(fields))})")
+    return cls(**{k: v for k, v in data.items() if k in fields and k != "adapter"})
+
