@@ -136,6 +136,9 @@ def test_fuse_reranked_interpolates_over_the_reranked_hits_and_keeps_the_rest() 
     assert out["q2"] == first["q2"]  # a query the re-ranker did not see keeps its first-stage ranking
     assert "d" not in fuse_reranked(first, reranked, 0.5, hits=3, keep_rest=False)["q"]
     assert [d for d, _ in ranked(fuse_reranked(first, reranked, 0.9, hits=3)["q"])][:3] == ["b", "c", "a"]
-    for weight in (0.0, 1.0, -0.5):
-        with pytest.raises(PeftIRError, match="strictly between 0"):
+    # the ends are the runs themselves: 0 the first stage unchanged, 1 the re-ranker's own scores, then the rest
+    assert fuse_reranked(first, reranked, 0.0, hits=3) == first
+    assert fuse_reranked(first, reranked, 1.0, hits=3)["q"] == {"b": 1.0, "c": 0.5, "a": 0.0, "d": -1.0}
+    for weight in (-0.5, 1.5):
+        with pytest.raises(PeftIRError, match="between 0"):
             fuse_reranked(first, reranked, weight, hits=3)

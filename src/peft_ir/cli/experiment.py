@@ -59,6 +59,10 @@ def run_experiment(args: argparse.Namespace) -> int:
     if table:
         print(f"{cfg.name}, {table[0]} across test sets (the mean is unweighted over sets):")
         print(metrics_table(table[1]), end="")
+    if "fuse_weight" in metrics:
+        from peft_ir.eval.fuse_weight import WeightChoice
+
+        print(WeightChoice.from_json(metrics["fuse_weight"]).verdict())
     print(f"run folder: {pipeline.dir.root} (report.md, metrics.json)")
     pipeline.check(metrics)  # after the table: a miss shows what was measured, then fails the run
     return 0

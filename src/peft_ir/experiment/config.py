@@ -19,6 +19,8 @@ from peft_ir.settings import default_of, flat_dataclass, setting
 
 RunKind = Literal["dense", "bm25", "run"]   # a first-stage run: dense search, BM25, or a given run file
 RERANKED_FUSED = "reranked-fused"           # the run kind of a re-ranker fused with its first stage (fuse_weight)
+AUTO = "auto"                               # reranker.fuse_weight chosen on the dev queries
+DEV_SET = "rerank-dev"                      # names the runs of the re-ranker's dev queries (fuse_weight: auto)
 NEGATIVE_SOURCES = ("bm25", "first_stage")  # besides a path to a TREC run of the training queries
 
 
@@ -70,9 +72,10 @@ class RerankStage:
     hits: int = setting(100, help="re-rank this many top hits of each query")
     keep_rest: bool = setting(True, help="deeper first-stage hits follow in their order (R@100 stays comparable)")
     rerank_batch_size: int = setting(32, help="pairs scored per batch when re-ranking")
-    fuse_weight: float | None = setting(None, help="also fuse the re-ranker with its first stage: weight of its "
-                                                   "min-max normalised score against the first stage's (0 < w < 1); "
-                                                   "the run reranked-fused is then the final one")
+    fuse_weight: float | Literal["auto"] | None = setting(
+        None, help="also fuse the re-ranker with its first stage: weight of its min-max normalised score against the "
+                   "first stage's (0 < w < 1), or auto: chosen on the re-ranker's dev queries from 0, 0.1, .., 1 "
+                   "(0: the first stage alone); the run reranked-fused is then the final one")
 
 
 # What the experiment supplies itself: data paths, the run folder, the tuning config, its one seed, resuming.

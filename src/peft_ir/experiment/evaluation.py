@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from peft_ir.atomic import atomic_open
-from peft_ir.experiment.config import RERANKED_FUSED, ExperimentConfig
+from peft_ir.experiment.config import AUTO, RERANKED_FUSED, ExperimentConfig
 from peft_ir.experiment.expect import expected_measures
 from peft_ir.experiment.rundir import RunDir
 
@@ -49,6 +49,9 @@ def evaluate_runs(cfg: ExperimentConfig, produced: dict[str, dict[str, Path]], r
             runs[kind] = {"file": _shown(path, rundir.root), "means": aggregate(values), "per_query": values}
         sets[t.name] = {"qrels": t.qrels, "split": t.split, "measures": [str(m) for m in measures], "runs": runs}
     metrics = {"name": cfg.name, "final": final_kind(cfg), "sets": sets}
+    choice = RunDir.read_json(rundir.fuse_weight) if cfg.reranker and cfg.reranker.fuse_weight == AUTO else None
+    if choice:
+        metrics["fuse_weight"] = choice  # the weight chosen on dev, the grid's dev means, the t-test against stage 1
     with atomic_open(rundir.metrics) as fh:
         json.dump(metrics, fh, indent=1)
     return metrics
@@ -97,6 +100,11 @@ def write_run_report(cfg: ExperimentConfig, metrics: dict[str, Any], rundir: Run
                   "judged queries)", ""]
         lines.append(metrics_table({kind: r["means"] for kind, r in s["runs"].items()}).rstrip())
         lines.append("")
+        if RERANKED_FUSED in s["runs"]:
+            lines += [against_first_stage(s, rerank_input_kind(bool(cfg.fuse), cfg.first_stage),
+                                          _main_measure(cfg, s["measures"])), ""]
+    if "fuse_weight" in metrics:
+        lines += fuse_weight_section(metrics["fuse_weight"])
     table = across_sets(metrics)
     if table:
         measure, rows = table
@@ -121,6 +129,52 @@ def write_run_report(cfg: ExperimentConfig, metrics: dict[str, Any], rundir: Run
         lines.append("")
     with atomic_open(rundir.report) as fh:
         fh.write("\n".join(lines))
+
+
+def fuse_weight_section(choice: dict[str, Any]) -> list[str]:
+    """report.md's account of `fuse_weight: auto`: the grid's dev means, the chosen weight, the plain verdict."""
+    from peft_ir.eval.fuse_weight import GRID, WeightChoice  # noqa: PLC0415
+
+    c = WeightChoice.from_json(choice)
+    return [f"## Fusion weight chosen on dev ({c.queries} dev queries, {c.measure})", "",
+            f"The re-ranker's weight w in w · min-max(re-ranker) + (1 − w) · min-max(first stage) was chosen from "
+            f"{', '.join(f'{w:g}' for w in GRID)} by the dev mean (ties: the smaller w); the dev queries are "
+            f"the re-ranker's held-out training queries, searched by the same first stage.", "",
+            *c.table(), "", c.verdict(), ""]
+
+
+def against_first_stage(test_set: dict[str, Any], first: str, measure: str) -> str:
+    """One plain line: the fused re-ranker against the first stage it re-ranked, on this test set (paired t-test)."""
+    from peft_ir.eval import compare  # noqa: PLC0415
+
+    runs = test_set["runs"]
+    base, fused = runs[first]["per_query"][measure], runs[RERANKED_FUSED]["per_query"][measure]
+    p = compare({first: {measure: base}, RERANKED_FUSED: {measure: fused}}).p_values[RERANKED_FUSED][measure]
+    a, b = runs[first]["means"][measure], runs[RERANKED_FUSED]["means"][measure]
+    if base == fused:
+        verdict = "the same on every query"
+    elif b == a:
+        verdict = "level with the first stage"
+    else:
+        verdict = f"{'above' if b > a else 'below'} the first stage, {'' if p < 0.05 else 'not '}significantly"
+    return (f"{RERANKED_FUSED} against the first stage ({first}), {measure}: {b:.4f} vs {a:.4f}: {verdict} "
+            f"(paired t-test p = {p:.3g}).")
+
+
+def fuse_measure(cfg: ExperimentConfig) -> str:
+    """The measure `fuse_weight: auto` chooses by: the collection's main one, i.e. the config's first measure, else
+    nDCG@10."""
+    from peft_ir.eval.fuse_weight import DEFAULT_MEASURE  # noqa: PLC0415
+
+    return cfg.eval.measures[0] if cfg.eval.measures else DEFAULT_MEASURE
+
+
+def _main_measure(cfg: ExperimentConfig, measures: list[str]) -> str:
+    """`fuse_measure` as this test set evaluates it (its first measure if it lacks that one)."""
+    from peft_ir.eval import parse_measures  # noqa: PLC0415
+
+    name = str(parse_measures([fuse_measure(cfg)])[0])
+    return name if name in measures else measures[0]
 
 
 def _shown(path: Path, root: Path) -> str:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from peft_ir.errors import PeftIRError
-from peft_ir.experiment.config import RERANKED_FUSED, ExperimentConfig, ModelSection, TestSet
-from peft_ir.experiment.evaluation import evaluate_runs, rerank_input_kind, write_run_report
+from peft_ir.experiment.config import AUTO, DEV_SET, RERANKED_FUSED, ExperimentConfig, ModelSection, TestSet
+from peft_ir.experiment.evaluation import evaluate_runs, fuse_measure, rerank_input_kind, write_run_report
 from peft_ir.experiment.expect import check_expected
 from peft_ir.experiment.rundir import RunDir
 from peft_ir.experiment.tuning import resolve_tuning
@@ -87,9 +87,21 @@ class Pipeline:
                              self._train_reranker))
         if cfg.reranker:
             out.append(Stage(f"re-rank the top {cfg.reranker.hits}", [d.run_file(t.name, "reranked") for t in tests],
-                             self._rerank))
-            if cfg.reranker.fuse_weight is not None:
-                out.append(Stage(f"fuse the re-ranker with its first stage (weight {cfg.reranker.fuse_weight:g})",
+                             lambda: self._rerank(tests)))
+            w = cfg.reranker.fuse_weight
+            if w == AUTO:
+                dev = self._dev_set()
+                first = [d.run_file(DEV_SET, k) for k in kinds] + ([d.run_file(DEV_SET, "fused")] if cfg.fuse else [])
+                out += [Stage(f"the re-ranker's {cfg.reranker.dev_queries} dev queries (held out of the training "
+                              f"split)", [d.dev_topics, d.dev_qrels], self._dev_queries),
+                        Stage("first stage of the dev queries", first, self._dev_first_stage),
+                        Stage("re-rank the dev queries", [d.run_file(DEV_SET, "reranked")],
+                              lambda: self._rerank([dev])),
+                        Stage(f"choose the fusion weight on the dev queries ({fuse_measure(self.cfg)})",
+                              [d.fuse_weight], self._choose_fuse_weight)]
+            if w is not None:
+                shown = "chosen on dev" if w == AUTO else f"{w:g}"
+                out.append(Stage(f"fuse the re-ranker with its first stage (weight {shown})",
                                  [d.run_file(t.name, RERANKED_FUSED) for t in tests], self._fuse_reranked))
         out.append(Stage("evaluate", [d.metrics, d.report], self._evaluate))
         return out
@@ -276,13 +288,13 @@ class Pipeline:
                                batch_size=self.cfg.search.batch_size, progress=self.progress)
             write_run(run, out, tag=f"{self.cfg.name}-dense", hits=hits)
 
-    def _fuse(self) -> None:
+    def _fuse(self, sets: list[TestSet] | None = None) -> None:
         from peft_ir.data import read_run, write_run  # noqa: PLC0415
         from peft_ir.indexing.fusion import fuse  # noqa: PLC0415
 
         f = self.cfg.fuse
         assert f is not None
-        for t in self.cfg.data.test:
+        for t in self.cfg.data.test if sets is None else sets:
             runs = [read_run(self._first_stage_file(t, kind)) for kind in f.runs]
             fused = fuse(runs, f.method, k=f.k, norm=f.norm, weights=f.weights, hits=f.hits)
             write_run(fused, self.dir.run_file(t.name, "fused"), tag=f"{self.cfg.name}-fused", hits=f.hits)
@@ -308,7 +320,7 @@ class Pipeline:
         if summary:  # {} on the other ranks under torchrun
             self.echo(f"    {describe(summary)}")
 
-    def _rerank(self) -> None:
+    def _rerank(self, sets: list[TestSet]) -> None:
         from peft_ir.reranker.model import CrossEncoder  # noqa: PLC0415
         from peft_ir.reranker.rerank import rerank_files  # noqa: PLC0415
 
@@ -317,7 +329,7 @@ class Pipeline:
         if self._cross_encoder is None:
             adapter = None if s.zero_shot else self.dir.reranker / "adapter"
             self._cross_encoder = CrossEncoder(self._cross_encoder_spec(), adapter=adapter)
-        for t in self.cfg.data.test:
+        for t in sets:
             out = self.dir.run_file(t.name, "reranked")
             if out.exists():
                 continue
@@ -329,16 +341,83 @@ class Pipeline:
             self.echo(f"    {t.name}: {stats.pairs} pairs of {stats.queries} queries "
                       f"({stats.pairs - stats.scored} from the score cache)")
 
-    def _fuse_reranked(self) -> None:
-        from peft_ir.data import read_run, write_run  # noqa: PLC0415
-        from peft_ir.indexing.fusion import fuse_reranked  # noqa: PLC0415
+    # -- the fusion weight chosen on the re-ranker's dev queries (fuse_weight: auto) --------------------------------
+    def _dev_set(self) -> TestSet:
+        return TestSet(name=DEV_SET, topics=str(self.dir.dev_topics), qrels=str(self.dir.dev_qrels))
+
+    def _dev_queries(self) -> None:
+        """The queries the re-ranker's training holds out, by the training's own split (reranker/training.py), with
+        their qrels from the training split: the same seed (summary.json's dev_seed), data and count."""
+        from peft_ir.data import load_qrels, write_beir_qrels, write_queries  # noqa: PLC0415
+        from peft_ir.reranker.config import RerankerTrainConfig  # noqa: PLC0415
+        from peft_ir.reranker.training import held_out_dev  # noqa: PLC0415
+
+        s = self.cfg.reranker
+        assert s is not None
+        train_cfg = self._train_config(RerankerTrainConfig, s, self.dir.reranker, True)
+        summary = RunDir.read_json(self.dir.reranker / "summary.json")
+        if summary and summary.get("dev_seed") not in (None, train_cfg.dev_split_seed()):
+            raise PeftIRError(f"{self.dir.reranker / 'summary.json'}: the re-ranker held out its dev queries with "
+                              f"seed {summary['dev_seed']}, this config says {train_cfg.dev_split_seed()}")
+        dev = held_out_dev(train_cfg)
+        if summary and summary.get("dev_queries") not in (None, len(dev.queries)):
+            raise PeftIRError(f"{self.dir.reranker / 'summary.json'}: the re-ranker held out {summary['dev_queries']} "
+                              f"dev queries, the split rebuilt here has {len(dev.queries)}")
+        judged = load_qrels(self.cfg.data.train, self.cfg.data.train_split)  # type: ignore[arg-type]
+        write_queries(dev.queries, self.dir.dev_topics)
+        write_beir_qrels({qid: judged[qid] for qid in dev.queries}, self.dir.dev_qrels)
+        self.echo(f"    {len(dev.queries)} dev queries (seed {train_cfg.dev_split_seed()}) -> {self.dir.dev_topics}")
+
+    def _dev_first_stage(self) -> None:
+        """The test queries' first stage, run for the dev queries: same index, BM25 settings, depth and fusion."""
+        dev, kinds = [self._dev_set()], self.cfg.run_kinds()
+        if "dense" in kinds:
+            self._dense_search(dev)
+        if "bm25" in kinds:
+            self._bm25_search(dev)
+        if self.cfg.fuse:
+            self._fuse(dev)
+
+    def _choose_fuse_weight(self) -> None:
+        import json  # noqa: PLC0415
+
+        from peft_ir.atomic import atomic_open  # noqa: PLC0415
+        from peft_ir.data import load_qrels, read_run  # noqa: PLC0415
+        from peft_ir.eval.fuse_weight import choose_fuse_weight  # noqa: PLC0415
+
+        s = self.cfg.reranker
+        assert s is not None
+        dev = self._dev_set()
+        choice = choose_fuse_weight(read_run(self._rerank_input(dev)), read_run(self.dir.run_file(DEV_SET, "reranked")),
+                                    load_qrels(dev.qrels), fuse_measure(self.cfg), hits=s.hits, keep_rest=s.keep_rest)
+        with atomic_open(self.dir.fuse_weight) as fh:
+            json.dump(choice.to_json(), fh, indent=1)
+        for line in choice.table():
+            self.echo(f"    {line}")
+        self.echo(f"    {choice.verdict()}")
+
+    def fuse_weight(self) -> float:
+        """The re-ranker's fusion weight: the config's, or the one chosen on dev (fuse-weight.json)."""
+        from peft_ir.eval.fuse_weight import WeightChoice  # noqa: PLC0415
 
         s = self.cfg.reranker
         assert s is not None and s.fuse_weight is not None
+        if s.fuse_weight != AUTO:
+            return float(s.fuse_weight)
+        return WeightChoice.from_json(RunDir.read_json(self.dir.fuse_weight)).weight
+
+    def _fuse_reranked(self) -> None:
+        from peft_ir.indexing.fusion import write_fused_reranked  # noqa: PLC0415
+
+        s = self.cfg.reranker
+        assert s is not None
+        weight = self.fuse_weight()
         for t in self.cfg.data.test:
-            fused = fuse_reranked(read_run(self._rerank_input(t)), read_run(self.dir.run_file(t.name, "reranked")),
-                                  s.fuse_weight, s.hits, keep_rest=s.keep_rest)
-            write_run(fused, self.dir.run_file(t.name, RERANKED_FUSED), tag=f"{self.cfg.name}-{RERANKED_FUSED}")
+            write_fused_reranked(self._rerank_input(t), self.dir.run_file(t.name, "reranked"), weight, s.hits,
+                                 self.dir.run_file(t.name, RERANKED_FUSED), keep_rest=s.keep_rest,
+                                 tag=f"{self.cfg.name}-{RERANKED_FUSED}")
+        if weight == 0.0:
+            self.echo("    weight 0: the final run is a copy of the first stage's")
 
     def _evaluate(self) -> None:
         produced = {}

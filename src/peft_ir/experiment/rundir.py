@@ -44,9 +44,13 @@ class RunDir:
     index = property(lambda self: self.root / "index")
     bm25_index = property(lambda self: self.root / "bm25-index")
     runs = property(lambda self: self.root / "runs")
+    # fuse_weight: auto: the re-ranker's dev queries (topics, qrels) and the weight chosen on them
+    dev_topics = property(lambda self: self.root / "rerank-dev" / "queries.jsonl")
+    dev_qrels = property(lambda self: self.root / "rerank-dev" / "qrels.tsv")
+    fuse_weight = property(lambda self: self.root / "fuse-weight.json")
 
     def run_file(self, split: str, kind: str) -> Path:
-        """runs/<test set or 'train'>.<dense|bm25|fused|reranked|reranked-fused>.trec"""
+        """runs/<test set, 'train' or 'rerank-dev'>.<dense|bm25|fused|reranked|reranked-fused>.trec"""
         return self.runs / f"{split}.{kind}.trec"
 
     # -- the resolved config ------------------------------------------------------------------------------------

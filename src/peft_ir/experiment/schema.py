@@ -162,5 +162,7 @@ def _show(value: Any) -> str:
 def _type_name(tp: Any) -> str:
     if dataclasses.is_dataclass(tp):
         return tp.__name__
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(map(str, typing.get_args(tp)))
     return {"str": "a string", "float": "a number", "int": "an integer", "bool": "true or false"}.get(
         getattr(tp, "__name__", ""), getattr(tp, "__name__", str(tp)))

@@ -14,7 +14,8 @@ import re
 from pathlib import Path
 
 from peft_ir.errors import PeftIRError
-from peft_ir.experiment.config import NEGATIVE_SOURCES, DataConfig, ExperimentConfig, TestSet, ModelSection
+from peft_ir.experiment.config import (AUTO, DEV_SET, NEGATIVE_SOURCES, DataConfig, ExperimentConfig, ModelSection,
+                                       TestSet)
 from peft_ir.experiment.expect import validate_expect
 from peft_ir.experiment.schema import Origins, fail
 from peft_ir.training.tracking import contradiction, missing_package
@@ -63,8 +64,7 @@ def resolve_paths(cfg: ExperimentConfig, cwd: Path) -> ExperimentConfig:
     if beir and not tests:
         tests = [TestSet(name=d.test_split, topics=beir, qrels=beir, split=d.test_split)]
     data = DataConfig(beir=beir, train_split=d.train_split, test_split=d.test_split,
-                      train=_abs_train(d.train, cwd) or (beir if cfg.trains(cfg.retriever) or cfg.trains(cfg.reranker)
-                                                   else None),
+                      train=_abs_train(d.train, cwd) or (beir if _needs_train(cfg) else None),
                       build_train_from=_abs(d.build_train_from, cwd), corpus=_abs(d.corpus, cwd) or beir, test=tests)
     sections = {}
     for key in ("retriever", "reranker"):
@@ -73,6 +73,12 @@ def resolve_paths(cfg: ExperimentConfig, cwd: Path) -> ExperimentConfig:
             sections[key] = dataclasses.replace(section, model=_abs_model(section.model, cwd),
                                                 negatives=_abs_negatives(section.negatives, cwd))
     return dataclasses.replace(cfg, data=data, output=_abs(cfg.output, cwd), **sections)
+
+
+def _needs_train(cfg: ExperimentConfig) -> bool:
+    """Whether the training split is read: a model trains, or the fusion weight is chosen on its dev queries."""
+    auto = cfg.reranker is not None and cfg.reranker.fuse_weight == AUTO
+    return cfg.trains(cfg.retriever) or cfg.trains(cfg.reranker) or auto
 
 
 # -- consistency --------------------------------------------------------------------------------------------------
@@ -102,9 +108,12 @@ def validate(cfg: ExperimentConfig, origins: Origins) -> None:
     if cfg.reranker is not None:
         _positive("reranker.hits", cfg.reranker.hits, origins)
         w = cfg.reranker.fuse_weight
-        if w is not None and not 0.0 < w < 1.0:
+        if w == AUTO:
+            _validate_auto_fusion(cfg, origins, kinds)
+        elif w is not None and not 0.0 < w < 1.0:
             raise fail("reranker.fuse_weight", origins, f"must lie strictly between 0 (the first stage alone) and 1 "
-                       f"(the re-ranker alone), got {w}; remove it for the re-ranker alone")
+                       f"(the re-ranker alone), got {w}; remove it for the re-ranker alone, or auto to choose it on "
+                       "the dev queries (0 and 1 included)")
         if cfg.reranker.group_size < 2:
             raise fail("reranker.group_size", origins, f"needs at least 2 (one positive, one negative), "
                        f"got {cfg.reranker.group_size}")
@@ -131,6 +140,23 @@ def validate(cfg: ExperimentConfig, origins: Origins) -> None:
             raise fail("eval.measures", origins, str(exc)) from None
 
 
+def _validate_auto_fusion(cfg: ExperimentConfig, origins: Origins, kinds: list[str]) -> None:
+    """`fuse_weight: auto` searches, re-ranks and judges the re-ranker's dev queries: they must exist, be judged
+    (a BEIR training split: queries with ids, qrels over the corpus) and be searchable by the first stage."""
+    s = cfg.reranker
+    assert s is not None
+    if s.dev_queries < 1:
+        raise fail("reranker.dev_queries", origins, "reranker.fuse_weight: auto chooses the weight on the re-ranker's "
+                   "dev queries, and dev_queries is 0: hold some out (e.g. 50) or give the weight by hand")
+    if "run" in kinds:
+        raise fail("reranker.fuse_weight", origins, "auto re-runs the first stage for the dev queries, and a given "
+                   "run file covers the test queries only: use first_stage dense or bm25, or give the weight by hand")
+    if not is_beir_training(cfg):
+        raise fail("reranker.fuse_weight", origins, f"auto judges the dev queries held out of the training split, "
+                   f"which needs a BEIR folder as training data (queries, qrels and the corpus), not "
+                   f"{cfg.data.train!r}: set data.beir or data.train to one, or give the weight by hand")
+
+
 def _validate_data(cfg: ExperimentConfig, origins: Origins, kinds: list[str]) -> None:
     d = cfg.data
     if not d.test:
@@ -140,9 +166,9 @@ def _validate_data(cfg: ExperimentConfig, origins: Origins, kinds: list[str]) ->
     for i, name in enumerate(names):
         if not SAFE_NAME.match(name):
             raise fail(f"data.test[{i}].name", origins, f"{name!r} must be a plain file-name part")
-        if name == "train":
-            raise fail(f"data.test[{i}].name", origins, "'train' names the runs of the training queries; "
-                       "choose another name")
+        if name in ("train", DEV_SET):
+            what = "the training queries" if name == "train" else "the re-ranker's dev queries"
+            raise fail(f"data.test[{i}].name", origins, f"{name!r} names the runs of {what}; choose another name")
         if names.count(name) > 1:
             raise fail(f"data.test[{i}].name", origins, f"test set name {name!r} is used twice")
     if "run" in kinds:

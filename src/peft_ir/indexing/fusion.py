@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
-from peft_ir.data.trec import Run, append_rest, ranked
+from peft_ir.atomic import atomic_open
+from peft_ir.data.trec import Run, append_rest, ranked, read_run, write_run
 from peft_ir.errors import PeftIRError
 
 Method = Literal["rrf", "interpolate"]
@@ -112,10 +114,16 @@ def fuse_reranked(first_stage: Run, reranked: Run, weight: float, hits: int, kee
     """A re-ranker fused with the first stage it re-ranked: over each query's first-stage top `hits` (the pairs the
     re-ranker scored), weight * minmax(re-ranker) + (1 - weight) * minmax(first stage), so that the first stage's
     evidence is kept rather than thrown away; with `keep_rest` the deeper first-stage hits follow in their order.
-    Queries absent from `reranked` keep their first-stage ranking."""
-    if not 0.0 < weight < 1.0:
-        raise PeftIRError(f"the re-ranker's fusion weight must lie strictly between 0 (the first stage alone) and 1 "
+    Queries absent from `reranked` keep their first-stage ranking.
+
+    The ends of the range are the two runs themselves, not their normalised scores (min-max could round two close
+    scores into a tie and reorder them): weight 0 returns the first stage unchanged (every hit, its own scores),
+    weight 1 the re-ranker's own scores over the re-ranked hits (then the rest, as `rerank --keep-rest` writes)."""
+    if not 0.0 <= weight <= 1.0:
+        raise PeftIRError(f"the re-ranker's fusion weight must lie between 0 (the first stage alone) and 1 "
                           f"(the re-ranker alone), got {weight}")
+    if weight == 0.0:
+        return {qid: dict(hits_of_query) for qid, hits_of_query in first_stage.items()}
     out: Run = {}
     for qid, hits_of_query in first_stage.items():
         top = dict(ranked(hits_of_query, hits))
@@ -123,6 +131,20 @@ def fuse_reranked(first_stage: Run, reranked: Run, weight: float, hits: int, kee
         if not scored:
             out[qid] = dict(hits_of_query)
             continue
-        fused = interpolate([{qid: top}, {qid: scored}], weights=[1.0 - weight, weight])[qid]
+        fused = (scored if weight == 1.0
+                 else interpolate([{qid: top}, {qid: scored}], weights=[1.0 - weight, weight])[qid])
         out[qid] = append_rest(fused, ranked(hits_of_query)) if keep_rest else fused
     return out
+
+
+def write_fused_reranked(first_stage: str | Path, reranked: str | Path, weight: float, hits: int, output: str | Path,
+                         *, keep_rest: bool = True, tag: str = "peft-ir-fused") -> None:
+    """`fuse_reranked` from run files to a run file (atomic). At weight 0 the output is a byte copy of the first
+    stage's file and at weight 1 of the re-ranker's: a final run that *is* one of them reads as exactly that run."""
+    if weight in (0.0, 1.0):
+        source = Path(first_stage if weight == 0.0 else reranked)
+        with atomic_open(output, "wb", encoding=None) as fh:
+            fh.write(source.read_bytes())
+        return
+    fused = fuse_reranked(read_run(first_stage), read_run(reranked), weight, hits, keep_rest=keep_rest)
+    write_run(fused, output, tag=tag)

@@ -200,6 +200,13 @@ def load_training_examples(cfg: RerankerTrainConfig) -> list[TrainingExample]:
     return examples
 
 
+def held_out_dev(cfg: RerankerTrainConfig) -> RerankDevSet:
+    """The dev queries a training under `cfg` holds out (and selects its checkpoint on), rebuilt by the very calls
+    that training makes, so that a later stage (the fusion weight chosen on dev) judges exactly those queries."""
+    _, dev = split_examples(load_training_examples(cfg), cfg.dev_queries, cfg.dev_split_seed(), cfg.dev_candidates)
+    return dev
+
+
 class RerankerTask(TrainingTask):
     """A cross-encoder under a loss of the registry (training/losses.py) on the HF Trainer, its new head at its own
     rate, dev nDCG@10."""
