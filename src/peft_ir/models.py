@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from typing import Literal
+
+from peft_ir.errors import PeftIRError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 BERT_BASE_CONFIG = "bert-base-config"  # BERT-base's structure from transformers.BertConfig(), no weights
+# transformers' attention implementations a model may be loaded with; the flash ones need their package (and a GPU)
+Attention = Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3"]
+FLASH_PACKAGES = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}
 
 
 def resolve_model(name_or_path: str | None) -> str:
@@ -24,3 +31,17 @@ def model_label(name_or_path: str | None) -> str:
         return DEFAULT_MODEL
     p = Path(resolved)
     return p.name if p.exists() else resolved
+
+
+def check_attention(name: str | None) -> None:
+    """Refuse a flash attention implementation whose package is not installed, before any model is loaded."""
+    package = FLASH_PACKAGES.get(name or "")
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise PeftIRError(f"attn_implementation {name} needs the {package} package, which is not installed "
+                          f"(pip install flash-attn, on a CUDA machine); use sdpa or eager")
+
+
+def attention_kwargs(name: str | None) -> dict[str, str]:
+    """`from_pretrained` keyword arguments for an attention implementation (none: the model's own default)."""
+    check_attention(name)
+    return {"attn_implementation": name} if name else {}

@@ -7,17 +7,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from peft_ir.models import Attention
 from peft_ir.settings import setting
-from peft_ir.training.args import PEFT_LR, ScheduleConfig
+from peft_ir.training.args import PEFT_LR, ScheduleConfig, check_attention
 
 
 @dataclass
 class CrossEncoderSpec:
+    """Everything that decides a pair's score (with the trained weights): its fingerprint names the score cache."""
+
     model: str | None = setting(None, help="base encoder: HF or sentence-transformers folder, or a cached hub name "
                                            "(default: the embedded all-MiniLM-L6-v2)")
     query_max_length: int = setting(32, help="query tokens kept (special tokens not counted)")
     passage_max_length: int = setting(192, help="passage tokens kept")
     seed: int = setting(42, flat_name="head_seed", help="seed of the new classification head")
+    query_prefix: str = setting("", help='text put before every query of a pair (RankLLaMA: "query: "); counts '
+                                         "towards query_max_length")
+    passage_prefix: str = setting("", help='text put before every passage of a pair (RankLLaMA: "document: "); '
+                                           "counts towards passage_max_length")
+    attn_implementation: Attention | None = setting(None, help="transformers' attention: eager, sdpa, "
+                                                               "flash_attention_2/3 (needs flash-attn and a GPU); "
+                                                               "default: the model's own (sdpa where it has it)")
 
     @property
     def max_length(self) -> int:
@@ -45,6 +55,10 @@ class RerankerTrainConfig(ScheduleConfig):
     eval_batch_size: int = setting(64, help="pairs scored per batch in dev evaluation")
     head_lr: float | None = setting(None, help=f"learning rate of the new head (and a pooler that trains with it); "
                                                f"default: the run's rate for PEFT methods, {PEFT_LR:g} for full")
+
+    def check(self) -> None:
+        check_attention(self.cross_encoder.attn_implementation, self.tuning)
+        super().check()
 
     def head_learning_rate(self) -> float:
         if self.head_lr is not None:
