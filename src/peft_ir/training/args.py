@@ -68,8 +68,8 @@ class ScheduleConfig:
                                      "float32 (CUDA GPUs with bf16, or the CPU)")
     fp16: bool = setting(False, help="float16 mixed precision with loss scaling (CUDA only)")
     gradient_checkpointing: bool = setting(False, help="recompute each layer's activations in the backward pass: "
-                                                       "far less memory for longer texts and larger batches, about "
-                                                       "a third more compute")
+                                                       "less memory for longer texts and larger batches, at the "
+                                                       "cost of a second forward pass per layer")
     report_to: list[Tracker] = setting(
         default_factory=list, help="experiment trackers the trainer logs to: tensorboard (event files in "
                                    "<output>/tensorboard), wandb, mlflow; default none (wandb and mlflow: pip "
