@@ -16,8 +16,8 @@ from peft_ir.training.args import PEFT_LR, ScheduleConfig, check_attention
 class CrossEncoderSpec:
     """Everything that decides a pair's score (with the trained weights): its fingerprint names the score cache."""
 
-    model: str | None = setting(None, help="base encoder: HF or sentence-transformers folder, or a cached hub name "
-                                           "(default: the embedded all-MiniLM-L6-v2)")
+    model: str | None = setting(None, help="base encoder or decoder: HF or sentence-transformers folder, or a cached "
+                                           "hub name (default: the embedded all-MiniLM-L6-v2)")
     query_max_length: int = setting(32, help="query tokens kept (special tokens not counted)")
     passage_max_length: int = setting(192, help="passage tokens kept")
     seed: int = setting(42, flat_name="head_seed", help="seed of the new classification head")
@@ -28,10 +28,6 @@ class CrossEncoderSpec:
     attn_implementation: Attention | None = setting(None, help="transformers' attention: eager, sdpa, "
                                                                "flash_attention_2/3 (needs flash-attn and a GPU); "
                                                                "default: the model's own (sdpa where it has it)")
-
-    @property
-    def max_length(self) -> int:
-        return self.query_max_length + self.passage_max_length + 4
 
 
 def loss_names() -> tuple[str, ...]:
