@@ -63,7 +63,7 @@ bench: install
 test: install-test
 	$(BIN)/python -m pytest -q tests
 
-# The GPU check (bench/gpu_check.py; CUDA only, offline, sized for < 8 minutes on one large GPU): every GPU path
+# The GPU check (bench/gpu_check.py; CUDA only, offline, sized for < 12 minutes on one large GPU): every GPU path
 # once, PASS / FAIL / SKIP per step into bench/results/gpu_check.md; exit code 1 if a step failed, 3 without a CUDA
 # GPU. Installs with FAISS=gpu, i.e. PyPI's faiss-gpu-cu12 (the `gpu` extra; its CUDA 12 runtime comes from PyPI too).
 # An existing .venv is not reinstalled: after `make run` / `make test` (faiss-cpu) run `make clean` first; for a

@@ -2,7 +2,7 @@
 
 Each step checks one thing and records PASS, FAIL (with the last line of its error) or SKIP, with what it measured;
 a failing step does not stop the others. The report (a markdown table, with the machine and the command) is
-rewritten after every step, so a check cut short still leaves what it did. CUDA only, no network; sized for under 8
+rewritten after every step, so a check cut short still leaves what it did. CUDA only, no network; sized for under 12
 minutes on one large GPU (an estimate: not yet timed on one). The process uses one GPU (the first visible one);
 only the torchrun step launches on two.
 
@@ -646,6 +646,81 @@ def check_train_retriever(ctx: Context, out: dict[str, Any]) -> None:
 @step("train-reranker", "(c) the same for the cross-encoder trainer (groups of 8, random negatives)")
 def check_train_reranker(ctx: Context, out: dict[str, Any]) -> None:
     _train_and_measure(ctx, out, "reranker")
+
+
+def _one_bf16_step(work: Path, trainer: str, method: str, **settings: Any) -> tuple[float, dict[str, Any]]:
+    """One --bf16 optimiser step of `trainer` with `method` on MiniLM: (the logged loss, the summary)."""
+    from peft_ir.tuning import TuningConfig  # noqa: PLC0415
+
+    out_dir = work / f"{trainer}-{method}{''.join(f'-{k}' for k in settings)}"
+    common = dict(train=str(SCIFACT), output=str(out_dir), max_steps=1, dev_queries=0, save_steps=1, logging_steps=1,
+                  progress=False, bf16=True, tuning=TuningConfig(method=method), **settings)
+    if trainer == "retriever":
+        from peft_ir.retriever.config import EncoderSpec, RetrieverTrainConfig  # noqa: PLC0415
+        from peft_ir.retriever.train import train_retriever  # noqa: PLC0415
+
+        summary = train_retriever(RetrieverTrainConfig(num_negatives=0, batch_size=16,
+                                                       encoder=EncoderSpec(passage_max_length=128), **common))
+    else:
+        from peft_ir.reranker.config import CrossEncoderSpec, RerankerTrainConfig  # noqa: PLC0415
+        from peft_ir.reranker.training import train_reranker  # noqa: PLC0415
+
+        summary = train_reranker(RerankerTrainConfig(negatives_run=str(work / "negatives.trec"), negatives_pool=16,
+                                                     group_size=8, batch_size=4,
+                                                     cross_encoder=CrossEncoderSpec(passage_max_length=128), **common))
+    losses = [row["loss"] for row in read_trainer_log(out_dir / "metrics.jsonl") if "loss" in row]
+    if not losses or not all(math.isfinite(x) for x in losses):
+        raise CheckFailed(f"loss missing or not finite ({losses[:3]})")
+    if summary.get("steps") != 1 or not (out_dir / "adapter").is_dir():
+        raise CheckFailed(f"{summary.get('steps')} steps, adapter written: {(out_dir / 'adapter').is_dir()}")
+    return losses[0], summary
+
+
+@step("bf16-train", "one --bf16 training step per method (every registered method, retriever and re-ranker, "
+                    "MiniLM): finite loss, adapter written; --gradient-checkpointing under bf16 (adapter, IAA-L, "
+                    "prefix) gives the loss without it within 1 %")
+def check_bf16_train(ctx: Context, out: dict[str, Any]) -> None:
+    from peft_ir.data import write_run  # noqa: PLC0415
+    from peft_ir.tuning import METHODS  # noqa: PLC0415
+
+    work = ctx.scratch("bf16-train")
+    run, _, _ = scifact_pairs(30, split="train", seed=1)  # random negatives stand in for BM25's (no Java)
+    write_run(run, work / "negatives.trec")
+    problems: list[str] = []
+    plain: dict[str, float] = {}
+    for trainer in ("retriever", "reranker"):
+        for method in METHODS:
+            try:
+                loss, _ = _one_bf16_step(work, trainer, method)
+            except Exception as exc:  # noqa: BLE001 (one method's error is recorded; the others still train)
+                problems.append(f"{trainer}/{method}: {error_line(exc)}")
+                continue
+            out[f"{trainer}/{method}"] = f"loss {loss:.4f}"
+            if trainer == "retriever":
+                plain[method] = loss
+    for method in ("adapter", "iaa-l", "prefix"):
+        result = _peak_of(lambda m=method: _one_bf16_step(work, "retriever", m, gradient_checkpointing=True))
+        if isinstance(result, str):
+            problems.append(f"checkpointed {method}: {result}")
+            continue
+        (loss, _), peak = result
+        out[f"retriever/{method} checkpointed"] = f"loss {loss:.4f}, peak {peak:.2f} GiB"
+        if method in plain and not math.isclose(loss, plain[method], rel_tol=0.01):
+            problems.append(f"checkpointed {method}: loss {loss:.4f} vs {plain[method]:.4f} without")
+    out["failed"] = len(problems)
+    require(not problems, f"{len(problems)} failure(s): " + "; ".join(problems[:3]))
+
+
+def _peak_of(fn: Callable[[], Any]) -> Any:
+    """(fn(), peak GPU memory in GiB while it ran), or its error line."""
+    import torch  # noqa: PLC0415
+
+    torch.cuda.reset_peak_memory_stats()
+    try:
+        result = fn()
+    except Exception as exc:  # noqa: BLE001
+        return error_line(exc)
+    return result, torch.cuda.max_memory_allocated() / 2**30
 
 
 @step("encode", "SciFact (5,183 docs, max length 256) encoded in fp32/fp16/bf16: cosine >= 0.999 to fp32, docs/s; "

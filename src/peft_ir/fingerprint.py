@@ -22,6 +22,8 @@ BASE_SAMPLE = 1 << 16   # elements hashed per tensor at most, for a base model's
 MODEL_SAMPLE = 1 << 14  # the same for a whole (tuned) model's
 # The manifest fields that change what vector a text gets (not paths or lengths, which the user may vary on purpose).
 MANIFEST_KEYS = ("base_hash", "adapter_hash", "pooling", "normalize", "query_prefix", "passage_prefix", "dim")
+# Added later: hashed only when set, so that the manifests written before them keep their fingerprint.
+OPTIONAL_MANIFEST_KEYS = ("append_eos",)
 
 
 def sampled_weights_sha256(params: Iterable[tuple[str, torch.Tensor]], sample: int, *, prefix: str = "",
@@ -57,8 +59,11 @@ def model_fingerprint(model: nn.Module, extra: str = "", sample: int = MODEL_SAM
 
 
 def manifest_fingerprint(manifest: Mapping[str, Any]) -> str:
-    """A short hash of an embedding manifest's MANIFEST_KEYS: index and queries must agree on it."""
-    payload = json.dumps({k: manifest.get(k) for k in MANIFEST_KEYS}, sort_keys=True)
+    """A short hash of an embedding manifest's MANIFEST_KEYS (and its OPTIONAL_MANIFEST_KEYS that are set): index and
+    queries must agree on it."""
+    keys = {k: manifest.get(k) for k in MANIFEST_KEYS}
+    keys.update({k: manifest[k] for k in OPTIONAL_MANIFEST_KEYS if manifest.get(k)})
+    payload = json.dumps(keys, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

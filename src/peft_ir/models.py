@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
+from typing import Literal
+
+from peft_ir.errors import PeftIRError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_HUB_ID = f"sentence-transformers/{DEFAULT_MODEL}"
 BERT_BASE_CONFIG = "bert-base-config"  # BERT-base's structure from transformers.BertConfig(), no weights
+# transformers' attention implementations a model may be loaded with; the flash ones need their package (and a GPU)
+Attention = Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3"]
+FLASH_PACKAGES = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}
 
 
 def resolve_model(name_or_path: str | None) -> str:
@@ -37,3 +44,15 @@ def hub_id(name_or_path: str | None) -> str | None:
     if name == BERT_BASE_CONFIG or Path(name).exists() or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name):
         return None
     return name
+def check_attention(name: str | None) -> None:
+    """Refuse a flash attention implementation whose package is not installed, before any model is loaded."""
+    package = FLASH_PACKAGES.get(name or "")
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise PeftIRError(f"attn_implementation {name} needs the {package} package, which is not installed "
+                          f"(pip install flash-attn, on a CUDA machine); use sdpa or eager")
+
+
+def attention_kwargs(name: str | None) -> dict[str, str]:
+    """`from_pretrained` keyword arguments for an attention implementation (none: the model's own default)."""
+    check_attention(name)
+    return {"attn_implementation": name} if name else {}

@@ -69,8 +69,8 @@ def test_arguments_have_the_documented_defaults(check) -> None:  # type: ignore[
 
 
 def test_every_step_of_the_issue_is_registered(check) -> None:  # type: ignore[no-untyped-def]
-    assert list(check.STEPS) == ["env", "device-logs", "methods", "train-retriever", "train-reranker", "encode",
-                                 "faiss-types", "faiss-hits", "torch-exact", "rerank-pinned", "rerank-30k",
+    assert list(check.STEPS) == ["env", "device-logs", "methods", "train-retriever", "train-reranker", "bf16-train",
+                                 "encode", "faiss-types", "faiss-hits", "torch-exact", "rerank-pinned", "rerank-30k",
                                  "quickstart", "torchrun"]
 
 

@@ -1,4 +1,4 @@
-"""Every registered method on every covered family (tiny random configs, tests/tuning/conftest.py TINY_CONFIGS).
+"""Every registered method on every covered family (tiny random configs, tests/tiny_models.py TINY_CONFIGS).
 
 One test per (variant, family) builds the model once and checks: the closed-form count equals the parameters that
 require grad; the output equals the frozen model's at initialisation (all but prefix/MAM); one Adam step on a

@@ -7,22 +7,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from peft_ir.models import Attention
 from peft_ir.settings import setting
-from peft_ir.training.args import PEFT_LR, ScheduleConfig
+from peft_ir.training.args import PEFT_LR, ScheduleConfig, check_attention
 from peft_ir.training.losses import CROSS_ENCODER, check_loss, loss_help, loss_names
 
 
 @dataclass
 class CrossEncoderSpec:
-    model: str | None = setting(None, help="base encoder: HF or sentence-transformers folder, or a cached hub name "
-                                           "(default: the embedded all-MiniLM-L6-v2)")
+    """Everything that decides a pair's score (with the trained weights): its fingerprint names the score cache."""
+
+    model: str | None = setting(None, help="base encoder or decoder: HF or sentence-transformers folder, or a cached "
+                                           "hub name (default: the embedded all-MiniLM-L6-v2)")
     query_max_length: int = setting(32, help="query tokens kept (special tokens not counted)")
     passage_max_length: int = setting(192, help="passage tokens kept")
     seed: int = setting(42, flat_name="head_seed", help="seed of the new classification head")
-
-    @property
-    def max_length(self) -> int:
-        return self.query_max_length + self.passage_max_length + 4
+    query_prefix: str = setting("", help='text put before every query of a pair (RankLLaMA: "query: "); counts '
+                                         "towards query_max_length")
+    passage_prefix: str = setting("", help='text put before every passage of a pair (RankLLaMA: "document: "); '
+                                           "counts towards passage_max_length")
+    attn_implementation: Attention | None = setting(None, help="transformers' attention: eager, sdpa, "
+                                                               "flash_attention_2/3 (needs flash-attn and a GPU); "
+                                                               "default: the model's own (sdpa where it has it)")
 
 
 @dataclass(kw_only=True)
@@ -42,7 +48,9 @@ class RerankerTrainConfig(ScheduleConfig):
                                                f"default: the run's rate for PEFT methods, {PEFT_LR:g} for full")
 
     def check(self) -> None:
-        """Refuse a loss that does not fit a cross-encoder or the training data, before anything loads."""
+        """Refuse a loss that does not fit a cross-encoder or the training data, or an attention implementation
+        that is not installed, before anything loads."""
+        check_attention(self.cross_encoder.attn_implementation, self.tuning)
         super().check()
         check_loss(self.loss, CROSS_ENCODER, self.train, self.distill_temperature)
 

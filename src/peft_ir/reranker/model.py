@@ -1,10 +1,15 @@
-"""The cross-encoder: a BERT-family encoder with a one-logit sequence-classification head, scored in batches.
+"""The cross-encoder: an encoder or a decoder with a one-logit sequence-classification head, scored in batches.
 
 Built with plain transformers (`AutoModelForSequenceClassification`, num_labels=1) rather than
 sentence-transformers' CrossEncoder: the tuning methods act on the HF model directly, and query and passage get
-separate token limits ([CLS] q[:query_max] [SEP] p[:passage_max] [SEP]), which CrossEncoder's single max_length
-cannot express. From a sentence-transformers bi-encoder folder (the default all-MiniLM-L6-v2) the encoder weights
-are loaded and the head is new, initialised from `seed`.
+separate token limits, which CrossEncoder's single max_length cannot express. Each side is cut at its own limit
+first, then the tokenizer's own pair template joins them (BERT: [CLS] q [SEP] p [SEP]; RoBERTa: <s> q </s></s> p
+</s>; Llama: <s> q <s> p). From a sentence-transformers bi-encoder folder (the default all-MiniLM-L6-v2) the
+encoder weights are loaded and the head is new, initialised from `seed`.
+
+A decoder (Llama, Qwen, Mistral) is scored as RankLLaMA scores it: the pair ends with the tokenizer's EOS token
+and transformers' head reads the last token that is not padding, on either padding side; the pad token is made to
+differ from the EOS (peft_ir.decoders.ensure_pad_token) so that this last token is the EOS.
 """
 
 from __future__ import annotations
@@ -18,15 +23,15 @@ from typing import Any
 
 import torch
 
+from peft_ir.decoders import append_eos, ends_with_eos, ensure_pad_token
 from peft_ir.devices import device_for_process
 from peft_ir.errors import PeftIRError
 from peft_ir.fingerprint import model_fingerprint
-from peft_ir.models import resolve_model
+from peft_ir.models import attention_kwargs, resolve_model
 from peft_ir.reranker.config import CrossEncoderSpec
+from peft_ir.tuning.arch import is_causal
 
 log = logging.getLogger(__name__)
-
-_DOUBLE_SEP = {"roberta", "xlm-roberta", "camembert", "longformer", "mpnet", "bart"}
 
 
 def load_base(spec: CrossEncoderSpec, device: str | None = None):  # type: ignore[no-untyped-def]
@@ -35,6 +40,7 @@ def load_base(spec: CrossEncoderSpec, device: str | None = None):  # type: ignor
     from transformers.utils import logging as hf_logging  # noqa: PLC0415
 
     path = resolve_model(spec.model)
+    load_kwargs = attention_kwargs(spec.attn_implementation)
     if not Path(path).exists() and "/" not in path:
         raise PeftIRError(f"model {spec.model!r} is neither a folder nor a hub name")
     verbosity = hf_logging.get_verbosity()
@@ -45,7 +51,7 @@ def load_base(spec: CrossEncoderSpec, device: str | None = None):  # type: ignor
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed)
             model, info = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1,
-                                                                             output_loading_info=True)
+                                                                             output_loading_info=True, **load_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as exc:
         raise PeftIRError(f"cannot load cross-encoder base {path}: {exc}") from exc
@@ -54,6 +60,11 @@ def load_base(spec: CrossEncoderSpec, device: str | None = None):  # type: ignor
         if bars:
             hf_logging.enable_progress_bar()
     model.config.problem_type = "regression"
+    if is_causal(model.config):
+        if tokenizer.eos_token_id is None:
+            raise PeftIRError(f"the tokenizer of {path} has no EOS token, which a decoder re-ranker ends pairs with")
+        model.config.pad_token_id = ensure_pad_token(tokenizer, distinct_from_eos=True)
+        model.config.use_cache = False  # scores only: no key/value cache to keep
     model.peft_ir_pooler_pretrained = _pooler_pretrained(model, path, info["missing_keys"])
     model.eval()
     return model.to(device or device_for_process()), tokenizer
@@ -83,8 +94,8 @@ class CrossEncoder:
 
             self.model = load_tuned(self.model, adapter)
             self.model.eval()
-        self._double_sep = getattr(self.model.config, "model_type", "") in _DOUBLE_SEP
         self._token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", [])
+        self._pairs = _pair_tokenizer(self.tokenizer, eos=is_causal(self.model.config))
 
     @property
     def device(self) -> torch.device:
@@ -92,31 +103,35 @@ class CrossEncoder:
 
     def fingerprint(self) -> str:
         """A sampled sha256 over every parameter (base, added modules and head) plus the token limits."""
-        return model_fingerprint(self.model, f"{self.spec.query_max_length}/{self.spec.passage_max_length}")
+        extra = f"{self.spec.query_max_length}/{self.spec.passage_max_length}"
+        if self.spec.query_prefix or self.spec.passage_prefix:
+            extra += f"/{self.spec.query_prefix!r}/{self.spec.passage_prefix!r}"
+        return model_fingerprint(self.model, extra)
 
     # --- tokenisation ---------------------------------------------------------------------------------------
     def pair_ids(self, queries: Sequence[str], passages: Sequence[str]) -> list[tuple[list[int], list[int]]]:
-        """Token ids (input_ids, token_type_ids) of each pair, query and passage truncated separately."""
-        tok = self.tokenizer
-        q_ids = tok(list(queries), add_special_tokens=False, truncation=True,
-                    max_length=self.spec.query_max_length)["input_ids"]
-        p_ids = tok(list(passages), add_special_tokens=False, truncation=True,
-                    max_length=self.spec.passage_max_length)["input_ids"]
-        cls, sep = tok.cls_token_id, tok.sep_token_id
-        if cls is None or sep is None:
-            raise PeftIRError(f"tokenizer of {self.spec.model} has no CLS/SEP tokens; a BERT-family model is needed")
+        """Token ids (input_ids, token_type_ids) of each pair: query and passage (each after its prefix) cut at their
+        own limits, then joined by the tokenizer's pair template (with the EOS after it for a decoder)."""
+        spec, tok = self.spec, self._pairs
+        q_enc = tok.encode_batch([spec.query_prefix + q for q in queries], add_special_tokens=False)
+        p_enc = tok.encode_batch([spec.passage_prefix + p for p in passages], add_special_tokens=False)
         out = []
-        for q, p in zip(q_ids, p_ids):
-            first = [cls, *q, sep] + ([sep] if self._double_sep else [])
-            second = [*p, sep]
-            out.append((first + second, [0] * len(first) + [1] * len(second)))
+        for q, p in zip(q_enc, p_enc):
+            q.truncate(spec.query_max_length)
+            p.truncate(spec.passage_max_length)
+            pair = tok.post_process(q, p, add_special_tokens=True)
+            out.append((pair.ids, pair.type_ids))
         return out
 
     def collate(self, items: Sequence[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
-        """Pad to the longest pair of this batch only (right padding), built in one scatter rather than row by row:
-        the mask of real tokens, in row-major order, is exactly where the concatenated ids go."""
+        """Pad to the longest pair of this batch only, on the tokenizer's padding side, built in one scatter rather
+        than row by row: the mask of real tokens, in row-major order, is exactly where the concatenated ids go."""
         lengths = torch.tensor([len(ids) for ids, _ in items])
-        mask = torch.arange(int(lengths.max())) < lengths[:, None]
+        width = int(lengths.max())
+        if self.tokenizer.padding_side == "left":
+            mask = torch.arange(width) >= (width - lengths)[:, None]
+        else:
+            mask = torch.arange(width) < lengths[:, None]
         ids = torch.full(mask.shape, self.tokenizer.pad_token_id or 0, dtype=torch.long)
         ids[mask] = torch.tensor([i for x, _ in items for i in x], dtype=torch.long)
         batch = {"input_ids": ids, "attention_mask": mask.long()}
@@ -160,6 +175,27 @@ class CrossEncoder:
         finally:
             self.model.train(was_training)
         return scores
+
+
+def _pair_tokenizer(tokenizer: Any, eos: bool) -> Any:
+    """A copy of the tokenizer's own `tokenizers` pipeline (normaliser, model, pair template), without the length
+    limit or padding it was saved with: pair_ids cuts each side itself, then applies the template; with `eos`, the
+    template ends pairs with the EOS token (unless it already does)."""
+    from tokenizers import Tokenizer  # noqa: PLC0415
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise PeftIRError(f"the tokenizer of {tokenizer.name_or_path} is not a fast (tokenizers) one")
+    if eos and not ends_with_eos(tokenizer):
+        import copy  # noqa: PLC0415
+
+        tokenizer = copy.deepcopy(tokenizer)
+        append_eos(tokenizer)
+        backend = tokenizer.backend_tokenizer
+    own = Tokenizer.from_str(backend.to_str())
+    own.no_truncation()
+    own.no_padding()
+    return own
 
 
 def describe_spec(spec: CrossEncoderSpec) -> dict[str, Any]:

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from peft_ir.errors import PeftIRError
+from peft_ir.models import Attention
 from peft_ir.settings import setting
-from peft_ir.training.args import ScheduleConfig
+from peft_ir.training.args import ScheduleConfig, check_attention
 from peft_ir.training.losses import BI_ENCODER, LOSSES, check_loss, loss_help, loss_names
 
-Pooling = Literal["mean", "cls"]
+Pooling = Literal["mean", "cls", "lasttoken"]
 
 
 @dataclass
@@ -21,15 +22,22 @@ class EncoderSpec:
     """Everything that decides what vector a text gets; its fingerprint must match between index and queries."""
 
     model: str | None = setting(None, help="model path or hub name (default: the embedded all-MiniLM-L6-v2)")
-    pooling: Pooling | None = setting(None, help="default: as the sentence-transformers folder says (mean for "
-                                                 "MiniLM)")
+    pooling: Pooling | None = setting(None, help="lasttoken: the last real token (decoders); default: as the "
+                                                 "sentence-transformers folder says (mean for MiniLM), else lasttoken "
+                                                 "for a decoder (Llama, Qwen, Mistral) and mean for an encoder")
     normalize: bool | None = setting(None, help="L2-normalise embeddings (default: as the model folder says, True "
                                                 "for MiniLM)")
-    query_prefix: str = setting("", help="text put before every query")
-    passage_prefix: str = setting("", help="text put before every passage")
+    append_eos: bool | None = setting(None, help="end every text with the tokenizer's EOS token, after truncation "
+                                                 "(RepLLaMA); default: with lasttoken pooling, unless the tokenizer "
+                                                 "already does")
+    query_prefix: str = setting("", help='text put before every query (RepLLaMA: "query: ")')
+    passage_prefix: str = setting("", help='text put before every passage (RepLLaMA: "passage: ")')
     query_max_length: int | None = setting(None, help="query tokens kept (default: the model's own max_seq_length, "
                                                       "256 for MiniLM)")
     passage_max_length: int = setting(256, help="passage tokens kept")
+    attn_implementation: Attention | None = setting(None, help="transformers' attention: eager, sdpa, "
+                                                               "flash_attention_2/3 (needs flash-attn and a GPU); "
+                                                               "default: the model's own (sdpa where it has it)")
     adapter: str | None = setting(None, help="tuned weights (a training run's adapter/ folder)")
     extra: dict[str, Any] = setting(default_factory=dict, help="further settings recorded in the manifest")
 
@@ -59,7 +67,9 @@ class RetrieverTrainConfig(ScheduleConfig):
                                       "corpus, before the sampled passages")
 
     def check(self) -> None:
-        """Refuse a loss that does not fit a bi-encoder, its settings or the training data, before anything loads."""
+        """Refuse a loss that does not fit a bi-encoder, its settings or the training data, or an attention
+        implementation that is not installed, before anything loads."""
+        check_attention(self.encoder.attn_implementation, self.tuning)
         super().check()
         check_loss(self.loss, BI_ENCODER, self.train, self.distill_temperature)
         problem = loss_problem(self.loss, self.cache_mini_batch, self.num_negatives)

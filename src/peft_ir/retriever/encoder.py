@@ -2,6 +2,9 @@
 
 Built on sentence-transformers' `SentenceTransformer` so that encoding (length-sorted batches, padding to the
 batch maximum) and training reuse a well-kept implementation; the PEFT methods act on its inner HF model.
+A decoder (Llama, Qwen, Mistral) is pooled as RepLLaMA pools it: the tokenizer ends every text with its EOS token
+(peft_ir.decoders) and sentence-transformers' `lasttoken` pooling takes the last real token by the attention mask,
+whichever side the tokenizer pads on.
 """
 
 from __future__ import annotations
@@ -14,16 +17,17 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from peft_ir.decoders import append_eos, ends_with_eos, ensure_pad_token
 from peft_ir.devices import device_for_process
 from peft_ir.errors import PeftIRError
 from peft_ir.fingerprint import base_fingerprint, file_hash
-from peft_ir.models import model_label, resolve_model
+from peft_ir.models import attention_kwargs, model_label, resolve_model
 from peft_ir.retriever.config import EncoderSpec
 from peft_ir.tuning import load_tuned, merge_tuned
+from peft_ir.tuning.arch import is_causal
 
 log = logging.getLogger(__name__)
 
-Pooling = Literal["mean", "cls"]
 TextKind = Literal["query", "passage"]
 
 
@@ -37,15 +41,18 @@ class BiEncoder:
 
         self.spec = spec
         path = resolve_model(spec.model)
+        model_kwargs = attention_kwargs(spec.attn_implementation) or None
         device = device or device_for_process()
         if (Path(path) / "modules.json").is_file():
-            st = SentenceTransformer(path, device=device)
+            st = SentenceTransformer(path, device=device, model_kwargs=model_kwargs)
         else:
-            transformer = Transformer(path)
-            st = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), spec.pooling or "mean")],
-                                     device=device)
+            transformer = Transformer(path, model_kwargs=model_kwargs)
+            default = "lasttoken" if is_causal(transformer.auto_model.config) else "mean"
+            st = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(),
+                                                                   spec.pooling or default)], device=device)
         self.model = st
         self._configure_pooling_and_norm()
+        self._configure_tokens()
         self._configure_lengths()
         self.base_hash = base_fingerprint(self.hf_model)
         self.adapter_hash: str | None = None
@@ -88,6 +95,23 @@ class BiEncoder:
                 self.model._modules[str(i)] = m
         self.spec.pooling = next(m for m in self.model if isinstance(m, Pooling)).pooling_mode
         self.spec.normalize = any(isinstance(m, Normalize) for m in self.model)
+
+    def _configure_tokens(self) -> None:
+        """A padding token where the tokenizer has none (Llama's); with last-token pooling, the EOS token after
+        every text (`append_eos`), so that the pooled token has read the whole text and is alike for all texts."""
+        tokenizer = self.model.tokenizer
+        if tokenizer.pad_token is None:
+            ensure_pad_token(tokenizer)
+        append = self.spec.append_eos
+        if append is None:
+            append = self.spec.pooling == "lasttoken" and tokenizer.eos_token_id is not None \
+                and not ends_with_eos(tokenizer)
+        elif append and ends_with_eos(tokenizer):
+            raise PeftIRError(f"the tokenizer of {self.spec.model} already ends every text with its EOS token; "
+                              "leave append_eos unset")
+        if append:
+            append_eos(tokenizer)
+        self.spec.append_eos = bool(append)
 
     def _configure_lengths(self) -> None:
         """Resolve the query limit and hand both limits to the Transformer module, which truncates `task="query"`
@@ -149,6 +173,7 @@ class BiEncoder:
             "adapter_hash": self.adapter_hash,
             "pooling": self.spec.pooling,
             "normalize": self.spec.normalize,
+            "append_eos": self.spec.append_eos,
             "query_prefix": self.spec.query_prefix,
             "passage_prefix": self.spec.passage_prefix,
             "query_max_length": self.spec.query_max_length,

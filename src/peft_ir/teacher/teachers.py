@@ -149,9 +149,10 @@ def _trained(cfg: TeacherConfig, folder: Path, kind: Kind, spec_file: str) -> Te
     if adapter is not None and not Path(adapter).is_dir():
         raise InputError(folder / spec_file, None, "adapter", f"the adapter folder {adapter} does not exist")
     if kind == "cross-encoder":
-        keys = ("query_max_length", "passage_max_length", "seed")
+        keys = ("query_max_length", "passage_max_length", "seed", "query_prefix", "passage_prefix")
     else:
-        keys = ("pooling", "normalize", "query_prefix", "passage_prefix", "query_max_length", "passage_max_length")
+        keys = ("pooling", "normalize", "append_eos", "query_prefix", "passage_prefix", "query_max_length",
+                "passage_max_length")
     spec = _lengths(cfg, {k: recorded[k] for k in keys if k in recorded})
     model = recorded.get("model_path") or recorded.get("model")
     return TeacherSource(kind, str(folder.resolve()), model=model,

@@ -76,6 +76,12 @@ class ScheduleConfig:
     seed: int = setting(42, help="training order and sampling, the added modules' initialisation")
     resume: bool = setting(False, help="continue from the last complete checkpoint in the output folder")
     progress: bool = setting(True, help="progress bars")
+    bf16: bool = setting(False, help="bfloat16 mixed precision: autocast, the weights and the optimiser stay in "
+                                     "float32 (CUDA GPUs with bf16, or the CPU)")
+    fp16: bool = setting(False, help="float16 mixed precision with loss scaling (CUDA only)")
+    gradient_checkpointing: bool = setting(False, help="recompute each layer's activations in the backward pass: "
+                                                       "less memory for longer texts and larger batches, at the "
+                                                       "cost of a second forward pass per layer")
     report_to: list[Tracker] = setting(
         default_factory=list, help="experiment trackers the trainer logs to: tensorboard (event files in "
                                    "<output>/tensorboard), wandb, mlflow; default none (wandb and mlflow: pip "
@@ -118,10 +124,36 @@ class ScheduleConfig:
         problem = tracking_problem(self.report_to)
         if problem:
             raise PeftIRError(f"--report-to: {problem}")
+        check_precision(self.bf16, self.fp16)
         refuse_data_parallel()
         from peft_ir.data.examples import require_training_source  # noqa: PLC0415
 
         require_training_source(self.train)  # an unreachable hf: / irds: source, before any model is loaded
+
+
+def check_precision(bf16: bool, fp16: bool) -> None:
+    """Refuse a mixed precision this machine cannot train in, before anything is loaded."""
+    import torch  # noqa: PLC0415
+
+    if bf16 and fp16:
+        raise PeftIRError("--bf16 and --fp16 exclude each other: choose one mixed precision")
+    cuda = torch.cuda.is_available()
+    if fp16 and not cuda:
+        raise PeftIRError("--fp16 needs a CUDA GPU (float16 autocast with loss scaling); on the CPU use --bf16, "
+                          "or train in float32")
+    if bf16 and cuda and not torch.cuda.is_bf16_supported():
+        raise PeftIRError(f"--bf16: {torch.cuda.get_device_name()} has no bfloat16 support; use --fp16")
+
+
+def check_attention(attn_implementation: str | None, tuning: TuningConfig) -> None:
+    """Refuse, before anything is loaded, a flash attention that is not installed, or one under learned prefixes
+    (prefix, mam), which go through eager or sdpa attention (tuning/methods/prefix.py)."""
+    from peft_ir.models import check_attention as installed  # noqa: PLC0415
+
+    installed(attn_implementation)
+    if attn_implementation not in (None, "eager", "sdpa") and "prefix_len" in tuning.used_fields():
+        raise PeftIRError(f"--attn-implementation {attn_implementation}: method {tuning.method} prepends learned "
+                          "keys and values through eager or sdpa attention; use sdpa (or another method)")
 
 
 def refuse_data_parallel() -> None:
@@ -151,6 +183,9 @@ def dataloader_workers(cuda: bool, world: int) -> int:
 def common_trainer_args(cfg: ScheduleConfig, output_dir: Path, metric: str) -> dict[str, Any]:
     """Keyword arguments for (SentenceTransformer)TrainingArguments from a retriever or reranker config.
 
+    Mixed precision is the Trainer's (autocast through accelerate, float32 weights; fp16 with a loss scaler);
+    gradient checkpointing is the Trainer's too (non-reentrant, each layer recomputed in the backward pass: the
+    tuning hooks run again inside it, see tuning.apply_tuning).
     Keeps the best dev checkpoint (`metric`, higher is better) and at most two checkpoints on disk; without a dev
     split (`dev_queries` 0) nothing is evaluated and the last step's weights are kept. The best checkpoint's weights
     are loaded back by training/tuned.py's callback, not by the Trainer's `load_best_model_at_end`, which looks for
@@ -187,4 +222,7 @@ def common_trainer_args(cfg: ScheduleConfig, output_dir: Path, metric: str) -> d
         dataloader_persistent_workers=workers > 0,
         ddp_backend="gloo" if world > 1 and not cuda else None,
         use_cpu=not cuda,
+        bf16=cfg.bf16,
+        fp16=cfg.fp16,
+        activation_checkpointing=cfg.gradient_checkpointing,  # transformers' name for gradient checkpointing
     )

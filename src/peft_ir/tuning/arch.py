@@ -5,7 +5,7 @@ block, its output projection, FFN input/output, where a sub-layer's result joins
 ARCHITECTURES gives those slots as dotted paths (from the base model to the layer list, and inside one layer) and
 says whether the family normalises after each sub-layer (post-norm: BERT, RoBERTa, DistilBERT, ...) or before it
 (pre-norm: Llama, Qwen, Mistral, ModernBERT), as peft's utils/constants.py maps model types to LoRA targets.
-Supporting another family means adding one entry here (and one tiny-config row to tests/tuning/conftest.py).
+Supporting another family means adding one entry here (and one tiny-config row to tests/tiny_models.py).
 Types not in the table fall back to the structural detectors below (BERT-like, DistilBERT-like).
 """
 
@@ -41,6 +41,7 @@ class Family:
     ffn_out: str  # its output is ffn_proj's after any dropout that follows it (series adapter 2)
     ffn_join: str  # its output brings the FFN result into the stream: the Add & Norm (post) / the FFN (pre)
     lora_targets: tuple[str, ...]  # default LoRA targets (peft's utils/constants.py where it lists the type)
+    causal: bool = False  # a decoder (causal attention): its last token sees the whole text (last-token pooling/head)
 
 
 BERT = Family(
@@ -76,7 +77,7 @@ LLAMA = Family(
     attn_proj="self_attn.o_proj", attn_out="self_attn.o_proj", attn_join="self_attn",
     ffn_in="post_attention_layernorm", ffn_inner="mlp", ffn_proj="mlp.down_proj", ffn_out="mlp.down_proj",
     ffn_join="mlp",
-    lora_targets=("q_proj", "v_proj"),
+    lora_targets=("q_proj", "v_proj"), causal=True,
 )
 
 ARCHITECTURES: dict[str, Family] = {
@@ -92,8 +93,16 @@ ARCHITECTURES: dict[str, Family] = {
     "qwen3": LLAMA,
     "mistral": LLAMA,
 }
+
+
+def is_causal(config: object) -> bool:
+    """Whether a model config's type is a decoder of the table (its last token is the one that has read the text)."""
+    spec = ARCHITECTURES.get(str(getattr(config, "model_type", "") or ""))
+    return spec is not None and spec.causal
+
+
 HOW_TO_ADD = ("add an entry for it to ARCHITECTURES in peft_ir/tuning/arch.py (the dotted paths of the layer list and "
-              "of each layer's slots, pre- or post-norm) and a tiny-config row to tests/tuning/conftest.py")
+              "of each layer's slots, pre- or post-norm) and a tiny-config row to tests/tiny_models.py")
 
 
 @dataclass

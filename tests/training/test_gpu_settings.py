@@ -1,0 +1,171 @@
+"""The GPU-scale training settings on the CPU: bf16 autocast trains (fp16 is refused), gradient checkpointing gives
+the step of no checkpointing for hook-based methods and prefixes, attn_implementation reaches the model and a
+flash attention that is not installed is refused before anything loads."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from peft_ir.errors import PeftIRError
+from peft_ir.reranker.config import CrossEncoderSpec, RerankerTrainConfig
+from peft_ir.reranker.model import CrossEncoder
+from peft_ir.reranker.training import train_reranker
+from peft_ir.retriever.config import EncoderSpec, RetrieverTrainConfig
+from peft_ir.retriever.encoder import BiEncoder
+from peft_ir.retriever.train import train_retriever
+from peft_ir.tuning import TuningConfig
+from tiny_train import retriever_config
+
+FLASH_INSTALLED = importlib.util.find_spec("flash_attn") is not None
+pytestmark = pytest.mark.filterwarnings("ignore:.*gradient_checkpointing_enable.*:FutureWarning")  # ST's, transformers'
+
+SIZES = {"adapter": {"r": 4}, "iaa-l": {"r": 4, "ar": 4}, "prefix": {"prefix_len": 4}}
+
+
+def _losses(out: Path) -> list[float]:
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if "loss" in r]
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    return {k: v for f in sorted((out / "adapter").glob("*.safetensors")) for k, v in load_file(f).items()}
+
+
+def _one_step(data: Path, model: Path, out: Path, method: str = "iaa-l", **kw) -> dict:  # type: ignore[no-untyped-def]
+    spec = EncoderSpec(model=str(model), passage_max_length=24, query_max_length=12)
+    return train_retriever(retriever_config(data, model, out, encoder=spec, max_steps=1, dev_queries=0,
+                                            logging_steps=1, warmup_ratio=0.0,
+                                            tuning=TuningConfig(method=method, **SIZES[method]), **kw))
+
+
+def test_bf16_on_the_cpu_trains_one_step_under_autocast(cpu_only, synthetic_beir: Path, tiny_bert_dir: Path,
+                                                        tmp_path: Path) -> None:
+    _one_step(synthetic_beir, tiny_bert_dir, tmp_path / "fp32")
+    _one_step(synthetic_beir, tiny_bert_dir, tmp_path / "bf16", bf16=True)
+    (fp32,), (bf16,) = _losses(tmp_path / "fp32"), _losses(tmp_path / "bf16")
+    assert bf16 != fp32 and bf16 == pytest.approx(fp32, rel=0.05)  # bfloat16 products, the same loss roughly
+    weights = _weights(tmp_path / "bf16")
+    assert weights and all(t.dtype == torch.float32 for t in weights.values())  # autocast: fp32 weights are kept
+    summary = json.loads((tmp_path / "bf16" / "summary.json").read_text())
+    assert summary["config"]["bf16"] is True and summary["steps"] == 1
+
+
+def test_bf16_trains_a_decoder_reranker_on_the_cpu(cpu_only, synthetic_beir: Path, synthetic_runs: dict,
+                                                   tiny_decoder_dir, tmp_path: Path) -> None:
+    spec = CrossEncoderSpec(model=str(tiny_decoder_dir("qwen3")), query_max_length=8, passage_max_length=16)
+    cfg = RerankerTrainConfig(train=str(synthetic_beir), output=str(tmp_path / "run"), cross_encoder=spec,
+                              negatives_run=str(synthetic_runs["train"]), negatives_pool=8, group_size=4, batch_size=4,
+                              max_steps=1, dev_queries=0, logging_steps=1, bf16=True, progress=False,
+                              tuning=TuningConfig(method="lora", lora_r=2))
+    assert train_reranker(cfg)["steps"] == 1
+    (loss,) = _losses(tmp_path / "run")
+    assert loss == loss and abs(loss) < 1e3  # finite
+
+
+def test_fp16_without_cuda_and_two_precisions_are_refused_before_anything_loads(cpu_only, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(PeftIRError, match="--fp16 needs a CUDA GPU.*use --bf16"):
+        train_retriever(RetrieverTrainConfig(train="no/such/folder", output=str(out), fp16=True))
+    with pytest.raises(PeftIRError, match="--bf16 and --fp16 exclude each other"):
+        RetrieverTrainConfig(train="t", output=str(out), bf16=True, fp16=True).check()
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("method", sorted(SIZES))
+@pytest.mark.parametrize("base", ["bert", "llama"])
+def test_gradient_checkpointing_gives_the_same_training_step(base: str, method: str, monkeypatch, cpu_only,
+                                                             synthetic_beir: Path, tiny_bert_dir: Path,
+                                                             tiny_decoder_dir, tmp_path: Path) -> None:
+    """One optimiser step with and without --gradient-checkpointing: the same loss and the same weights after the
+    step (Adam's first step moves each weight by about the learning rate in its gradient's direction, so a gradient
+    lost or changed by the recomputation shows), and the layers were indeed recomputed."""
+    import transformers.modeling_utils as mu
+
+    model = tiny_bert_dir if base == "bert" else tiny_decoder_dir("llama")
+    _one_step(synthetic_beir, model, tmp_path / "plain", method)
+    calls = {"n": 0}
+    checkpoint = mu.checkpoint
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        return checkpoint(*args, **kwargs)
+
+    monkeypatch.setattr(mu, "checkpoint", counted)
+    _one_step(synthetic_beir, model, tmp_path / "checkpointed", method, gradient_checkpointing=True)
+    assert calls["n"] >= 2  # two layers, at least once each
+    (plain,), (checkpointed,) = _losses(tmp_path / "plain"), _losses(tmp_path / "checkpointed")
+    assert checkpointed == pytest.approx(plain, rel=1e-5)
+    a, b = _weights(tmp_path / "plain"), _weights(tmp_path / "checkpointed")
+    assert a.keys() == b.keys() and a
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-6), name
+
+
+def test_gradient_checkpointing_reaches_the_reranker_trainer(monkeypatch, cpu_only, synthetic_beir: Path,
+                                                            synthetic_runs: dict, tiny_decoder_dir,
+                                                            tmp_path: Path) -> None:
+    """The cross-encoder trains on the HF Trainer itself (not sentence-transformers'): the flag reaches it too."""
+    import transformers.modeling_utils as mu
+
+    spec = CrossEncoderSpec(model=str(tiny_decoder_dir("llama")), query_max_length=8, passage_max_length=16)
+    losses = []
+    for on in (False, True):
+        calls = {"n": 0}
+        checkpoint = mu.checkpoint
+
+        def counted(*args, _calls=calls, _original=checkpoint, **kwargs):  # type: ignore[no-untyped-def]
+            _calls["n"] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(mu, "checkpoint", counted)
+        out = tmp_path / f"run-{on}"
+        train_reranker(RerankerTrainConfig(train=str(synthetic_beir), output=str(out), cross_encoder=spec,
+                                           negatives_run=str(synthetic_runs["train"]), negatives_pool=8, group_size=4,
+                                           batch_size=4, max_steps=1, dev_queries=0, logging_steps=1, progress=False,
+                                           gradient_checkpointing=on, tuning=TuningConfig(method="iaa-l", r=4, ar=4)))
+        monkeypatch.setattr(mu, "checkpoint", checkpoint)
+        assert (calls["n"] > 0) == on
+        losses.append(_losses(out)[0])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_attn_implementation_reaches_both_models(tiny_decoder_dir) -> None:
+    model = str(tiny_decoder_dir("llama"))
+    eager = BiEncoder(EncoderSpec(model=model, attn_implementation="eager", query_max_length=8), device="cpu")
+    sdpa = BiEncoder(EncoderSpec(model=model, attn_implementation="sdpa", query_max_length=8), device="cpu")
+    assert eager.hf_model.config._attn_implementation == "eager"
+    assert sdpa.hf_model.config._attn_implementation == "sdpa"
+    texts = ["alpha beta", "river stone cloud tree light"]
+    assert torch.allclose(torch.tensor(eager.encode_queries(texts)), torch.tensor(sdpa.encode_queries(texts)),
+                          atol=1e-5)
+    ce = CrossEncoder(CrossEncoderSpec(model=model, attn_implementation="eager"), device="cpu")
+    assert ce.model.config._attn_implementation == "eager"
+
+
+@pytest.mark.skipif(FLASH_INSTALLED, reason="flash_attn is installed here")
+def test_flash_attention_is_refused_when_not_installed(tmp_path: Path) -> None:
+    flash = "flash_attention_2"
+    for build in (lambda: BiEncoder(EncoderSpec(model="no/such-model", attn_implementation=flash)),
+                  lambda: CrossEncoder(CrossEncoderSpec(model="no/such-model", attn_implementation=flash)),
+                  lambda: RerankerTrainConfig(train="t", output=str(tmp_path),
+                                              cross_encoder=CrossEncoderSpec(attn_implementation=flash)).check()):
+        with pytest.raises(PeftIRError, match="flash_attention_2 needs the flash_attn package"):
+            build()
+
+
+def test_flash_attention_under_prefixes_is_refused(monkeypatch, tmp_path: Path) -> None:
+    """Prefix tuning (and MAM) prepend keys and values through eager or sdpa attention only."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "flash_attn" else real(name, *a))
+    spec = EncoderSpec(attn_implementation="flash_attention_2")
+    for method in ("prefix", "mam"):
+        cfg = RetrieverTrainConfig(train="t", output=str(tmp_path), encoder=spec, tuning=TuningConfig(method=method))
+        with pytest.raises(PeftIRError, match=f"method {method} prepends learned keys and values"):
+            cfg.check()
