@@ -97,5 +97,7 @@ def load_model(path: str | Path, **kwargs: Any) -> nn.Module:
     cls = {"SentenceTransformer": SentenceTransformer, "CrossEncoder": CrossEncoder}.get(kind)
     if cls is None:
         raise PeftIRError(f"{path}: model type {kind!r} is neither SentenceTransformer nor CrossEncoder")
-    # Private on their side, made for exactly this: a class the caller has imported, named in modules.json.
+    # Private on their side (sentence-transformers >= 6.2, pinned <7): it resolves modules.json types to classes the
+    # caller has already imported. Calling load_model is that import, of the installed package; the folder holds no
+    # code. Without it, SentenceTransformer(DIR, trust_remote_code=True) imports the same installed class.
     return cls._load_with_module_classes(str(path), {CLASS_REF: PeftIRTransformer}, **kwargs)
