@@ -48,7 +48,10 @@ def write_cross_encoder(model: TrainedModel, out: Path, merged: bool) -> None:
 
     base = out / SCRATCH
     _save_reranker(model, base, merged)
-    ce = CrossEncoder(str(base), device=DEVICE, activation_fn=torch.nn.Identity(), max_length=model.spec.max_length)
+    ce = CrossEncoder(str(base), device=DEVICE, activation_fn=torch.nn.Identity())
+    # peft-ir's two limits plus the pair template's special tokens: the longest pair peft-ir ever scores
+    ce.max_length = (model.spec.query_max_length + model.spec.passage_max_length
+                     + ce.tokenizer.num_special_tokens_to_add(pair=True))
     if not merged:
         PeftIRTransformer.tune(ce[0], model.adapter)
     ce.save(str(out), create_model_card=False)
