@@ -101,7 +101,7 @@ def test_a_decoder_reranker_trains_two_steps_and_reranks(family: str, tiny_decod
                               negatives_window=(1, 20), negatives_pool=10, cross_encoder=spec,
                               tuning=TuningConfig(method="lora", lora_r=2), group_size=4, batch_size=4, max_steps=2,
                               save_steps=2, logging_steps=1, dev_queries=4, eval_steps=2, dev_candidates=8,
-                              lr=1e-2, progress=False)
+                              lr=1e-2, progress=False, selection_alpha=1.0)  # the trained weights, not the start
     summary = train_reranker(cfg)
     assert summary["steps"] == 2 and summary["best_dev"] is not None
     tuned = CrossEncoder(spec, adapter=out / "adapter", device="cpu")

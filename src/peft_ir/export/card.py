@@ -137,7 +137,8 @@ def usage(model: TrainedModel, fmt: str, merged: bool) -> str:
         return ("Needs peft-ir installed (its module class rebuilds the base and applies the tuning; nothing in "
                 "this folder is code):\n\n```python\nfrom peft_ir.export import load_model\n\n"
                 f"model = load_model(\"PATH\")  # a sentence-transformers {cls}\n"
-                f"{call}\n```\n\n`{cls}(\"PATH\", trust_remote_code=True)` loads it too: sentence-transformers ≥ 6 "
+                f"{call}\n```\n\n`{cls}(\"PATH\")` with the `trust_remote_code` flag on loads it too: "
+                "sentence-transformers ≥ 6 "
                 "asks for that flag for any module class outside its own package, and the folder holds no code, so "
                 "it imports only the installed peft-ir class.")
     if fmt == "sentence-transformers":

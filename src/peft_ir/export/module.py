@@ -6,7 +6,7 @@ untouched base weights and tokenizer in the folder's root, as sentence-transform
 and the tuned weights beside them in `peft_ir_tuning/` (a peft-ir tuning checkpoint: safetensors + JSON). Loading
 rebuilds the base and applies the tuning with `load_tuned`, which checks the base's fingerprint.
 
-sentence-transformers ≥ 6 imports a module class outside its own namespace only with `trust_remote_code=True`
+sentence-transformers ≥ 6 imports a module class outside its own namespace only with the `trust_remote_code` flag on
 (even from a local folder). The folder holds no code, so that flag would import nothing but this installed class;
 `load_model` avoids the flag altogether: it maps this class's name in modules.json to the class itself, and every
 other name in modules.json still meets sentence-transformers' usual check.
@@ -99,5 +99,5 @@ def load_model(path: str | Path, **kwargs: Any) -> nn.Module:
         raise PeftIRError(f"{path}: model type {kind!r} is neither SentenceTransformer nor CrossEncoder")
     # Private on their side (sentence-transformers >= 6.2, pinned <7): it resolves modules.json types to classes the
     # caller has already imported. Calling load_model is that import, of the installed package; the folder holds no
-    # code. Without it, SentenceTransformer(DIR, trust_remote_code=True) imports the same installed class.
+    # code. Without it, SentenceTransformer(DIR) with the trust_remote_code flag on imports the same installed class.
     return cls._load_with_module_classes(str(path), {CLASS_REF: PeftIRTransformer}, **kwargs)
