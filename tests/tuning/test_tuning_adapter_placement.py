@@ -16,6 +16,23 @@ from torch import nn
 from peft_ir.tuning import TuningConfig, apply_tuning
 
 
+def _record_layers(arch) -> tuple[dict[int, dict[str, torch.Tensor]], list]:  # type: ignore[no-untyped-def]
+    """Hooks that keep each layer's input x, attention context and output y (per layer index); and their handles."""
+    seen: dict[int, dict[str, torch.Tensor]] = {}
+    handles = []
+    for slots in arch.layers:
+        record = seen.setdefault(slots.index, {})
+        handles += [
+            slots.layer.register_forward_pre_hook(
+                lambda m, args, kwargs, r=record: r.__setitem__("x", args[0] if args else kwargs["hidden_states"]),
+                with_kwargs=True),
+            slots.attn_proj.register_forward_pre_hook(lambda m, args, r=record: r.__setitem__("context", args[0])),
+            slots.layer.register_forward_hook(
+                lambda m, args, out, r=record: r.__setitem__("y", out[0] if isinstance(out, tuple) else out)),
+        ]
+    return seen, handles
+
+
 def fixed_dropout(t: torch.Tensor) -> torch.Tensor:
     """A dropout with p = 0.5 whose mask depends only on the tensor's shape."""
     g = torch.Generator().manual_seed(t.numel())
@@ -64,18 +81,7 @@ def test_adapter_sits_after_the_sublayer_dropout(tiny, family: str) -> None:
         module.forward = fixed_dropout  # the module's hooks still run around it
 
     arch = detect(model)
-    seen: dict[int, dict[str, torch.Tensor]] = {}
-    handles = []
-    for slots in arch.layers:
-        record = seen.setdefault(slots.index, {})
-        handles += [
-            slots.layer.register_forward_pre_hook(
-                lambda m, args, kwargs, r=record: r.__setitem__("x", args[0] if args else kwargs["hidden_states"]),
-                with_kwargs=True),
-            slots.attn_proj.register_forward_pre_hook(lambda m, args, r=record: r.__setitem__("context", args[0])),
-            slots.layer.register_forward_hook(
-                lambda m, args, out, r=record: r.__setitem__("y", out[0] if isinstance(out, tuple) else out)),
-        ]
+    seen, handles = _record_layers(arch)
     with torch.no_grad():
         tiny.outputs(model, tiny.batch())
     for h in handles:
@@ -137,18 +143,7 @@ def test_pre_norm_placements_equal_the_hand_written_layer(tiny, family: str, met
                                                                                else {"ar": 3})))
     tiny.perturb(model, std=0.5)
     arch = detect(model)
-    seen: dict[int, dict[str, torch.Tensor]] = {}
-    handles = []
-    for slots in arch.layers:
-        record = seen.setdefault(slots.index, {})
-        handles += [
-            slots.layer.register_forward_pre_hook(
-                lambda m, args, kwargs, r=record: r.__setitem__("x", args[0] if args else kwargs["hidden_states"]),
-                with_kwargs=True),
-            slots.attn_proj.register_forward_pre_hook(lambda m, args, r=record: r.__setitem__("context", args[0])),
-            slots.layer.register_forward_hook(
-                lambda m, args, out, r=record: r.__setitem__("y", out[0] if isinstance(out, tuple) else out)),
-        ]
+    seen, handles = _record_layers(arch)
     with torch.no_grad():
         final = tiny.outputs(model, tiny.batch())
     for h in handles:
