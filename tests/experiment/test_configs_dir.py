@@ -58,6 +58,9 @@ def test_config_validates(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if path.name.startswith("base-"):  # bases leave the method to the files that extend them
         overrides = [f"{'reranker' if 'rerank' in path.name else 'retriever'}.method=full"]
     cfg = load_config(path, overrides, check_files=_inputs_at_hand(path))
+    if path.stem in HAND_WRITTEN.get((path.parts[-3], path.parent.name), set()):
+        assert cfg.name == path.stem and cfg.expect  # named by its file, and carries the numbers it produced
+        return
     assert len(path.read_text().splitlines()) <= 6 or path.parent == CONFIGS or path.name.startswith("base-")
     if path.parent.name in ("retrieval", "rerank"):
         assert cfg.name == path.stem
