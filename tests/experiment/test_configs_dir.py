@@ -112,8 +112,11 @@ def test_quickstart_plans_the_documented_stages(monkeypatch: pytest.MonkeyPatch)
     assert cfg.data.beir == str(REPO / "data" / "scifact")
     assert cfg.retriever.method == cfg.reranker.method == "iaa-l" and cfg.retriever.budget == cfg.reranker.budget == "0.5%"
     titles = [s.title.split(":")[0].split(" (")[0] for s in Pipeline(cfg).stages()]
-    assert titles == ["BM25 index of the corpus", "BM25 run of the training queries", "train retriever", "encode the corpus", "index", "dense search, top 100", "train reranker",
-                      "re-rank the top 20", "evaluate"]
+    assert titles == ["BM25 index of the corpus", "BM25 run of the training queries", "train retriever",
+                      "encode the corpus", "index", "dense search, top 100", "train reranker", "re-rank the top 20",
+                      "the re-ranker's 20 dev queries", "first stage of the dev queries", "re-rank the dev queries",
+                      "choose the fusion weight on the dev queries", "fuse the re-ranker with its first stage",
+                      "evaluate"]
 
 
 @pytest.mark.parametrize("path", [p for p in ALL if p.relative_to(CONFIGS).parts[0] == "paper"], ids=_id)
