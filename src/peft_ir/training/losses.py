@@ -210,8 +210,10 @@ def loss_names(kind: Kind) -> tuple[str, ...]:
 
 def loss_help(kind: Kind) -> str:
     """The `loss` setting's help text for `kind`: each choice with its one-line summary."""
-    return "; ".join(f"{name}: {LOSSES[name].summary}" for name in loss_names(kind)) + \
-        " (margin-mse and kl need a scored training file)"
+    names = loss_names(kind)
+    distilling = " and ".join(name for name in names if LOSSES[name].needs_teacher)
+    return "; ".join(f"{name}: {LOSSES[name].summary}" for name in names) + \
+        f" ({distilling} need a scored training file)"
 
 
 def get_loss(name: str, kind: Kind) -> type[Loss]:
