@@ -28,6 +28,20 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
                 yield lineno, line
 
 
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """A whole JSON file that must hold one object (a spec, a summary, a config); errors name the file and line."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(path, exc.lineno, None, f"invalid JSON: {exc.msg}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, None, None, f"unreadable ({exc})") from None
+    if not isinstance(obj, dict):
+        raise InputError(path, None, None, f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for each line of a JSON-lines file; each line must be a JSON object."""
     for lineno, line in iter_lines(path):

@@ -9,11 +9,11 @@ also holds config.resolved.yaml and, once evaluated, metrics.json (experiment/ru
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from peft_ir.data.textfile import read_json_object
 from peft_ir.errors import InputError, PeftIRError
 from peft_ir.experiment.rundir import RunDir
 from peft_ir.reranker.config import CrossEncoderSpec
@@ -89,7 +89,7 @@ def read_trained(path: str | Path) -> TrainedModel:
         raise PeftIRError(f"{root} holds both {' and '.join(specs)}: one training output is one model")
     kind = SPEC_FILES[specs[0]]
     spec = _read_spec(root / specs[0], EncoderSpec if kind == "retriever" else CrossEncoderSpec)
-    summary = _read_json(root / SUMMARY)
+    summary = read_json_object(root / SUMMARY)
     meta = read_checkpoint_meta(root / ADAPTER_DIR)
     try:
         tuning = saved_config(meta)
@@ -103,18 +103,9 @@ def read_trained(path: str | Path) -> TrainedModel:
     return model
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(path, exc.lineno, None, f"invalid JSON: {exc.msg}") from None
-
-
 def _read_spec(path: Path, cls: type) -> Any:
     """The spec a training wrote (its fields plus the adapter's path, which the export takes from the folder)."""
-    data = _read_json(path)
-    if not isinstance(data, dict):
-        raise InputError(path, None, None, f"expected a JSON object, the {cls.__name__} of the trained model")
+    data = read_json_object(path)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - fields - {"adapter"})
     if unknown:

@@ -19,7 +19,6 @@ value. Scales differ between kinds; the scored file records which teacher wrote 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from peft_ir.data.textfile import read_json_object
 from peft_ir.errors import InputError, PeftIRError
 from peft_ir.fingerprint import file_hash
 from peft_ir.models import resolve_model
@@ -102,7 +102,7 @@ def resolve_teacher(cfg: TeacherConfig) -> TeacherSource:
         if not config.is_file():
             raise InputError(path, None, None, "not a model folder (no config.json), nor a training output "
                                                f"({CROSS_SPEC} or {BI_SPEC})")
-        architectures = _json(config).get("architectures") or []
+        architectures = read_json_object(config).get("architectures") or []
         where = str(path.resolve())
     elif path.exists():
         raise InputError(path, None, None, "a teacher is a folder (training output or model) or fusion:RUN1,RUN2")
@@ -144,7 +144,7 @@ def _trained(cfg: TeacherConfig, folder: Path, kind: Kind, spec_file: str) -> Te
     working directory)."""
     if cfg.teacher_kind not in ("auto", kind):
         raise PeftIRError(f"--teacher {folder} is a {kind} training output ({spec_file}), not a {cfg.teacher_kind}")
-    recorded = _json(folder / spec_file)
+    recorded = read_json_object(folder / spec_file)
     adapter = folder / ADAPTER if (folder / ADAPTER).is_dir() else recorded.get("adapter")
     if adapter is not None and not Path(adapter).is_dir():
         raise InputError(folder / spec_file, None, "adapter", f"the adapter folder {adapter} does not exist")
@@ -165,16 +165,6 @@ def _lengths(cfg: TeacherConfig, spec: dict[str, Any]) -> dict[str, Any]:
     if cfg.teacher_passage_max_length is not None:
         spec["passage_max_length"] = cfg.teacher_passage_max_length
     return spec
-
-
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(path, None, None, f"unreadable JSON ({exc})") from None
-    if not isinstance(obj, dict):
-        raise InputError(path, None, None, "expected a JSON object")
-    return obj
 
 
 def _hub_architectures(name: str) -> list[str]:
