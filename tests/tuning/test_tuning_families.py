@@ -19,7 +19,6 @@ from peft_ir.tuning.apply import config_parts
 from peft_ir.tuning.arch import detect
 
 NO_BIAS = {"modernbert", "llama", "qwen3", "mistral"}  # nothing for BitFit to train
-OWN_ATTENTION = {"mpnet"}  # attention computed without transformers' attention interface: no prefixes
 DECODERS = {"llama", "qwen2", "qwen3", "mistral"}
 NOT_IDENTITY = {"prefix", "mam"}
 # The decoders' residual stream starts at the embeddings' scale (std 0.02, no norm after them), while parallel
@@ -30,8 +29,6 @@ STEP_LR = {"decoder": 1e-5, "encoder": 1e-4}
 def refusal(variant: dict, family: str) -> str | None:
     if variant["method"] == "bitfit" and family in NO_BIAS:
         return "has no bias terms"
-    if variant["method"] in ("prefix", "mam") and family in OWN_ATTENTION:
-        return "computes its attention itself"
     return None
 
 

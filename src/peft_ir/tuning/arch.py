@@ -30,7 +30,8 @@ class Family:
 
     norm: str  # POST_NORM or PRE_NORM
     layers: str  # the layer list (an nn.ModuleList)
-    attention: str  # computes q, k, v and calls transformers' attention interface (prefix tuning acts there)
+    attention: str  # computes q, k, v and attends: prefix tuning acts there (through transformers' attention
+    # interface, or, where the module computes attention itself, through hooks on the projections in kv_proj)
     attn_in: str  # its input is the attention sub-layer's input x (the residual stream)
     attn_proj: str  # attention output projection
     attn_out: str  # its output is attn_proj's after any dropout that follows it (series adapter 1)
@@ -42,6 +43,8 @@ class Family:
     ffn_join: str  # its output brings the FFN result into the stream: the Add & Norm (post) / the FFN (pre)
     lora_targets: tuple[str, ...]  # default LoRA targets (peft's utils/constants.py where it lists the type)
     causal: bool = False  # a decoder (causal attention): its last token sees the whole text (last-token pooling/head)
+    kv_proj: tuple[str, str] | None = None  # key and value projections inside `attention`, for a family whose attention
+    # does not call transformers' attention interface: prefixes enter through hooks on them (tuning/methods/prefix.py)
 
 
 BERT = Family(
@@ -64,7 +67,7 @@ MPNET = Family(
     attn_proj="attention.attn.o", attn_out="attention.dropout",  # MPNetAttention: LN(dropout(o(c)) + x)
     attn_join="attention", ffn_in="intermediate", ffn_inner="intermediate", ffn_proj="output.dense",
     ffn_out="output.dropout", ffn_join="output",
-    lora_targets=("q", "v"),
+    lora_targets=("q", "v"), kv_proj=("k", "v"),  # MPNetSelfAttention computes its attention itself
 )
 MODERNBERT = Family(
     norm=PRE_NORM, layers="layers", attention="attn", attn_in="attn_norm",  # layer 0's attn_norm is an Identity
