@@ -169,3 +169,20 @@ def test_flash_attention_under_prefixes_is_refused(monkeypatch, tmp_path: Path) 
         cfg = RetrieverTrainConfig(train="t", output=str(tmp_path), encoder=spec, tuning=TuningConfig(method=method))
         with pytest.raises(PeftIRError, match=f"method {method} prepends learned keys and values"):
             cfg.check()
+
+
+def test_gradient_checkpointing_on_a_backbone_without_it_is_refused_before_training(cpu_only, synthetic_beir: Path,
+                                                                                    minilm_path: str,
+                                                                                    tmp_path: Path) -> None:
+    """MPNet has no gradient checkpointing in transformers: refused with the model type named, no step taken."""
+    from transformers import AutoTokenizer, MPNetModel
+
+    from tiny_models import tiny_config
+
+    model = tmp_path / "tiny-mpnet"
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    MPNetModel(tiny_config("mpnet", vocab_size=len(tok))).save_pretrained(model)
+    tok.save_pretrained(model)
+    with pytest.raises(PeftIRError, match="MPNetModel \\(model_type 'mpnet'\\) has no gradient checkpointing"):
+        _one_step(synthetic_beir, model, tmp_path / "run", gradient_checkpointing=True)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

@@ -96,6 +96,17 @@ class TrainingTask(ABC):
         """The model spec dataclass written to `spec_file` (with the adapter's path), to rebuild the trained model."""
 
 
+def refuse_unsupported_checkpointing(model: nn.Module) -> None:
+    """Refuse --gradient-checkpointing for a backbone whose transformers class has none (MPNet, for one) here, not
+    from inside the Trainer's first step."""
+    from transformers import PreTrainedModel, __version__  # noqa: PLC0415
+
+    base = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None)
+    if base is not None and not base.supports_gradient_checkpointing:
+        raise PeftIRError(f"--gradient-checkpointing: {type(base).__name__} (model_type '{base.config.model_type}') "
+                          f"has no gradient checkpointing in transformers {__version__}; train without it")
+
+
 def run_training(cfg: ScheduleConfig, task: TrainingTask) -> dict[str, Any]:
     """Train; keep the best dev checkpoint when it beats the starting model on dev (training/selection.py), else the
     starting model (the last step without dev queries); write `<output>/adapter`, metrics.jsonl, curves.png, the
@@ -114,6 +125,8 @@ def run_training(cfg: ScheduleConfig, task: TrainingTask) -> dict[str, Any]:
 
     log_device("training", device)
     tuned = task.build_model(device)
+    if cfg.gradient_checkpointing:
+        refuse_unsupported_checkpointing(tuned)
     trainable, total = trainable_parameters(tuned)
     metric = task.dev_metric
     loss, evaluator = task.loss(), task.evaluator()
