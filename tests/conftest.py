@@ -54,53 +54,19 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) ->
     return out
 
 
-DECODER_TOKENIZERS = {  # tokenizer flavour of each tiny decoder folder: what its real family's tokenizer does
-    "llama": "llama",   # BOS added, no EOS, no pad token, right padding (RepLLaMA / RankLLaMA)
-    "qwen3": "qwen",    # nothing added, pad = EOS, left padding (Qwen3-Embedding)
-    "qwen2": "qwen", "mistral": "llama",
-}
-
-
 @pytest.fixture(scope="session")
 def tiny_decoder_dir(tmp_path_factory: pytest.TempPathFactory, minilm_path: str):  # type: ignore[no-untyped-def]
-    """`make(family)`: a folder with a tiny random decoder of `family` (a row of tests/tiny_models.py) and a tokenizer
-    behaving like that family's: MiniLM's vocabulary with a Llama-like template (BOS, no EOS, no pad token, right
-    padding) or a Qwen-like one (no special tokens, pad = EOS, left padding). [CLS] plays BOS, [SEP] EOS."""
-    import torch
-    from tokenizers import Tokenizer, processors
-    from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerFast
-
-    from tiny_models import tiny_config
+    """`make(family)`: a folder with a tiny random decoder of `family` and a tokenizer behaving like that family's
+    (tests/tiny_models.py save_tiny_decoder), made once per session."""
+    from tiny_models import save_tiny_decoder
 
     made: dict[str, Path] = {}
 
     def make(family: str) -> Path:
-        if family in made:
-            return made[family]
-        mini = AutoTokenizer.from_pretrained(minilm_path)
-        backend = Tokenizer.from_str(mini.backend_tokenizer.to_str())
-        backend.no_truncation()
-        backend.no_padding()
-        bos, eos, unk, pad = mini.cls_token_id, mini.sep_token_id, mini.unk_token_id, mini.pad_token_id
-        if DECODER_TOKENIZERS[family] == "llama":
-            backend.post_processor = processors.TemplateProcessing(
-                single="[CLS] $A", pair="[CLS] $A [CLS]:1 $B:1", special_tokens=[("[CLS]", bos)])
-            tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="[CLS]", eos_token="[SEP]",
-                                          unk_token="[UNK]", padding_side="right")
-            ids = dict(bos_token_id=bos, eos_token_id=eos, pad_token_id=None)
-        else:
-            backend.post_processor = None
-            tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="[SEP]", pad_token="[SEP]",
-                                          padding_side="left")
-            ids = dict(bos_token_id=None, eos_token_id=eos, pad_token_id=eos)
-        assert unk is not None and pad is not None
-        torch.manual_seed(0)
-        config = tiny_config(family, vocab_size=len(tok), max_position_embeddings=128, **ids)
-        out = tmp_path_factory.mktemp(f"tiny-{family}")
-        AutoModel.from_config(config).save_pretrained(out)
-        tok.save_pretrained(out)
-        made[family] = out
-        return out
+        if family not in made:
+            made[family] = save_tiny_decoder(tmp_path_factory.mktemp(f"tiny-{family}"), family, minilm_path,
+                                             max_position_embeddings=128)
+        return made[family]
 
     return make
 

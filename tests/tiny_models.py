@@ -1,8 +1,10 @@
 """The tiny random configs of every covered model_type (peft_ir.tuning.arch.ARCHITECTURES), shared by the tuning
-tests (tests/tuning/conftest.py) and the tiny model folders of tests/conftest.py."""
+tests (tests/tuning/conftest.py) and the tiny model folders of tests/conftest.py; and the tiny decoder folder
+(weights and tokenizer) that tests/conftest.py and bench/train_step.py build."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 # One row per covered model_type (peft_ir.tuning.arch.ARCHITECTURES): a transformers config class and its tiny sizes
@@ -42,3 +44,43 @@ def tiny_config(family: str = "bert", attn: str = "sdpa", hidden: int | None = N
             if value is not None and key in kwargs:
                 kwargs[key] = value
     return getattr(tf, name)(**{"num_labels": 1, "attn_implementation": attn, **kwargs, **overrides})
+
+
+DECODER_TOKENIZERS = {  # tokenizer flavour of each tiny decoder folder: what its real family's tokenizer does
+    "llama": "llama",   # BOS added, no EOS, no pad token, right padding (RepLLaMA / RankLLaMA)
+    "qwen3": "qwen",    # nothing added, pad = EOS, left padding (Qwen3-Embedding)
+    "qwen2": "qwen", "mistral": "llama",
+}
+
+
+def save_tiny_decoder(out: Path, family: str, vocabulary: str | Path, **sizes: Any) -> Path:
+    """Save into `out` a random decoder of `family` (tiny_config, with `sizes` as its overrides; seed 0) and a
+    tokenizer behaving like that family's: the vocabulary of the BERT tokenizer at `vocabulary` (MiniLM's) with a
+    Llama-like template (BOS, no EOS, no pad token, right padding) or a Qwen-like one (no special tokens, pad = EOS,
+    left padding). [CLS] plays BOS, [SEP] EOS."""
+    import torch
+    from tokenizers import Tokenizer, processors
+    from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerFast
+
+    mini = AutoTokenizer.from_pretrained(vocabulary)
+    backend = Tokenizer.from_str(mini.backend_tokenizer.to_str())
+    backend.no_truncation()
+    backend.no_padding()
+    bos, eos, unk, pad = mini.cls_token_id, mini.sep_token_id, mini.unk_token_id, mini.pad_token_id
+    if DECODER_TOKENIZERS[family] == "llama":
+        backend.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A", pair="[CLS] $A [CLS]:1 $B:1", special_tokens=[("[CLS]", bos)])
+        tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="[CLS]", eos_token="[SEP]",
+                                      unk_token="[UNK]", padding_side="right")
+        ids = dict(bos_token_id=bos, eos_token_id=eos, pad_token_id=None)
+    else:
+        backend.post_processor = None
+        tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="[SEP]", pad_token="[SEP]",
+                                      padding_side="left")
+        ids = dict(bos_token_id=None, eos_token_id=eos, pad_token_id=eos)
+    assert unk is not None and pad is not None
+    torch.manual_seed(0)
+    config = tiny_config(family, vocab_size=len(tok), **ids, **sizes)
+    AutoModel.from_config(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return Path(out)
