@@ -102,3 +102,24 @@ def test_a_failed_export_leaves_no_folder(variant: Variant, tmp_path: Path, monk
     with pytest.raises(OSError, match="disk full"):
         _export(variant("retriever", "adapter", r=4), tmp_path / "out", "sentence-transformers")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("family, kind, fmt, merge", [("qwen3", "retriever", "hf", False),
+                                                      ("qwen2", "reranker", "cross-encoder", True),
+                                                      ("mistral", "retriever", "sentence-transformers", True)])
+def test_bitfit_biases_without_a_config_switch_are_refused_merged(family: str, kind: str, fmt: str, merge: bool,
+                                                                   variant: Variant, tiny_decoder_dir, tmp_path: Path,
+                                                                   no_model_loading: None) -> None:
+    """BitFit's zero biases on Qwen2/Qwen3/Mistral projections have no config switch: a plain folder would drop them,
+    so a merged export is refused (from the base's config alone), naming the format that keeps them."""
+    from peft_ir.reranker.config import CrossEncoderSpec
+    from peft_ir.retriever.config import EncoderSpec
+
+    model = str(tiny_decoder_dir(family))
+    spec = EncoderSpec(model=model) if kind == "retriever" else CrossEncoderSpec(model=model)
+    own = "sentence-transformers" if kind == "retriever" else "cross-encoder"
+    with pytest.raises(PeftIRError, match=rf"method bitfit cannot be merged .* BitFit adds zero biases to the {family} "
+                                          rf"model's .*mlp.down_proj .*would silently drop them; export it without "
+                                          rf"--merge as {own} \(the base plus a peft-ir module\)"):
+        _export(variant(kind, "bitfit", spec=spec), tmp_path / "out", fmt, merge)
+    assert not (tmp_path / "out").exists()

@@ -235,3 +235,70 @@ def test_trust_remote_code_imports_only_the_installed_class(variant: Variant, tm
         CrossEncoder(str(tmp_path / "c"), device="cpu")
     trusted = CrossEncoder(str(tmp_path / "c"), device="cpu", trust_remote_code=True)
     assert np.abs(trusted.predict(PAIRS) - peft_ir_scores(train_dir)).max() <= TOL
+
+
+# -- BitFit on bias-free decoders: zero biases added to every projection -------------------------------------------
+def _tuned_and_exported(kind: str, train_dir: Path, exported: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    """The outputs of peft-ir's tuned model (base + adapter) and of an exported model on one unpadded batch."""
+    from transformers import AutoModel
+
+    from peft_ir.reranker.model import load_base
+    from peft_ir.tuning import load_tuned
+
+    spec = read_trained(train_dir).spec
+    base = AutoModel.from_pretrained(spec.model) if kind == "retriever" else load_base(spec, device="cpu")[0]
+    tuned = load_tuned(base, train_dir / "adapter").eval()
+    batch = {"input_ids": torch.randint(5, 99, (3, 6), generator=torch.Generator().manual_seed(0))}
+    batch["attention_mask"] = torch.ones_like(batch["input_ids"])
+    with torch.no_grad():
+        outs = [m.eval()(**batch) for m in (tuned, exported)]
+    return tuple(o.logits.numpy() if kind == "reranker" else o.last_hidden_state.numpy() for o in outs)
+
+
+@pytest.mark.parametrize("kind, fmt", [("retriever", "hf"), ("reranker", "hf"), ("retriever", "sentence-transformers"),
+                                       ("reranker", "cross-encoder")])
+def test_bitfit_added_biases_export_merged_with_the_configs_switches(kind: str, fmt: str, variant: Variant,
+                                                                      tiny_decoder_dir, tmp_path: Path) -> None:
+    """Llama's attention_bias and mlp_bias build exactly the biases BitFit added: the merged export turns them on
+    and a plain from_pretrained loads every trained bias (none dropped as unexpected)."""
+    from sentence_transformers import CrossEncoder, SentenceTransformer
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    from peft_ir.reranker.config import CrossEncoderSpec
+    from peft_ir.retriever.config import EncoderSpec
+
+    model = str(tiny_decoder_dir("llama"))
+    spec = EncoderSpec(model=model, query_max_length=16, passage_max_length=32) if kind == "retriever" else \
+        CrossEncoderSpec(model=model, query_max_length=8, passage_max_length=24)
+    train_dir = variant(kind, "bitfit", spec=spec)
+    out = tmp_path / "export"
+    assert _export(train_dir, out, fmt)["merged"] is True
+    auto = AutoModel if kind == "retriever" else AutoModelForSequenceClassification
+    exported, info = auto.from_pretrained(out, output_loading_info=True)  # sentence-transformers: weights in the root
+    assert not info["unexpected_keys"] and not info["missing_keys"]
+    assert exported.config.attention_bias is True and exported.config.mlp_bias is True
+    tuned, got = _tuned_and_exported(kind, train_dir, exported)
+    assert np.abs(got - tuned).max() <= TOL
+    if fmt != "hf":  # and the sentence-transformers class loads the same weights
+        st = SentenceTransformer(str(out), device="cpu") if kind == "retriever" else CrossEncoder(str(out), device="cpu")
+        assert all(torch.equal(a, b) for a, b in zip(st[0].auto_model.state_dict().values(),
+                                                     exported.state_dict().values(), strict=True))
+
+
+def test_bitfit_added_biases_without_a_switch_export_as_a_peft_ir_module(variant: Variant, tiny_decoder_dir,
+                                                                         tmp_path: Path) -> None:
+    """Qwen3 has no switch for MLP biases: the export keeps the untouched base (no added bias in its weights) and
+    the biases in peft_ir_tuning/, and loads back with them."""
+    from safetensors import safe_open
+
+    from peft_ir.retriever.config import EncoderSpec
+
+    spec = EncoderSpec(model=str(tiny_decoder_dir("qwen3")), query_max_length=16, passage_max_length=32)
+    train_dir = variant("retriever", "bitfit", spec=spec)
+    out = tmp_path / "export"
+    assert _export(train_dir, out, "sentence-transformers")["merged"] is False
+    assert _types(out)[0] == CLASS_REF
+    with safe_open(str(out / "model.safetensors"), "pt") as saved:
+        assert not any(k.endswith(("o_proj.bias", "down_proj.bias")) for k in saved.keys())  # noqa: SIM118
+    tuned, got = _tuned_and_exported("retriever", train_dir, load_model(out, device="cpu")[0].auto_model)
+    assert np.abs(got - tuned).max() <= TOL

@@ -2,8 +2,8 @@
 
 One test per (variant, family) builds the model once and checks: the closed-form count equals the parameters that
 require grad; the output equals the frozen model's at initialisation (all but prefix/MAM); one Adam step on a
-fixed batch lowers the loss; save -> reload onto a fresh base gives identical outputs. Methods that cannot apply
-to a family are refused with a message saying why.
+fixed batch lowers the loss; save -> reload onto a fresh base gives identical outputs. The one combination that
+cannot apply (prefixes on MPNet's own attention) is refused with a message saying why.
 """
 
 from __future__ import annotations
@@ -18,18 +18,11 @@ from peft_ir.tuning import TuningConfig, apply_tuning, load_tuned, merge_tuned, 
 from peft_ir.tuning.apply import config_parts
 from peft_ir.tuning.arch import detect
 
-NO_BIAS = {"modernbert", "llama", "qwen3", "mistral"}  # nothing for BitFit to train
 DECODERS = {"llama", "qwen2", "qwen3", "mistral"}
 NOT_IDENTITY = {"prefix", "mam"}
 # The decoders' residual stream starts at the embeddings' scale (std 0.02, no norm after them), while parallel
 # adapters and aside modules read normalised inputs: the same step moves it ~50x more, so they take a smaller one.
 STEP_LR = {"decoder": 1e-5, "encoder": 1e-4}
-
-
-def refusal(variant: dict, family: str) -> str | None:
-    if variant["method"] == "bitfit" and family in NO_BIAS:
-        return "has no bias terms"
-    return None
 
 
 def _task() -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -53,10 +46,6 @@ def test_every_method_on_every_family(tiny, tmp_path: Path, variant: dict, any_f
     family = any_family
     config = TuningConfig(**variant)
     model = tiny.model(family)
-    if (why := refusal(variant, family)) is not None:
-        with pytest.raises(PeftIRError, match=why):
-            apply_tuning(model, config)
-        return
     batch = tiny.batch()
     base_out = tiny.outputs(model, batch)
     base_total = sum(p.numel() for p in model.parameters())
@@ -118,3 +107,47 @@ def test_lora_merges_on_every_family(tiny, any_family: str) -> None:
     merged = merge_tuned(model)
     assert (tiny.outputs(merged, batch) - before).abs().max().item() <= 1e-5
     assert sum(p.numel() for p in merged.parameters()) == sum(p.numel() for p in tiny.model(any_family).parameters())
+
+
+def test_bitfit_adds_zero_biases_that_train_on_a_bias_free_llama(tiny) -> None:
+    """Every projection of a Llama layer gets a zero bias that trains; the embeddings, the norms (RMSNorm, no bias)
+    and the head stay as they were; the base's own weights stay frozen and out of the base state dict."""
+    from peft_ir.tuning import base_state_dict
+
+    model = tiny.model("llama", "cross")
+    base_keys = set(model.state_dict())
+    projections = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".layers." in n]
+    assert len(projections) == 14 and all(model.get_submodule(n).bias is None for n in projections)
+    apply_tuning(model, TuningConfig(method="bitfit"))
+    added = {f"{n}.bias" for n in projections}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == added | {"score.weight"}  # the head trains whole, as under every method
+    assert all(torch.count_nonzero(model.get_parameter(n)) == 0 for n in added)
+    assert set(model.state_dict()) == base_keys | added  # nothing else gained a bias (norms, embeddings, head)
+    parts = {p.what: p.total for p in config_parts(detect(model), TuningConfig(method="bitfit"))}
+    assert parts["added zero biases (14 Linears)"] == sum(model.get_submodule(n).out_features for n in projections)
+    assert set(base_state_dict(model)) == base_keys  # what an export saves as the untouched base
+    tiny.loss(model, tiny.batch()).backward()
+    assert all(model.get_parameter(n).grad is not None for n in added)
+    # a key bias shifts every score of a query alike, which softmax ignores: its gradient is zero by the maths
+    assert all(torch.count_nonzero(model.get_parameter(n).grad) > 0 for n in added if ".k_proj." not in n)
+
+
+@pytest.mark.parametrize("family, switches", [("llama", True), ("modernbert", True), ("qwen3", False)])
+def test_bitfit_merge_turns_on_the_bias_switches(tiny, tmp_path: Path, family: str, switches: bool) -> None:
+    """Merged, a model with added biases saves and reloads as a plain transformers model with the same outputs
+    where its config has switches building those biases (Llama, ModernBERT); elsewhere the merge is refused."""
+    model = apply_tuning(tiny.model(family), TuningConfig(method="bitfit"))
+    tiny.perturb(model)
+    batch = tiny.batch()
+    expected = tiny.outputs(model, batch)
+    if not switches:
+        with pytest.raises(PeftIRError, match="no switch that builds exactly those .*would silently drop them"):
+            merge_tuned(model)
+        return
+    merged = merge_tuned(model)
+    assert merged.config.attention_bias is True and merged.config.mlp_bias is True
+    merged.save_pretrained(tmp_path / "merged")
+    reloaded, info = type(merged).from_pretrained(tmp_path / "merged", output_loading_info=True)
+    assert not info["unexpected_keys"] and not info["missing_keys"]
+    assert (tiny.outputs(reloaded.eval(), batch) - expected).abs().max().item() <= 1e-6

@@ -52,7 +52,7 @@ def plan(model: TrainedModel, fmt: str, merge: bool) -> bool:
     if (merge or fmt == "hf") and blocker is not None:
         why = "--merge" if merge else "--format hf (plain transformers weights, i.e. merged)"
         raise PeftIRError(f"{why}: method {model.method} cannot be merged into the base model: {blocker}; "
-                          f"export it without --merge as {own}")
+                          f"export it without --merge as {own} (the base plus a peft-ir module)")
     return fmt == "hf" or merge or (blocker is None and model.method != "lora")
 
 

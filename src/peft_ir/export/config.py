@@ -20,5 +20,5 @@ class ExportConfig:
     output: str = setting(help="folder to write; it must not exist or be empty (written under a temporary name, "
                                "renamed when complete)")
     merge: bool = setting(False, help="fold the trained weights into the base weights (full, bitfit, lora; full "
-                                      "and bitfit always are); without it a LoRA model keeps its adapter as a "
-                                      "peft-ir module")
+                                      "and bitfit always are, but BitFit's added biases on Qwen2/Qwen3/Mistral "
+                                      "cannot be); without it a LoRA model keeps its adapter as a peft-ir module")

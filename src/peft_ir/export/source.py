@@ -21,6 +21,7 @@ from peft_ir.retriever.config import EncoderSpec
 from peft_ir.training.tuned import ADAPTER_DIR
 from peft_ir.tuning.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_meta, saved_config
 from peft_ir.tuning.config import TuningConfig, get_method
+from peft_ir.tuning.structure import model_structure
 
 Kind = Literal["retriever", "reranker"]
 # The spec file each training writes (RetrieverTask.spec_file, RerankerTask.spec_file), read without importing them.
@@ -52,11 +53,12 @@ class TrainedModel:
         return self.tuning.method
 
     def merge_blocker(self) -> str | None:
-        """Why the trained weights cannot be folded into the base, or None when they can (full, bitfit, lora)."""
-        blocker = get_method(self.method).merge_blocker
-        if blocker is None and self.tuning.aside is not None:
+        """Why the trained weights cannot be folded into the base, or None when they can (full, lora, bitfit unless
+        it added biases the base's config cannot build). Reads the base's config, not its weights."""
+        method = get_method(self.method)
+        if method.merge_blocker is None and self.tuning.aside is not None:
             return "its aside modules are a non-linear side path with no equivalent change of the base weights"
-        return blocker
+        return method.merge_blocker_on(lambda: model_structure(self.spec.model, self.kind == "reranker"))
 
     def peft_only(self) -> bool:
         """Whether peft's own files hold every trained weight (LoRA without aside modules)."""

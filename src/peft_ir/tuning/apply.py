@@ -40,6 +40,7 @@ class TuningState:
     base_total: int
     base_hash: str | None
     base_class: str
+    added: tuple[str, ...] = ()  # parameters tuning set on base modules (BitFit's zero biases): not base weights
 
 
 def tuning_state(model: nn.Module) -> TuningState | None:
@@ -85,6 +86,7 @@ def apply_tuning(model: nn.Module, config: TuningConfig) -> nn.Module:
     method = get_method(config.method)
     base_total = sum(p.numel() for p in model.parameters())
     base_hash = base_fingerprint(model)
+    base_ids = {id(p) for p in model.parameters()}
     model.requires_grad_(False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -94,15 +96,20 @@ def apply_tuning(model: nn.Module, config: TuningConfig) -> nn.Module:
     for _, head in arch.head:
         head.requires_grad_(True)
     model.train(model.training)  # new modules (e.g. peft's LoRA dropout) follow the model's train/eval mode
-    setattr(model, STATE_ATTR, TuningState(config, base_total, base_hash, type(model).__name__))
+    in_modules = added_parameter_ids(model)
+    added = tuple(n for n, p in model.named_parameters() if id(p) not in base_ids and id(p) not in in_modules)
+    setattr(model, STATE_ATTR, TuningState(config, base_total, base_hash, type(model).__name__, added))
     return model
 
 
 def added_parameter_ids(model: nn.Module) -> set[int]:
-    """ids of parameters that tuning added (peft-ir modules and peft adapter weights), i.e. not base weights."""
+    """ids of parameters that tuning added (peft-ir modules, peft adapter weights, BitFit's zero biases while the
+    model is tuned), i.e. not base weights."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    ids: set[int] = set()
+    state = tuning_state(model)
+    added = set(state.added) if state is not None else set()
+    ids: set[int] = {id(p) for n, p in model.named_parameters() if n in added}
     for module in model.modules():
         if isinstance(module, TuningModule):
             ids.update(id(p) for p in module.parameters())
@@ -113,11 +120,13 @@ def added_parameter_ids(model: nn.Module) -> set[int]:
 
 def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The state dict the untuned base would save: the added modules' tensors left out (peft-ir modules and peft's
-    lora_* weights), peft's `base_layer.` folded back into the base names. Saving a tuned model as its base plus a
-    tuning checkpoint needs it (peft_ir.export)."""
+    lora_* weights, BitFit's zero biases), peft's `base_layer.` folded back into the base names. Saving a tuned model
+    as its base plus a tuning checkpoint needs it (peft_ir.export)."""
     added = [f"{name}." for name, m in model.named_modules() if isinstance(m, TuningModule)]
+    state = tuning_state(model)
+    attached = set(state.added) if state is not None else set()
     return {k.replace(".base_layer.", "."): v for k, v in model.state_dict().items()
-            if ".lora_" not in k and not any(k.startswith(prefix) for prefix in added)}
+            if ".lora_" not in k and k not in attached and not any(k.startswith(prefix) for prefix in added)}
 
 
 def trainable_parameters(model: nn.Module) -> tuple[int, int]:
@@ -161,7 +170,8 @@ def merge_tuned(model: nn.Module) -> nn.Module:
 
     lora: peft's merge (W + (alpha/r)·B·A), then the LoRA layers are replaced by their base linears, so the
     merged model has the base's modules and parameter count (zero added latency). bitfit and full: the trained
-    weights already are base weights. Every other method (and any method with aside modules) raises
+    weights already are base weights (BitFit's added zero biases stay, their config switches turned on; refused where
+    the config has none, see methods/bitfit.py). Every other method (and any method with aside modules) raises
     PeftIRError saying why. The returned model is untuned: all parameters are frozen.
     """
     state = tuning_state(model)

@@ -15,12 +15,15 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from peft_ir.errors import PeftIRError
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from peft_ir.tuning.arch import Arch
 
 ASIDE_PLACEMENTS = ("layer", "sublayer", "model")
@@ -225,6 +228,11 @@ class Method:
     def inject(self, arch: Arch, config: TuningConfig) -> None:
         """Add this method's modules to the (frozen) model and mark exactly its parameters trainable."""
         raise NotImplementedError
+
+    def merge_blocker_on(self, structure: Callable[[], nn.Module]) -> str | None:
+        """Why this method cannot be merged into the model `structure()` builds (its modules, weights not needed:
+        BitFit asks whether the config can build the biases it adds), or None. Called before any weights load."""
+        return self.merge_blocker
 
     def merge(self, arch: Arch, config: TuningConfig) -> None:
         """Fold the trained weights into the base and remove every added module, or say why that is impossible."""

@@ -51,6 +51,6 @@ def describe(model: nn.Module, config: TuningConfig | None = None, budget_note: 
         frozen = sum(p.numel() for p in arch.pooler[1].parameters())
         lines.append(f"pooler     {arch.pooler[0]} ({frozen:,}) stays frozen as part of the base "
                      "(train_pooler=true trains it with the head)")
-    merge = "yes" if method.merge_blocker is None and config.aside is None else "no"
+    merge = "yes" if config.aside is None and method.merge_blocker_on(lambda: model) is None else "no"
     lines.append(f"mergeable  {merge}")
     return "\n".join(lines)
