@@ -72,6 +72,32 @@ def tiny_decoder_dir(tmp_path_factory: pytest.TempPathFactory, minilm_path: str)
 
 
 @pytest.fixture(scope="session")
+def tiny_modernbert_dir(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> Path:
+    """A tiny random ModernBERT (tests/tiny_models.py's row, local attention window 4) with a tokenizer that behaves
+    like ModernBERT's: MiniLM's vocabulary and [CLS] q [SEP] p [SEP] template in a plain fast tokenizer that, as
+    ModernBERT's, returns no token_type_ids (the model takes none)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerFast
+
+    from tiny_models import tiny_config
+
+    mini = AutoTokenizer.from_pretrained(minilm_path)
+    tok = PreTrainedTokenizerFast(tokenizer_object=mini.backend_tokenizer, cls_token="[CLS]", sep_token="[SEP]",
+                                  pad_token="[PAD]", unk_token="[UNK]", mask_token="[MASK]",
+                                  model_input_names=["input_ids", "attention_mask"])
+    tok.backend_tokenizer.no_truncation()
+    tok.backend_tokenizer.no_padding()
+    ids = dict(pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
+               cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id)
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny-modernbert")
+    AutoModel.from_config(tiny_config("modernbert", vocab_size=len(tok), max_position_embeddings=128, **ids)
+                          ).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def synthetic_beir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from synthetic import make_beir
 
@@ -108,6 +134,19 @@ def synthetic_scored(synthetic_beir: Path, synthetic_runs: dict[str, Path], tmp_
     path = tmp_path_factory.mktemp("scored") / "train.scored.jsonl"
     write_training(examples, path, "scored")
     return path
+
+
+@pytest.fixture
+def one_torch_thread():  # type: ignore[no-untyped-def]
+    """One torch CPU thread for the test: tiny models on a shared 2-core machine run many times slower with 2
+    OpenMP threads (spin-waiting under contention), and a reduction split across threads may sum in another order.
+    Restored afterwards, so other tests are unaffected."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture
