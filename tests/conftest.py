@@ -73,28 +73,11 @@ def tiny_decoder_dir(tmp_path_factory: pytest.TempPathFactory, minilm_path: str)
 
 @pytest.fixture(scope="session")
 def tiny_modernbert_dir(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> Path:
-    """A tiny random ModernBERT (tests/tiny_models.py's row, local attention window 4) with a tokenizer that behaves
-    like ModernBERT's: MiniLM's vocabulary and [CLS] q [SEP] p [SEP] template in a plain fast tokenizer that, as
-    ModernBERT's, returns no token_type_ids (the model takes none)."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerFast
+    """A folder with a tiny random ModernBERT and a ModernBERT-like tokenizer (tests/tiny_models.py
+    save_tiny_modernbert), made once per session."""
+    from tiny_models import save_tiny_modernbert
 
-    from tiny_models import tiny_config
-
-    mini = AutoTokenizer.from_pretrained(minilm_path)
-    tok = PreTrainedTokenizerFast(tokenizer_object=mini.backend_tokenizer, cls_token="[CLS]", sep_token="[SEP]",
-                                  pad_token="[PAD]", unk_token="[UNK]", mask_token="[MASK]",
-                                  model_input_names=["input_ids", "attention_mask"])
-    tok.backend_tokenizer.no_truncation()
-    tok.backend_tokenizer.no_padding()
-    ids = dict(pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
-               cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id)
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tiny-modernbert")
-    AutoModel.from_config(tiny_config("modernbert", vocab_size=len(tok), max_position_embeddings=128, **ids)
-                          ).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return save_tiny_modernbert(tmp_path_factory.mktemp("tiny-modernbert"), minilm_path, max_position_embeddings=128)
 
 
 @pytest.fixture(scope="session")
