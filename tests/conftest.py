@@ -72,6 +72,15 @@ def tiny_decoder_dir(tmp_path_factory: pytest.TempPathFactory, minilm_path: str)
 
 
 @pytest.fixture(scope="session")
+def tiny_modernbert_dir(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> Path:
+    """A folder with a tiny random ModernBERT and a ModernBERT-like tokenizer (tests/tiny_models.py
+    save_tiny_modernbert), made once per session."""
+    from tiny_models import save_tiny_modernbert
+
+    return save_tiny_modernbert(tmp_path_factory.mktemp("tiny-modernbert"), minilm_path, max_position_embeddings=128)
+
+
+@pytest.fixture(scope="session")
 def synthetic_beir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from synthetic import make_beir
 
@@ -108,6 +117,19 @@ def synthetic_scored(synthetic_beir: Path, synthetic_runs: dict[str, Path], tmp_
     path = tmp_path_factory.mktemp("scored") / "train.scored.jsonl"
     write_training(examples, path, "scored")
     return path
+
+
+@pytest.fixture
+def one_torch_thread():  # type: ignore[no-untyped-def]
+    """One torch CPU thread for the test: tiny models on a shared 2-core machine run many times slower with 2
+    OpenMP threads (spin-waiting under contention), and a reduction split across threads may sum in another order.
+    Restored afterwards, so other tests are unaffected."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

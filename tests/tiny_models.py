@@ -1,6 +1,6 @@
 """The tiny random configs of every covered model_type (peft_ir.tuning.arch.ARCHITECTURES), shared by the tuning
-tests (tests/tuning/conftest.py) and the tiny model folders of tests/conftest.py; and the tiny decoder folder
-(weights and tokenizer) that tests/conftest.py and bench/train_step.py build."""
+tests (tests/tuning/conftest.py) and the tiny model folders of tests/conftest.py; and the tiny decoder and ModernBERT
+folders (weights and tokenizer) that tests/conftest.py and bench/train_step.py build."""
 
 from __future__ import annotations
 
@@ -82,5 +82,27 @@ def save_tiny_decoder(out: Path, family: str, vocabulary: str | Path, **sizes: A
     torch.manual_seed(0)
     config = tiny_config(family, vocab_size=len(tok), **ids, **sizes)
     AutoModel.from_config(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return Path(out)
+
+
+def save_tiny_modernbert(out: Path, vocabulary: str | Path, **sizes: Any) -> Path:
+    """Save into `out` a random ModernBERT (tiny_config, with `sizes` as its overrides; seed 0; local attention
+    window 4) and a tokenizer behaving like ModernBERT's: the vocabulary and [CLS] q [SEP] p [SEP] template of the
+    BERT tokenizer at `vocabulary` (MiniLM's) in a plain fast tokenizer that returns no token_type_ids (the model
+    takes none)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerFast
+
+    mini = AutoTokenizer.from_pretrained(vocabulary)
+    tok = PreTrainedTokenizerFast(tokenizer_object=mini.backend_tokenizer, cls_token="[CLS]", sep_token="[SEP]",
+                                  pad_token="[PAD]", unk_token="[UNK]", mask_token="[MASK]",
+                                  model_input_names=["input_ids", "attention_mask"])
+    tok.backend_tokenizer.no_truncation()
+    tok.backend_tokenizer.no_padding()
+    ids = dict(pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
+               cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id)
+    torch.manual_seed(0)
+    AutoModel.from_config(tiny_config("modernbert", vocab_size=len(tok), **ids, **sizes)).save_pretrained(out)
     tok.save_pretrained(out)
     return Path(out)

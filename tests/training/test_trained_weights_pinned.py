@@ -56,14 +56,8 @@ def _stack() -> dict[str, str]:
 
 
 @pytest.fixture
-def one_thread(cpu_only: None):  # type: ignore[no-untyped-def]
-    """One CPU thread: a reduction split across threads may sum in another order."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def one_thread(cpu_only: None, one_torch_thread: None) -> None:
+    """On the CPU, one thread: a reduction split across threads may sum in another order."""
 
 
 def _digest(out: Path, summary: dict[str, Any]) -> str:

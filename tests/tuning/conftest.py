@@ -120,13 +120,8 @@ class Tiny:
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models on a shared 2-core machine run ~100x slower with 2 OpenMP threads (spin-waiting under
-    contention); one thread keeps the suite fast. Restored after each test so other packages' tests are unaffected."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_torch_thread(one_torch_thread: None) -> None:
+    """Every tuning test on one torch thread (tests/conftest.py's one_torch_thread): it keeps the suite fast."""
 
 
 @pytest.fixture(scope="session")

@@ -232,13 +232,14 @@ class RerankerTask(TrainingTask):
         cfg = self.cfg
         self.encoder = CrossEncoder(cfg.cross_encoder, device=device)
         self.tuning = cfg.tuning
-        if self.tuning.train_pooler is None:
+        resolved = self.tuning.train_pooler is None
+        if resolved:
             self.tuning = self.tuning.replace(train_pooler=not self.encoder.pooler_pretrained)
-            if self.tuning.train_pooler:
-                log.info("the pooler of %s was never trained by its checkpoint: it trains with the head",
-                         describe_spec(cfg.cross_encoder)["model"])
         self.tuned = apply_tuning(self.encoder.model, self.tuning)
         self.counts = trainable_parameters(self.tuned), head_parameters(self.tuned), pooler_parameters(self.tuned)
+        if resolved and self.counts[2]:  # a model without a pooler (RoBERTa's, ModernBERT's heads) has none to say
+            log.info("the pooler of %s was never trained by its checkpoint: it trains with the head",
+                     describe_spec(cfg.cross_encoder)["model"])
         return self.tuned
 
     @property
