@@ -13,7 +13,7 @@ from peft_ir.cli import build_parser
 from peft_ir.export.config import ExportConfig
 from peft_ir.experiment.config import (
     BM25Section, EncodeSection, FuseSection, IndexSection, RerankerSection, RerankStage, RetrieverSection,
-    SearchSection,
+    SearchSection, TeacherSection,
 )
 from peft_ir.reranker.config import CrossEncoderSpec, RerankerTrainConfig
 from peft_ir.indexing.config import BM25Config, FusionConfig, IndexConfig, SearchConfig
@@ -82,7 +82,8 @@ def test_every_setting_has_a_flag_with_the_fields_default_and_help(path, cls, sk
 @pytest.mark.parametrize("section, configs, at_least", [
     (RetrieverSection, (RetrieverTrainConfig,), 20), (RerankerSection, (RerankerTrainConfig,), 20),
     (EncodeSection, (EncodeConfig,), 2), (IndexSection, (IndexConfig,), 3), (SearchSection, (SearchConfig,), 4),
-    (BM25Section, (BM25Config,), 3), (FuseSection, (FusionConfig,), 5)], ids=lambda v: getattr(v, "__name__", None))
+    (BM25Section, (BM25Config,), 3), (FuseSection, (FusionConfig,), 5), (TeacherSection, (AnnotateConfig,), 6)],
+    ids=lambda v: getattr(v, "__name__", None))
 def test_yaml_sections_are_the_library_fields(section: type, configs: tuple[type, ...], at_least: int) -> None:
     """A YAML key is either what only an experiment says (how a model is trained, the re-rank stage, which runs
     are fused, the encoding length) or the very library field behind the flag of that name: same default, same

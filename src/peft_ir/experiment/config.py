@@ -16,12 +16,14 @@ from peft_ir.indexing.config import BM25Config, FusionConfig, IndexConfig, Searc
 from peft_ir.reranker.config import RerankerTrainConfig
 from peft_ir.retriever.config import EncodeConfig, EncoderSpec, RetrieverTrainConfig
 from peft_ir.settings import default_of, flat_dataclass, setting
+from peft_ir.teacher.config import FUSION_PREFIX, AnnotateConfig
 
 RunKind = Literal["dense", "bm25", "run"]   # a first-stage run: dense search, BM25, or a given run file
 RERANKED_FUSED = "reranked-fused"           # the run kind of a re-ranker fused with its first stage (fuse_weight)
 AUTO = "auto"                               # reranker.fuse_weight chosen on the dev queries
 DEV_SET = "rerank-dev"                      # names the runs of the re-ranker's dev queries (fuse_weight: auto)
 NEGATIVE_SOURCES = ("bm25", "first_stage")  # besides a path to a TREC run of the training queries
+TEACHER_RUNS = ("dense", "bm25")            # the teacher's runs of the training queries (dense: the start model)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,6 +110,26 @@ FuseSection = flat_dataclass("FuseSection", FusionConfig, base=FuseRuns, module=
 
 
 @dataclass(frozen=True, kw_only=True)
+class TeacherRuns:
+    """What only an experiment says about its teacher: what it is in terms of the runs the experiment makes, where
+    each training query's candidates come from and how deep those runs go; the rest are `peft-ir annotate`'s own."""
+
+    teacher: str = setting(help="fusion:KIND1,KIND2: min-max interpolation of runs of the training queries, KIND "
+                                "dense (the retriever's untrained start model) or bm25; or a re-ranker or retriever "
+                                "training output, a model folder or cached hub name (as peft-ir annotate --teacher)")
+    candidates: Literal["dense", "bm25", "fused"] = setting(
+        "fused", help="the run of the training queries whose top depth hits are scored besides the positives: dense "
+                      "(the start model), bm25, or fused (a fusion teacher's own ranking)")
+    hits: int = setting(100, help="hits of each run of the training queries (at least depth; a fusion teacher "
+                                  "normalises each run over them)")
+
+
+# The teacher is annotate's, flattened: its TeacherConfig fields and depth; inputs and output the experiment supplies.
+TeacherSection = flat_dataclass("TeacherSection", AnnotateConfig, base=TeacherRuns,
+                                skip=("dataset", "split", "train", "run", "output", "progress"), module=__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
 class EvalSection:
     measures: list[str] | None = setting(None, help="ir-measures names; None: the collection's default set")
     preset: Literal["beir", "trec-dl", "msmarco"] | None = setting(None, help="a collection's measure set; None: "
@@ -123,6 +145,9 @@ class ExperimentConfig:
     output: str = setting("runs", help="the run folder is <output>/<name>")
     description: str = setting("", help="free text, shown in reports")
     first_stage: RunKind = setting("dense", help="the run that is re-ranked (or fused): dense, bm25 or a given run")
+    teacher: TeacherSection | None = setting(None, help="score the training queries' candidates with a teacher "
+                                                        "before training: a section whose loss distils (kl, "
+                                                        "margin-mse) trains on that scored file")
     retriever: RetrieverSection | None = setting(None, help="the bi-encoder: trained, or zero_shot")
     encode: EncodeSection = setting(default_factory=EncodeSection, help="corpus encoding")
     index: IndexSection = setting(default_factory=IndexSection, help="the FAISS index")
@@ -147,3 +172,26 @@ class ExperimentConfig:
 
     def trains(self, section: ModelSection | None) -> bool:
         return section is not None and not section.zero_shot
+
+    def distils(self, section: ModelSection | None) -> bool:
+        """Whether a section trains with a loss that reads teacher scores."""
+        from peft_ir.training.losses import LOSSES  # noqa: PLC0415
+
+        loss = LOSSES.get(getattr(section, "loss", ""))
+        return self.trains(section) and loss is not None and loss.needs_teacher
+
+    def teacher_fusion(self) -> list[str] | None:
+        """The run kinds a fusion teacher fuses (as written, unchecked); None for a model teacher or none."""
+        t = self.teacher
+        if t is None or not t.teacher.startswith(FUSION_PREFIX):
+            return None
+        return [k.strip() for k in t.teacher[len(FUSION_PREFIX):].split(",")]
+
+    def teacher_run_kinds(self) -> list[str]:
+        """The runs of the training queries the teacher needs: its fusion's and its candidates' (fused excluded)."""
+        if self.teacher is None:
+            return []
+        kinds = list(self.teacher_fusion() or [])
+        if self.teacher.candidates != "fused" and self.teacher.candidates not in kinds:
+            kinds.append(self.teacher.candidates)
+        return kinds

@@ -1,9 +1,11 @@
 """Run an experiment config stage by stage with the library's own functions, resumably.
 
 Stages (only those the config needs): training data -> BM25 index -> BM25 run of the training queries (hard
-negatives) -> train retriever -> encode -> index -> dense search -> BM25 search -> fuse -> train reranker ->
-re-rank -> evaluate. A stage is skipped when all its outputs exist; every output is written atomically, so an
-existing output is a complete one. Inside a stage the library resumes on its own (training from its last
+negatives, teacher) -> train retriever -> encode -> index -> dense search -> BM25 search -> fuse -> train reranker ->
+re-rank -> evaluate. A teacher section adds its stages (the untrained start model's encoding, index and dense run of
+the training queries, the fusion of its runs, the scored file) just before the first training that reads them.
+A stage is skipped when all its outputs exist; every output is written atomically, so an existing output is a
+complete one. Inside a stage the library resumes on its own (training from its last
 complete checkpoint, encoding from its finished chunks, re-ranking from its score cache), so re-running
 `peft-ir run` after a kill continues where it stopped.
 """
@@ -19,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from peft_ir.errors import PeftIRError
-from peft_ir.experiment.config import AUTO, DEV_SET, RERANKED_FUSED, ExperimentConfig, ModelSection, TestSet
+from peft_ir.experiment.config import (AUTO, DEV_SET, FUSION_PREFIX, RERANKED_FUSED, ExperimentConfig, ModelSection,
+                                       TestSet)
 from peft_ir.experiment.evaluation import evaluate_runs, fuse_measure, rerank_input_kind, write_run_report
 from peft_ir.experiment.expect import check_expected
 from peft_ir.experiment.rundir import RunDir
@@ -49,6 +52,7 @@ class Pipeline:
         self.progress = progress
         self._echo = echo
         self._bi_encoder: Any = None
+        self._start_encoder: Any = None  # the teacher's: the retriever's model untrained
         self._cross_encoder: Any = None
         self._bm25: Any = None
 
@@ -64,8 +68,12 @@ class Pipeline:
         if "bm25" in kinds or "bm25" in self._train_run_kinds():
             out.append(Stage("BM25 index of the corpus", [d.bm25_index], self._bm25_index))
         if "bm25" in self._train_run_kinds():
-            out.append(Stage("BM25 run of the training queries (hard negatives)", [d.run_file("train", "bm25")],
+            uses = [u for u, used in (("hard negatives", "bm25" in self._train_run_kinds(negatives_only=True)),
+                                      ("the teacher's", "bm25" in cfg.teacher_run_kinds())) if used]
+            out.append(Stage(f"BM25 run of the training queries ({', '.join(uses)})", [d.run_file("train", "bm25")],
                              lambda: self._bm25_search([self._train_set()])))
+        if cfg.distils(cfg.retriever):
+            out += self._teacher_stages()
         if cfg.trains(cfg.retriever):
             out.append(Stage(f"train retriever: {_describe(cfg.retriever)}", [d.retriever / "summary.json"],
                              self._train_retriever))
@@ -82,6 +90,8 @@ class Pipeline:
         if cfg.fuse:
             out.append(Stage(f"fuse {' + '.join(cfg.fuse.runs)} ({cfg.fuse.method})",
                              [d.run_file(t.name, "fused") for t in tests], self._fuse))
+        if cfg.teacher is not None and not cfg.distils(cfg.retriever):
+            out += self._teacher_stages()
         if cfg.trains(cfg.reranker):
             out.append(Stage(f"train reranker: {_describe(cfg.reranker)}", [d.reranker / "summary.json"],
                              self._train_reranker))
@@ -163,18 +173,25 @@ class Pipeline:
         return TestSet(name="train", topics=self.cfg.data.train, qrels=self.cfg.data.train,  # type: ignore[arg-type]
                        split=self.cfg.data.train_split)
 
-    def _train_run_kinds(self) -> set[str]:
+    def _train_run_kinds(self, negatives_only: bool = False) -> set[str]:
+        """The pipeline's own runs of the training queries: for hard negatives, and the teacher's BM25 run (and its
+        dense one when the retriever is not trained, i.e. is the start model)."""
         kinds = set()
         for s in (self.cfg.retriever, self.cfg.reranker):
             if s is not None and s.negatives == "bm25":
                 kinds.add("bm25")
             elif s is not None and s.negatives == "first_stage":
                 kinds.add(self.cfg.first_stage)
+        if not negatives_only:
+            kinds |= {k for k in self.cfg.teacher_run_kinds() if k == "bm25" or self._teacher_reuses_dense()}
         return kinds
 
     def _train_hits(self) -> int:
-        return max([s.negatives_window[1] for s in (self.cfg.retriever, self.cfg.reranker)
-                    if s is not None and s.negatives is not None] or [100])
+        depths = [s.negatives_window[1] for s in (self.cfg.retriever, self.cfg.reranker)
+                  if s is not None and s.negatives is not None]
+        if self.cfg.teacher is not None:
+            depths.append(self.cfg.teacher.hits)
+        return max(depths or [100])
 
     def _negatives_run(self, s: ModelSection) -> str | None:
         if s.negatives == "bm25":
@@ -225,9 +242,11 @@ class Pipeline:
             write_run(run, out, tag=f"{self.cfg.name}-bm25", hits=hits)
 
     def _train_config(self, cls: type, s: ModelSection, output: Path, cross_encoder: bool) -> Any:
-        """The library's training config from a section: its settings by name, plus what the experiment supplies."""
+        """The library's training config from a section: its settings by name, plus what the experiment supplies
+        (a section that distils trains on the teacher's scored file, the others on data.train)."""
+        train = str(self.dir.teacher_scored) if self.cfg.teacher and self.cfg.distils(s) else self.cfg.data.train
         return from_flat(cls, {
-            **to_flat(s), "train": self.cfg.data.train, "output": str(output), "split": self.cfg.data.train_split,
+            **to_flat(s), "train": train, "output": str(output), "split": self.cfg.data.train_split,
             "negatives_run": self._negatives_run(s), "seed": self.cfg.seed, "head_seed": self.cfg.seed,
             "tuning": resolve_tuning(s, cross_encoder=cross_encoder, seed=self.cfg.seed), "resume": True,
             "progress": self.progress})
@@ -240,13 +259,14 @@ class Pipeline:
         s = train_retriever(self._train_config(RetrieverTrainConfig, self.cfg.retriever, self.dir.retriever, False))
         self._echo_selection(s)
 
-    def _encoder_spec(self) -> Any:
-        """The trained (or zero-shot) bi-encoder as encoding and search use it: passages cut at encode.max_length."""
+    def _encoder_spec(self, trained: bool = True) -> Any:
+        """The trained (or zero-shot) bi-encoder as encoding and search use it: passages cut at encode.max_length;
+        with `trained` False the start model (no adapter), the teacher's."""
         from peft_ir.retriever.config import EncoderSpec  # noqa: PLC0415
 
         s = self.cfg.retriever
         assert s is not None
-        adapter = None if s.zero_shot else str(self.dir.retriever / "adapter")
+        adapter = None if s.zero_shot or not trained else str(self.dir.retriever / "adapter")
         return from_flat(EncoderSpec, {**to_flat(s), "passage_max_length": self.cfg.encode.max_length,
                                        "adapter": adapter})
 
@@ -257,36 +277,122 @@ class Pipeline:
             self._bi_encoder = BiEncoder(self._encoder_spec())
         return self._bi_encoder
 
-    def _encode(self) -> None:
+    def start_encoder(self) -> Any:
+        """The retriever's model untrained: the teacher's dense run, when the retriever trains."""
+        if self._start_encoder is None:
+            from peft_ir.retriever.encoder import BiEncoder  # noqa: PLC0415
+
+            self._start_encoder = BiEncoder(self._encoder_spec(trained=False))
+        return self._start_encoder
+
+    def _encode(self, encoder: Any = None, output: Path | None = None) -> None:
         from peft_ir.data import iter_documents  # noqa: PLC0415
         from peft_ir.retriever.encode import encode_corpus  # noqa: PLC0415
 
         e = self.cfg.encode
-        encode_corpus(self.bi_encoder(), iter_documents(self.cfg.data.corpus), self.dir.embeddings,  # type: ignore[arg-type]
-                      chunk_size=e.chunk_size, batch_size=e.batch_size, progress=self.progress)
+        encoder = self.bi_encoder() if encoder is None else encoder
+        corpus = iter_documents(self.cfg.data.corpus)  # type: ignore[arg-type]
+        encode_corpus(encoder, corpus, output or self.dir.embeddings, chunk_size=e.chunk_size, batch_size=e.batch_size,
+                      progress=self.progress)
 
-    def _index(self) -> None:
+    def _index(self, embeddings: Path | None = None, output: Path | None = None) -> None:
         from peft_ir.indexing.dense import build_index  # noqa: PLC0415
 
-        build_index(self.dir.embeddings, self.dir.index, self.cfg.index.factory,
+        build_index(embeddings or self.dir.embeddings, output or self.dir.index, self.cfg.index.factory,
                     train_sample=self.cfg.index.train_sample, nprobe=self.cfg.index.nprobe, progress=self.progress)
 
     def _dense_search(self, sets: list[TestSet]) -> None:
+        self._search(self.bi_encoder(), self.dir.index, [(t, self.dir.run_file(t.name, "dense")) for t in sets])
+
+    def _search(self, encoder: Any, index_dir: Path, jobs: list[tuple[TestSet, Path]]) -> None:
+        """Search each job's queries in the index into its run file (a finished one is kept)."""
         from peft_ir.data import load_topics, write_run  # noqa: PLC0415
         from peft_ir.indexing.dense import DenseIndex  # noqa: PLC0415
         from peft_ir.indexing.search import dense_search  # noqa: PLC0415
 
-        index = DenseIndex(self.dir.index, device=self.cfg.search.device, nprobe=self.cfg.index.nprobe,
+        index = DenseIndex(index_dir, device=self.cfg.search.device, nprobe=self.cfg.index.nprobe,
                            fp16=self.cfg.search.fp16_index)
-        index.check_encoder(self.bi_encoder().manifest())
-        for t in sets:
-            out = self.dir.run_file(t.name, "dense")
+        index.check_encoder(encoder.manifest())
+        for t, out in jobs:
             if out.exists():
                 continue
             hits = self._train_hits() if t.name == "train" else self.cfg.search.hits
-            run = dense_search(self.bi_encoder(), [index], load_topics(t.topics, t.split), hits,
+            run = dense_search(encoder, [index], load_topics(t.topics, t.split), hits,
                                batch_size=self.cfg.search.batch_size, progress=self.progress)
             write_run(run, out, tag=f"{self.cfg.name}-dense", hits=hits)
+
+    # -- the teacher: a scored file of the training queries, made before the training that distils it ------------
+    def _teacher_reuses_dense(self) -> bool:
+        """The start model's dense run is the pipeline's own when the retriever is not trained: encoded once."""
+        return "dense" in self.cfg.teacher_run_kinds() and not self.cfg.trains(self.cfg.retriever)
+
+    def _teacher_run(self, kind: str) -> Path:
+        """The teacher's run of the training queries of one kind: BM25's (and a zero-shot retriever's dense one)
+        is the pipeline's own, the start model's dense run and the fusion are in teacher/."""
+        if kind == "bm25" or (kind == "dense" and self._teacher_reuses_dense()):
+            return self.dir.run_file("train", kind)
+        return self.dir.teacher / f"train.{kind}.trec"
+
+    def _teacher_stages(self) -> list[Stage]:
+        from peft_ir.teacher.annotate import record_path  # noqa: PLC0415
+
+        t, d = self.cfg.teacher, self.dir
+        assert t is not None
+        out: list[Stage] = []
+        if "dense" in self.cfg.teacher_run_kinds() and not self._teacher_reuses_dense():
+            emb, index = d.teacher / "embeddings", d.teacher / "index"
+            out += [Stage(f"teacher: encode the corpus with the untrained start model (max length "
+                          f"{self.cfg.encode.max_length})", [emb / "manifest.json"],
+                          lambda: self._encode(self.start_encoder(), emb)),
+                    Stage(f"teacher: index (FAISS {self.cfg.index.factory})", [index / "manifest.json"],
+                          lambda: self._index(emb, index)),
+                    Stage(f"teacher: dense search of the training queries, top {self._train_hits()}",
+                          [self._teacher_run("dense")], self._teacher_dense_search)]
+        fusion = self.cfg.teacher_fusion()
+        if t.candidates == "fused":
+            assert fusion is not None
+            out.append(Stage(f"teacher: fuse {' + '.join(fusion)} of the training queries (interpolate)",
+                             [self._teacher_run("fused")], self._teacher_fuse))
+        out.append(Stage(f"teacher: score the top {t.depth} of the {t.candidates} run of the training queries "
+                         f"({t.teacher})", [d.teacher_scored, record_path(d.teacher_scored)], self._annotate))
+        return out
+
+    def _teacher_dense_search(self) -> None:
+        self._search(self.start_encoder(), self.dir.teacher / "index",
+                     [(self._train_set(), self._teacher_run("dense"))])
+        self._start_encoder = None  # not needed again: free its memory before training
+
+    def _teacher_fuse(self) -> None:
+        """The fusion teacher's own ranking (its runs, weights and min-max interpolation): its top `depth` are the
+        candidates it scores."""
+        from peft_ir.data import read_run, write_run  # noqa: PLC0415
+        from peft_ir.indexing.fusion import interpolate  # noqa: PLC0415
+
+        t, fusion = self.cfg.teacher, self.cfg.teacher_fusion()
+        assert t is not None and fusion is not None
+        hits = self._train_hits()
+        fused = interpolate([read_run(self._teacher_run(k)) for k in fusion], weights=t.teacher_weights,
+                            norm="minmax", hits=hits)
+        write_run(fused, self._teacher_run("fused"), tag=f"{self.cfg.name}-teacher-fused", hits=hits)
+
+    def _annotate(self) -> None:
+        """`peft-ir annotate` of the training split: resumable inside (whole blocks of queries kept after a kill);
+        the scored file appears under its name only when complete, with its record."""
+        from peft_ir.devices import device_for_process  # noqa: PLC0415
+        from peft_ir.teacher.annotate import annotate  # noqa: PLC0415
+        from peft_ir.teacher.config import AnnotateConfig  # noqa: PLC0415
+
+        t, fusion = self.cfg.teacher, self.cfg.teacher_fusion()
+        assert t is not None
+        teacher = FUSION_PREFIX + ",".join(str(self._teacher_run(k)) for k in fusion) if fusion else t.teacher
+        cfg = from_flat(AnnotateConfig, {
+            **to_flat(t), "teacher": teacher, "dataset": self.cfg.data.train, "split": self.cfg.data.train_split,
+            "run": str(self._teacher_run(t.candidates)), "output": str(self.dir.teacher_scored),
+            "progress": self.progress})
+        s = annotate(cfg, "cpu" if fusion else device_for_process())
+        resumed = f", resumed after {s.resumed_from}" if s.resumed_from else ""
+        self.echo(f"    {s.passages} passages of {s.queries} queries scored by the {s.record['teacher']['kind']} "
+                  f"teacher{resumed} -> {cfg.output}")
 
     def _fuse(self, sets: list[TestSet] | None = None) -> None:
         from peft_ir.data import read_run, write_run  # noqa: PLC0415

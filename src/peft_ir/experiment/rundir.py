@@ -48,6 +48,9 @@ class RunDir:
     dev_topics = property(lambda self: self.root / "rerank-dev" / "queries.jsonl")
     dev_qrels = property(lambda self: self.root / "rerank-dev" / "qrels.tsv")
     fuse_weight = property(lambda self: self.root / "fuse-weight.json")
+    # a teacher section: the start model's encoding, index and runs of the training queries, the scored file
+    teacher = property(lambda self: self.root / "teacher")
+    teacher_scored = property(lambda self: self.root / "teacher" / "train.scored.jsonl")
 
     def run_file(self, split: str, kind: str) -> Path:
         """runs/<test set, 'train' or 'rerank-dev'>.<dense|bm25|fused|reranked|reranked-fused>.trec"""

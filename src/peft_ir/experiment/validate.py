@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 
 from peft_ir.errors import PeftIRError
-from peft_ir.experiment.config import (AUTO, DEV_SET, NEGATIVE_SOURCES, DataConfig, ExperimentConfig, ModelSection,
-                                       TestSet)
+from peft_ir.experiment.config import (AUTO, DEV_SET, FUSION_PREFIX, NEGATIVE_SOURCES, TEACHER_RUNS, DataConfig,
+                                       ExperimentConfig, ModelSection, TestSet)
 from peft_ir.experiment.expect import validate_expect
 from peft_ir.experiment.schema import Origins, fail
 from peft_ir.training.tracking import contradiction, missing_package
@@ -72,6 +72,8 @@ def resolve_paths(cfg: ExperimentConfig, cwd: Path) -> ExperimentConfig:
         if section is not None:
             sections[key] = dataclasses.replace(section, model=_abs_model(section.model, cwd),
                                                 negatives=_abs_negatives(section.negatives, cwd))
+    if cfg.teacher is not None and cfg.teacher_fusion() is None:  # a model teacher: a folder or a hub name
+        sections["teacher"] = dataclasses.replace(cfg.teacher, teacher=_abs_model(cfg.teacher.teacher, cwd))
     return dataclasses.replace(cfg, data=data, output=_abs(cfg.output, cwd), **sections)
 
 
@@ -105,6 +107,7 @@ def validate(cfg: ExperimentConfig, origins: Origins) -> None:
         section = getattr(cfg, key)
         if section is not None:
             _validate_tuned(cfg, key, section, origins)
+    _validate_teacher(cfg, origins)
     if cfg.reranker is not None:
         _positive("reranker.hits", cfg.reranker.hits, origins)
         w = cfg.reranker.fuse_weight
@@ -227,7 +230,8 @@ def _validate_tuned(cfg: ExperimentConfig, key: str, s: ModelSection, origins: O
     lo, hi = s.negatives_window
     if not 1 <= lo <= hi:
         raise fail(f"{key}.negatives_window", origins, f"needs 1 <= from <= to, got [{lo}, {hi}]")
-    beir_training = is_beir_training(cfg)
+    from_teacher = cfg.teacher is not None and cfg.distils(s)  # trains on the teacher's scored file
+    beir_training = is_beir_training(cfg) and not from_teacher
     _validate_loss(cfg, key, s, origins, beir_training)
     if s.negatives is None:
         per_query = getattr(s, "num_negatives", 0)  # the retriever's; a reranker always needs negatives
@@ -238,7 +242,8 @@ def _validate_tuned(cfg: ExperimentConfig, key: str, s: ModelSection, origins: O
                        f"{'' if key == 'reranker' else ' (or num_negatives: 0 for in-batch negatives only)'}")
         return
     if not beir_training:
-        raise fail(f"{key}.negatives", origins, "a training file carries its own negatives: remove this key")
+        what = "the teacher's scored file" if from_teacher else "a training file"
+        raise fail(f"{key}.negatives", origins, f"{what} carries its own negatives: remove this key")
     if s.negatives == "first_stage":
         if key != "reranker":
             raise fail(f"{key}.negatives", origins, "first_stage negatives come from the retriever being trained: "
@@ -271,14 +276,66 @@ def _validate_loss(cfg: ExperimentConfig, key: str, s: ModelSection, origins: Or
         problem = loss_problem(name, getattr(s, "cache_mini_batch"), getattr(s, "num_negatives"))
         if problem:
             raise fail(f"{key}.loss", origins, problem)
-    if name not in LOSSES or not LOSSES[name].needs_teacher:
-        return
+    if name not in LOSSES or not LOSSES[name].needs_teacher or cfg.teacher is not None:
+        return  # a teacher section supplies the scores (checked in _validate_teacher)
     if beir_training:
         raise fail(f"{key}.loss", origins, f"{name} distils teacher scores, and the BEIR folder {cfg.data.train} has "
-                   "none: set data.train to a scored training file (teacher scores per passage)")
+                   "none: add a teacher section (it scores the training queries before training), or set "
+                   "data.train to a scored training file (teacher scores per passage)")
     if cfg.data.build_train_from is not None:
         raise fail(f"{key}.loss", origins, f"{name} distils teacher scores, and data.build_train_from writes a "
                    "training file without them: give data.train as a scored training file")
+
+
+def _validate_teacher(cfg: ExperimentConfig, origins: Origins) -> None:
+    """A teacher scores the judged queries of a BEIR training split, from runs this experiment makes, for a
+    section that distils them."""
+    t = cfg.teacher
+    if t is None:
+        return
+    if not (cfg.distils(cfg.retriever) or cfg.distils(cfg.reranker)):
+        raise fail("teacher", origins, "no section distils its scores: give retriever.loss or reranker.loss a "
+                   "distillation loss (kl, margin-mse), or remove the section")
+    if not is_beir_training(cfg):
+        raise fail("teacher", origins, f"the teacher scores the judged queries of the training split, which needs a "
+                   f"BEIR folder as training data (queries, qrels and the corpus), not {cfg.data.train!r}: set "
+                   "data.beir or data.train to one")
+    fusion = cfg.teacher_fusion()
+    if fusion is not None:
+        for kind in fusion:
+            if kind not in TEACHER_RUNS:
+                close = difflib.get_close_matches(kind, TEACHER_RUNS, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise fail("teacher.teacher", origins, f"unknown run kind {kind!r} in {t.teacher!r}: a fusion teacher "
+                           f"fuses runs of the training queries that the experiment makes, dense (the retriever's "
+                           f"untrained start model) or bm25{hint}")
+        if len(fusion) < 2 or len(set(fusion)) != len(fusion):
+            raise fail("teacher.teacher", origins, f"a fusion teacher needs two or more different run kinds, "
+                       f"{FUSION_PREFIX}dense,bm25; got {t.teacher!r}")
+        if t.teacher_weights is not None and len(t.teacher_weights) != len(fusion):
+            raise fail("teacher.teacher_weights", origins, f"needs one weight per run ({len(fusion)}), got "
+                       f"{t.teacher_weights}")
+        if t.teacher_kind != "auto":
+            raise fail("teacher.teacher_kind", origins, "applies to a model teacher, not to a fusion of runs")
+    else:
+        if t.candidates == "fused":
+            raise fail("teacher.candidates", origins, "fused is a fusion teacher's own ranking, and this teacher is "
+                       "a model: choose dense (the retriever's untrained start model) or bm25")
+        if t.teacher_weights is not None:
+            raise fail("teacher.teacher_weights", origins, "weighs the runs of a fusion teacher; this teacher is a "
+                       "model: remove it")
+    if "dense" in cfg.teacher_run_kinds() and cfg.retriever is None:
+        raise fail("teacher.teacher" if "dense" in (fusion or []) else "teacher.candidates", origins,
+                   "dense is the run of the retriever's untrained start model, and there is no retriever section "
+                   f"(first_stage is {cfg.first_stage}): use bm25, or a dense first stage")
+    _positive("teacher.depth", t.depth, origins)
+    if t.hits < t.depth:
+        raise fail("teacher.hits", origins, f"the candidates are each run's top depth ({t.depth}) hits: hits must be "
+                   f"at least that, got {t.hits}")
+    _positive("teacher.teacher_batch_size", t.teacher_batch_size, origins)
+    for name in ("teacher_query_max_length", "teacher_passage_max_length"):
+        if getattr(t, name) is not None:
+            _positive(f"teacher.{name}", getattr(t, name), origins)
 
 
 def is_beir_training(cfg: ExperimentConfig) -> bool:
@@ -353,7 +410,7 @@ def check_inputs(cfg: ExperimentConfig, origins: Origins, notes: list[str] | Non
             raise fail(f"{key}.report_to", origins, missing_package(section.report_to))
         if section.negatives not in (None, *NEGATIVE_SOURCES):
             exists(f"{key}.negatives", section.negatives)
-        if cfg.trains(section) and d.train is not None and d.build_train_from is None:
+        if cfg.trains(section) and d.train is not None and d.build_train_from is None and cfg.teacher is None:
             from peft_ir.training.losses import LOSSES, refuse_without_teacher  # noqa: PLC0415
 
             name = getattr(section, "loss")
@@ -375,6 +432,18 @@ def check_inputs(cfg: ExperimentConfig, origins: Origins, notes: list[str] | Non
             resolve_tuning(section, cross, cfg.seed)
         except PeftIRError as exc:
             raise fail(f"{key}.budget" if section.budget else f"{key}.method", origins, str(exc)) from None
+    if cfg.teacher is not None and cfg.teacher_fusion() is None:  # a model teacher: its folder read, nothing loaded
+        from peft_ir.settings import from_flat, to_flat  # noqa: PLC0415
+        from peft_ir.teacher.config import TeacherConfig  # noqa: PLC0415
+        from peft_ir.teacher.teachers import resolve_teacher  # noqa: PLC0415
+
+        try:
+            resolve_teacher(from_flat(TeacherConfig, to_flat(cfg.teacher)))
+        except PeftIRError as exc:
+            if notes is None or _is_local(cfg.teacher.teacher):
+                raise fail("teacher.teacher", origins, str(exc)) from None
+            notes.append(f"teacher.teacher: {cfg.teacher.teacher!r} is not at hand here (not a local folder nor in "
+                         "the Hugging Face cache): it is fetched from the Hub at run time")
 
 
 def _is_local(model: str | None) -> bool:
