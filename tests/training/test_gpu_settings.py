@@ -1,13 +1,16 @@
-"""The GPU-scale training settings on the CPU: bf16 autocast trains (fp16 is refused), gradient checkpointing gives
-the step of no checkpointing for hook-based methods and prefixes, attn_implementation reaches the model and a
-flash attention that is not installed is refused before anything loads."""
+"""The GPU-scale training settings on the CPU: bf16 autocast trains (fp16 is refused), a bfloat16 checkpoint trains
+float32 weights and its adapter encodes and re-ranks, gradient checkpointing gives the step of no checkpointing for
+hook-based methods and prefixes, attn_implementation reaches the model and a flash attention that is not installed is
+refused before anything loads."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -66,6 +69,59 @@ def test_bf16_trains_a_decoder_reranker_on_the_cpu(cpu_only, synthetic_beir: Pat
     assert train_reranker(cfg)["steps"] == 1
     (loss,) = _losses(tmp_path / "run")
     assert loss == loss and abs(loss) < 1e3  # finite
+
+
+@pytest.fixture(scope="module")
+def bf16_llama_dir(tiny_decoder_dir, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama folder saved in bfloat16, as most LLM checkpoints are (transformers 5 loads them so)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    source, out = tiny_decoder_dir("llama"), tmp_path_factory.mktemp("tiny-llama-bf16")
+    AutoModel.from_pretrained(source, dtype=torch.float32).to(torch.bfloat16).save_pretrained(out)
+    AutoTokenizer.from_pretrained(source).save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["no-autocast", "bf16-autocast"])
+def test_a_bf16_checkpoint_trains_float32_weights_and_its_adapter_encodes(cpu_only, synthetic_beir: Path,
+                                                                         bf16_llama_dir: Path, tmp_path: Path,
+                                                                         bf16: bool) -> None:
+    spec = EncoderSpec(model=str(bf16_llama_dir), query_max_length=12)
+    base = BiEncoder(spec, device="cpu")
+    assert base.hf_model.dtype == torch.bfloat16  # loaded in the checkpoint's dtype
+    _one_step(synthetic_beir, bf16_llama_dir, tmp_path / "run", bf16=bf16)
+    (loss,) = _losses(tmp_path / "run")
+    assert loss == loss and abs(loss) < 1e3  # finite
+    weights = _weights(tmp_path / "run")
+    assert weights and all(t.dtype == torch.float32 for t in weights.values())  # float32 masters, not bfloat16
+    tuned = BiEncoder(EncoderSpec(model=str(bf16_llama_dir), query_max_length=12,
+                                  adapter=str(tmp_path / "run" / "adapter")), device="cpu")
+    frozen = {p.dtype for p in tuned.hf_model.parameters() if not p.requires_grad}
+    assert frozen == {torch.bfloat16}
+    texts = ["alpha beta", "river stone cloud tree light"]
+    with_adapter, without = tuned.encode_queries(texts), base.encode_queries(texts)
+    assert with_adapter.dtype == np.float32 and with_adapter.shape == without.shape
+    assert np.isfinite(with_adapter).all() and not np.allclose(with_adapter, without)
+
+
+def test_a_bf16_checkpoint_trains_a_reranker_whose_adapter_scores(cpu_only, synthetic_beir: Path,
+                                                                  synthetic_runs: dict, bf16_llama_dir: Path,
+                                                                  tmp_path: Path) -> None:
+    """LoRA (peft's adapter upcast as get_peft_model's autocast_adapter_dtype does) and the task head, a base
+    module that trains in place (a float32 master of the bfloat16 head)."""
+    spec = CrossEncoderSpec(model=str(bf16_llama_dir), query_max_length=8, passage_max_length=16)
+    cfg = RerankerTrainConfig(train=str(synthetic_beir), output=str(tmp_path / "run"), cross_encoder=spec,
+                              negatives_run=str(synthetic_runs["train"]), negatives_pool=8, group_size=4, batch_size=4,
+                              max_steps=1, dev_queries=0, logging_steps=1, progress=False,
+                              tuning=TuningConfig(method="lora", lora_r=2))
+    assert train_reranker(cfg)["steps"] == 1
+    weights = _weights(tmp_path / "run")
+    assert any(".lora_" in k for k in weights) and any("score" in k for k in weights)
+    assert all(t.dtype == torch.float32 for t in weights.values())
+    reranker = CrossEncoder(spec, adapter=tmp_path / "run" / "adapter", device="cpu")
+    assert {p.dtype for p in reranker.model.parameters() if not p.requires_grad} == {torch.bfloat16}
+    scores = reranker.score(["alpha beta", "gamma"], ["river stone", "cloud tree light"])
+    assert len(scores) == 2 and all(math.isfinite(s) for s in scores)
 
 
 def test_fp16_without_cuda_and_two_precisions_are_refused_before_anything_loads(cpu_only, tmp_path: Path) -> None:

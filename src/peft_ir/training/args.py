@@ -76,8 +76,8 @@ class ScheduleConfig:
     seed: int = setting(42, help="training order and sampling, the added modules' initialisation")
     resume: bool = setting(False, help="continue from the last complete checkpoint in the output folder")
     progress: bool = setting(True, help="progress bars")
-    bf16: bool = setting(False, help="bfloat16 mixed precision: autocast, the weights and the optimiser stay in "
-                                     "float32 (CUDA GPUs with bf16, or the CPU)")
+    bf16: bool = setting(False, help="bfloat16 mixed precision: autocast, the trained weights and the optimiser stay "
+                                     "in float32 (CUDA GPUs with bf16, or the CPU)")
     fp16: bool = setting(False, help="float16 mixed precision with loss scaling (CUDA only)")
     gradient_checkpointing: bool = setting(False, help="recompute each layer's activations in the backward pass: "
                                                        "less memory for longer texts and larger batches, at the "
@@ -183,7 +183,8 @@ def dataloader_workers(cuda: bool, world: int) -> int:
 def common_trainer_args(cfg: ScheduleConfig, output_dir: Path, metric: str) -> dict[str, Any]:
     """Keyword arguments for (SentenceTransformer)TrainingArguments from a retriever or reranker config.
 
-    Mixed precision is the Trainer's (autocast through accelerate, float32 weights; fp16 with a loss scaler);
+    Mixed precision is the Trainer's (autocast through accelerate over float32 trained weights, which they are even
+    on a bfloat16 checkpoint: tuning/precision.py; fp16 with a loss scaler);
     gradient checkpointing is the Trainer's too (non-reentrant, each layer recomputed in the backward pass: the
     tuning hooks run again inside it, see tuning.apply_tuning).
     Keeps the best dev checkpoint (`metric`, higher is better) and at most two checkpoints on disk; without a dev

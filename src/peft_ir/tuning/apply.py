@@ -25,6 +25,7 @@ from peft_ir.tuning.arch import Arch, detect
 from peft_ir.tuning.aside import aside_parts, inject_aside
 from peft_ir.tuning.config import Part, TuningConfig, get_method
 from peft_ir.tuning.modules import TuningModule
+from peft_ir.tuning.precision import keep_float32_masters, release_masters
 
 STATE_ATTR = "peft_ir_tuning"
 HEAD_PART = "task head (always trains)"
@@ -75,6 +76,8 @@ def apply_tuning(model: nn.Module, config: TuningConfig) -> nn.Module:
 
     The added modules are initialised from `config.seed` (CPU generator, then moved to the base's device and
     dtype), so two applications of one config give identical models. They follow the model's train/eval mode.
+    On a bfloat16/float16 base every parameter that trains is float32, the frozen ones keep their dtype
+    (tuning/precision.py).
     Gradient checkpointing works (tested with use_reentrant=False); with reentrant checkpointing the frozen
     embeddings give layer inputs without grad, so call `model.enable_input_require_grads()` as for peft.
     """
@@ -95,8 +98,9 @@ def apply_tuning(model: nn.Module, config: TuningConfig) -> nn.Module:
             inject_aside(arch, config.aside, config.ar, config.activation)
     for _, head in arch.head:
         head.requires_grad_(True)
-    model.train(model.training)  # new modules (e.g. peft's LoRA dropout) follow the model's train/eval mode
     in_modules = added_parameter_ids(model)
+    keep_float32_masters(model, in_modules)  # BitFit's added biases sit on base modules: masters too
+    model.train(model.training)  # new modules (e.g. peft's LoRA dropout) follow the model's train/eval mode
     added = tuple(n for n, p in model.named_parameters() if id(p) not in base_ids and id(p) not in in_modules)
     setattr(model, STATE_ATTR, TuningState(config, base_total, base_hash, type(model).__name__, added))
     return model
@@ -171,8 +175,9 @@ def merge_tuned(model: nn.Module) -> nn.Module:
     lora: peft's merge (W + (alpha/r)·B·A), then the LoRA layers are replaced by their base linears, so the
     merged model has the base's modules and parameter count (zero added latency). bitfit and full: the trained
     weights already are base weights (BitFit's added zero biases stay, their config switches turned on; refused where
-    the config has none, see methods/bitfit.py). Every other method (and any method with aside modules) raises
-    PeftIRError saying why. The returned model is untuned: all parameters are frozen.
+    the config has none, see methods/bitfit.py; trained biases and a head go back to the base's dtype, and full stays
+    float32 when it trained a half-precision checkpoint in float32). Every other method (and any method with aside
+    modules) raises PeftIRError saying why. The returned model is untuned: all parameters are frozen.
     """
     state = tuning_state(model)
     if state is None:
@@ -184,6 +189,7 @@ def merge_tuned(model: nn.Module) -> nn.Module:
             "(W_up · act(W_down · z)) that has no equivalent change of the base weights"
         )
     get_method(config.method).merge(detect_tuned(model, config), config)
+    release_masters(model)  # the trained biases and head back in the base's dtype
     model.requires_grad_(False)
     delattr(model, STATE_ATTR)
     return model

@@ -22,6 +22,7 @@ from peft_ir.errors import InputError, MismatchError, PeftIRError
 from peft_ir.fingerprint import base_fingerprint
 from peft_ir.tuning.apply import apply_tuning, detect_tuned, trainable_parameters, tuning_state
 from peft_ir.tuning.config import TuningConfig
+from peft_ir.tuning.methods.lora import PEFT_ADAPTER
 
 FORMAT = "peft-ir-tuning"
 FORMAT_VERSION = 1
@@ -30,7 +31,6 @@ WEIGHTS_FILE = "tuning_weights.safetensors"
 PEFT_CONFIG_FILE = "adapter_config.json"
 PEFT_WEIGHTS_FILE = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
-PEFT_ADAPTER = "default"
 
 
 def _base_name(model: nn.Module) -> str:

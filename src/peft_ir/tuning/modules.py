@@ -4,6 +4,8 @@ Every added module derives from `TuningModule`, so counting and saving can tell 
 ones. Modules are attached as children of the layer they act on (so they appear in `named_parameters()` and
 `state_dict()` under readable names, and the base weights keep their names) and act through forward hooks whose
 callables are bound methods of the module itself (so `copy.deepcopy` of the model re-binds them correctly).
+The modules stay float32 on a bfloat16/float16 base (tuning/precision.py): they compute on their input cast to their
+own dtype and hand back their output in the dtype of the tensor it is added to.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from peft_ir.tuning.precision import trainable_dtype
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
@@ -38,8 +42,8 @@ class Bottleneck(TuningModule):
         nn.init.zeros_(self.up.bias)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.up(self.act(self.down(z)))
-        return out if self.scale == 1.0 else out * self.scale
+        out = self.up(self.act(self.down(z.to(self.down.weight.dtype))))
+        return (out if self.scale == 1.0 else out * self.scale).to(z.dtype)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}" if self.scale != 1.0 else ""
@@ -56,9 +60,9 @@ def _first_tensor(args: tuple, kwargs: dict[str, Any]) -> torch.Tensor:
 
 def _add_to_output(output: Any, delta: torch.Tensor) -> Any:
     if isinstance(output, torch.Tensor):
-        return output + delta
+        return output + delta.to(output.dtype)
     if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
-        return (output[0] + delta, *output[1:])
+        return (output[0] + delta.to(output[0].dtype), *output[1:])
     raise RuntimeError(f"peft-ir tuning: cannot add to a module output of type {type(output).__name__}")
 
 
@@ -97,7 +101,8 @@ class SideBottleneck(Bottleneck):
 
 
 def place(module: TuningModule, like: torch.Tensor) -> TuningModule:
-    """Move a freshly built module to the device and dtype of the base weights and mark it trainable."""
-    module.to(device=like.device, dtype=like.dtype)
+    """Move a freshly built module to the device of the base weights, in their dtype but float32 for a half-precision
+    base (AdamW's updates would round away in bfloat16: tuning/precision.py), and mark it trainable."""
+    module.to(device=like.device, dtype=trainable_dtype(like.dtype))
     module.requires_grad_(True)
     return module

@@ -14,6 +14,8 @@ from peft_ir.errors import PeftIRError
 from peft_ir.tuning.arch import Arch
 from peft_ir.tuning.config import Method, Part, TuningConfig, register
 
+PEFT_ADAPTER = "default"  # the name of the injected adapter (peft's default), left out of the saved keys
+
 
 def _layer_linears(arch: Arch) -> list[tuple[str, str, nn.Linear]]:
     """(name inside its layer, full name, module) of every base linear layer of the encoder layers."""
@@ -97,8 +99,12 @@ class Lora(Method):
 
     def inject(self, arch: Arch, config: TuningConfig) -> None:
         from peft import inject_adapter_in_model
+        from peft.tuners.tuners_utils import cast_adapter_dtype
 
-        inject_adapter_in_model(peft_lora_config(arch, config), arch.model)
+        inject_adapter_in_model(peft_lora_config(arch, config), arch.model, adapter_name=PEFT_ADAPTER)
+        # inject_adapter_in_model gives the adapter the base layer's dtype; get_peft_model's default
+        # autocast_adapter_dtype=True upcasts bfloat16/float16 adapters to float32, and so do we (tuning/precision.py)
+        cast_adapter_dtype(arch.model, adapter_name=PEFT_ADAPTER)
 
     def merge(self, arch: Arch, config: TuningConfig) -> None:
         from peft.tuners.tuners_utils import BaseTunerLayer
