@@ -168,3 +168,23 @@ def tevatron_hf_dir(synthetic_beir: Path, synthetic_runs: dict[str, Path], tmp_p
     out = tmp_path_factory.mktemp("hf") / "tevatron-train"
     Dataset.from_list(rows).save_to_disk(str(out))
     return out
+
+
+@pytest.fixture
+def count_checkpoints(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """`start()`: from then on, count the calls of transformers' activation checkpoint (a layer recomputed); returns
+    the counter, {"n": calls}."""
+    import transformers.modeling_utils as mu
+
+    def start() -> dict[str, int]:
+        calls = {"n": 0}
+        checkpoint = mu.checkpoint
+
+        def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+            calls["n"] += 1
+            return checkpoint(*args, **kwargs)
+
+        monkeypatch.setattr(mu, "checkpoint", counted)
+        return calls
+
+    return start

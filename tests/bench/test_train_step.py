@@ -51,19 +51,10 @@ def _child(bench, capsys, model: Path, data: Path, method: str, checkpointing: s
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")  # peft calls it
 @pytest.mark.parametrize("method", ["iaa-l", "lora"])
 def test_a_decoder_step_with_checkpointing_recomputes_every_layer_and_gives_the_same_loss(
-        bench, capsys, monkeypatch, cpu_only, tiny_decoder_dir, synthetic_beir: Path, method: str) -> None:
-    import transformers.modeling_utils as mu
-
+        bench, capsys, count_checkpoints, cpu_only, tiny_decoder_dir, synthetic_beir: Path, method: str) -> None:
     model = tiny_decoder_dir("qwen3")
     plain = _child(bench, capsys, model, synthetic_beir, method, "off")
-    calls = {"n": 0}
-    checkpoint = mu.checkpoint
-
-    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        return checkpoint(*args, **kwargs)
-
-    monkeypatch.setattr(mu, "checkpoint", counted)
+    calls = count_checkpoints()
     on = _child(bench, capsys, model, synthetic_beir, method, "on")
     assert plain["checkpointed"] == 0 and on["checkpointed"] == on["layers"] == 2
     assert calls["n"] >= 2 * 2  # each of the two layers, in each of the two steps

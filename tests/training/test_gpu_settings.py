@@ -135,24 +135,15 @@ def test_fp16_without_cuda_and_two_precisions_are_refused_before_anything_loads(
 
 @pytest.mark.parametrize("method", sorted(SIZES))
 @pytest.mark.parametrize("base", ["bert", "llama"])
-def test_gradient_checkpointing_gives_the_same_training_step(base: str, method: str, monkeypatch, cpu_only,
+def test_gradient_checkpointing_gives_the_same_training_step(base: str, method: str, count_checkpoints, cpu_only,
                                                              synthetic_beir: Path, tiny_bert_dir: Path,
                                                              tiny_decoder_dir, tmp_path: Path) -> None:
     """One optimiser step with and without --gradient-checkpointing: the same loss and the same weights after the
     step (Adam's first step moves each weight by about the learning rate in its gradient's direction, so a gradient
     lost or changed by the recomputation shows), and the layers were indeed recomputed."""
-    import transformers.modeling_utils as mu
-
     model = tiny_bert_dir if base == "bert" else tiny_decoder_dir("llama")
     _one_step(synthetic_beir, model, tmp_path / "plain", method)
-    calls = {"n": 0}
-    checkpoint = mu.checkpoint
-
-    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        return checkpoint(*args, **kwargs)
-
-    monkeypatch.setattr(mu, "checkpoint", counted)
+    calls = count_checkpoints()
     _one_step(synthetic_beir, model, tmp_path / "checkpointed", method, gradient_checkpointing=True)
     assert calls["n"] >= 2  # two layers, at least once each
     (plain,), (checkpointed,) = _losses(tmp_path / "plain"), _losses(tmp_path / "checkpointed")
@@ -163,29 +154,19 @@ def test_gradient_checkpointing_gives_the_same_training_step(base: str, method: 
         assert torch.allclose(a[name], b[name], atol=1e-6), name
 
 
-def test_gradient_checkpointing_reaches_the_reranker_trainer(monkeypatch, cpu_only, synthetic_beir: Path,
+def test_gradient_checkpointing_reaches_the_reranker_trainer(count_checkpoints, cpu_only, synthetic_beir: Path,
                                                             synthetic_runs: dict, tiny_decoder_dir,
                                                             tmp_path: Path) -> None:
     """The cross-encoder trains on the HF Trainer itself (not sentence-transformers'): the flag reaches it too."""
-    import transformers.modeling_utils as mu
-
     spec = CrossEncoderSpec(model=str(tiny_decoder_dir("llama")), query_max_length=8, passage_max_length=16)
     losses = []
     for on in (False, True):
-        calls = {"n": 0}
-        checkpoint = mu.checkpoint
-
-        def counted(*args, _calls=calls, _original=checkpoint, **kwargs):  # type: ignore[no-untyped-def]
-            _calls["n"] += 1
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(mu, "checkpoint", counted)
+        calls = count_checkpoints()
         out = tmp_path / f"run-{on}"
         train_reranker(RerankerTrainConfig(train=str(synthetic_beir), output=str(out), cross_encoder=spec,
                                            negatives_run=str(synthetic_runs["train"]), negatives_pool=8, group_size=4,
                                            batch_size=4, max_steps=1, dev_queries=0, logging_steps=1, progress=False,
                                            gradient_checkpointing=on, tuning=TuningConfig(method="iaa-l", r=4, ar=4)))
-        monkeypatch.setattr(mu, "checkpoint", checkpoint)
         assert (calls["n"] > 0) == on
         losses.append(_losses(out)[0])
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
