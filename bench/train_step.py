@@ -89,7 +89,6 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     import torch  # noqa: PLC0415
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss  # noqa: PLC0415
 
-    from peft_ir.errors import PeftIRError  # noqa: PLC0415
     from peft_ir.retriever.config import EncoderSpec  # noqa: PLC0415
     from peft_ir.retriever.encoder import BiEncoder  # noqa: PLC0415
     from peft_ir.tuning import TuningConfig, apply_tuning, budget_config, trainable_parameters  # noqa: PLC0415
@@ -102,14 +101,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     method = args.child
     out: dict[str, Any] = {"method": method, "checkpointing": args.checkpointing, "pooling": encoder.spec.pooling,
                            "append_eos": encoder.spec.append_eos}
-    try:
-        cfg = (TuningConfig(method=method) if method in UNBUDGETED
-               else budget_config(encoder.hf_model, method, args.budget))
-        encoder._set_hf_model(apply_tuning(encoder.hf_model, cfg))
-    except PeftIRError as exc:  # a method this model cannot take (BitFit on a decoder without biases)
-        out["refused"] = str(exc)
-        print(json.dumps(out))
-        return out
+    cfg = TuningConfig(method=method) if method in UNBUDGETED else budget_config(encoder.hf_model, method, args.budget)
+    encoder._set_hf_model(apply_tuning(encoder.hf_model, cfg))
     trainable, total = trainable_parameters(encoder.hf_model)
     if args.checkpointing == "on":
         enable_checkpointing(st)
@@ -184,24 +177,16 @@ def _sizes(res: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in res["config"].items() if k not in ("method", "seed"))
 
 
-def _refused(method: str, res: dict[str, Any], columns: int) -> str:
-    return f"| {method} | refused: {res['refused']} |" + " |" * (columns - 2)
-
-
 def method_table(results: Results, model: str, methods: list[str], setting: str) -> list[str]:
     """One model's methods at one checkpointing setting, against full fine-tuning (the first method without it)."""
     runs = {m: results[(model, m, setting)] for m in methods}
-    done = [m for m in methods if "refused" not in runs[m][0]]
-    step = {m: statistics.median(t for res in runs[m] for t in res["times"]) for m in done}
-    rss = {m: max(res["rss_mib"] for res in runs[m]) for m in done}
-    ref = "full" if "full" in step else done[0]
+    step = {m: statistics.median(t for res in runs[m] for t in res["times"]) for m in methods}
+    rss = {m: max(res["rss_mib"] for res in runs[m]) for m in methods}
+    ref = "full" if "full" in step else methods[0]
     lines = [f"| method | trainable | share | s/step (median) | vs {ref} | peak RSS (MiB) | vs {ref} | sizes |",
              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for m in methods:
         res = runs[m][0]
-        if m not in step:
-            lines.append(_refused(m, res, 8))
-            continue
         lines.append(f"| {m} | {res['trainable']:,} | {res['trainable'] / res['total']:.2%} | {step[m]:.2f} | "
                      f"{step[m] / step[ref]:.2f} | {rss[m]:,.0f} | {rss[m] / rss[ref]:.2f} | {_sizes(res)} |")
     return lines
@@ -213,9 +198,6 @@ def checkpointing_table(results: Results, model: str, methods: list[str]) -> lis
              "| sizes |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for m in methods:
         runs = {g: results[(model, m, g)] for g in ("off", "on")}
-        if "refused" in runs["off"][0]:
-            lines.append(_refused(m, runs["off"][0], 9))
-            continue
         step = {g: statistics.median(t for res in rs for t in res["times"]) for g, rs in runs.items()}
         rss = {g: max(res["rss_mib"] for res in rs) for g, rs in runs.items()}
         res = runs["off"][0]
@@ -231,7 +213,7 @@ def loss_gap(results: Results) -> float:
     not change what is computed: ~1e-7 in float32)."""
     gaps = [abs(on["loss"] - off["loss"]) / max(abs(off["loss"]), 1e-12)
             for (model, m, g), rs in results.items() if g == "on"
-            for on, off in zip(rs, results[(model, m, "off")]) if "refused" not in on]
+            for on, off in zip(rs, results[(model, m, "off")])]
     return max(gaps, default=0.0)
 
 
@@ -280,15 +262,12 @@ def render(results: Results, args: argparse.Namespace, machine: str) -> str:
 
 
 def measure(args: argparse.Namespace, paths: dict[str, str | None]) -> Results:
-    """Run every (model, method, checkpointing) once per round in its own process, alternating within the round; a
-    method a model refuses is asked once."""
+    """Run every (model, method, checkpointing) once per round in its own process, alternating within the round."""
     settings = CHECKPOINTING[args.gradient_checkpointing]
     results: Results = {(mo, me, g): [] for mo in args.models for me in args.methods for g in settings}
     for r in range(args.rounds):
         for key in results:
             model, method, setting = key
-            if results[key] and "refused" in results[key][0]:
-                continue
             cmd = [sys.executable, __file__, "--child", method, "--checkpointing", setting, "--data", args.data,
                    "--budget", args.budget, "--batch-size", str(args.batch_size), "--max-length",
                    str(args.max_length), "--steps", str(args.steps)]
@@ -297,8 +276,8 @@ def measure(args: argparse.Namespace, paths: dict[str, str | None]) -> Results:
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             res = json.loads(out.strip().splitlines()[-1])
             results[key].append(res)
-            said = res["refused"] if "refused" in res else f"{statistics.median(res['times']):.2f} s/step"
-            print(f"round {r + 1}/{args.rounds} {model} {method} checkpointing {setting}: {said}", file=sys.stderr)
+            print(f"round {r + 1}/{args.rounds} {model} {method} checkpointing {setting}: "
+                  f"{statistics.median(res['times']):.2f} s/step", file=sys.stderr)
     return results
 
 
