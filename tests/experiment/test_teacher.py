@@ -16,6 +16,7 @@ from peft_ir.errors import PeftIRError
 from peft_ir.experiment import ConfigError, load_config
 from peft_ir.experiment.pipeline import Pipeline
 from peft_ir.reranker.config import RerankerTrainConfig
+from peft_ir.retriever.config import RetrieverTrainConfig
 from tiny import tiny_config, write_yaml
 
 FUSION = {"teacher": "fusion:dense,bm25", "teacher_weights": [10, 10], "candidates": "fused", "depth": 5, "hits": 20}
@@ -235,3 +236,18 @@ def test_a_teacher_needs_runs_and_data_the_pipeline_has(synthetic_beir: Path, sy
         load_config(write_yaml(tmp_path / "missing.yaml", missing))
     with pytest.raises(PeftIRError):  # --check says so too (a local path is never a note)
         load_config(write_yaml(tmp_path / "missing.yaml", missing), notes=[])
+
+
+def test_a_retriever_distils_a_scored_file_given_as_data(synthetic_beir: Path, synthetic_scored: Path,
+                                                         tiny_bert_dir: Path, tmp_path: Path) -> None:
+    """No teacher section: the scored training file is the user's (the pilot's hand-made teacher), no stage makes one,
+    and the retriever trains on it (a BM25 test run and its fusion with dense beside, as a hybrid config has)."""
+    data = _config(synthetic_beir, tiny_bert_dir, tmp_path, teacher=None, fuse={"method": "interpolate"})
+    data["data"] = {**data["data"], "train": str(synthetic_scored)}
+    pipeline = Pipeline(load_config(write_yaml(tmp_path / "given.yaml", data)), progress=False)
+    titles = [s.title.split(" (")[0].split(", top")[0].split(":")[0] for s in pipeline.stages()]
+    assert titles == ["BM25 index of the corpus", "train retriever", "encode the corpus", "index", "dense search",
+                      "BM25 search", "fuse dense + bm25", "evaluate"]
+    root = pipeline.dir.root
+    train = pipeline._train_config(RetrieverTrainConfig, pipeline.cfg.retriever, root / "retriever", False)
+    assert train.train == str(synthetic_scored) and train.loss == "kl" and train.negatives_run is None

@@ -72,7 +72,7 @@ class Pipeline:
                                       ("the teacher's", "bm25" in cfg.teacher_run_kinds())) if used]
             out.append(Stage(f"BM25 run of the training queries ({', '.join(uses)})", [d.run_file("train", "bm25")],
                              lambda: self._bm25_search([self._train_set()])))
-        if cfg.distils(cfg.retriever):
+        if cfg.teacher is not None and cfg.distils(cfg.retriever):  # else it distils a scored file given as data
             out += self._teacher_stages()
         if cfg.trains(cfg.retriever):
             out.append(Stage(f"train retriever: {_describe(cfg.retriever)}", [d.retriever / "summary.json"],
