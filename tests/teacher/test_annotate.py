@@ -14,7 +14,7 @@ from peft_ir.data import Document, read_training, write_beir_qrels, write_corpus
 from peft_ir.errors import InputError, PeftIRError
 from peft_ir.teacher import annotate as annotate_module
 from peft_ir.teacher.annotate import annotate, partial_paths, record_path
-from peft_ir.teacher.config import AnnotateConfig, TeacherConfig
+from peft_ir.teacher.config import AnnotateConfig, TeacherConfig, fusion_runs
 
 
 def _lines(path: Path) -> list[dict]:
@@ -251,6 +251,20 @@ def test_bad_inputs_are_refused_before_the_teacher_loads(hand_made: dict[str, Pa
         annotate(_cfg(tmp_path / "out.jsonl", teacher, hand_made["beir"], Path(run) if run else None, **settings))
     assert fragment in str(info.value)
     assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize(("spec", "runs"), [
+    ("fusion: a.trec , b.trec", ["a.trec", "b.trec"]),  # stripped, in order
+    ("fusion:dense,bm25,dense", ["dense", "bm25", "dense"]),  # as written: checking is the caller's
+    ("fusion:", [""]),
+    ("models/reranker", None),
+    ("Fusion:a,b", None),
+    (None, None),
+    ("", None),
+])
+def test_fusion_runs_reads_the_spec_both_teachers_share(spec: str | None, runs: list[str] | None) -> None:
+    assert fusion_runs(spec) == runs
+    assert TeacherConfig(teacher=spec).is_fusion == (runs is not None)
 
 
 def test_a_run_docid_outside_the_corpus_names_the_run_line(hand_made: dict[str, Path], tmp_path: Path,

@@ -16,7 +16,7 @@ from peft_ir.indexing.config import BM25Config, FusionConfig, IndexConfig, Searc
 from peft_ir.reranker.config import RerankerTrainConfig
 from peft_ir.retriever.config import EncodeConfig, EncoderSpec, RetrieverTrainConfig
 from peft_ir.settings import default_of, flat_dataclass, setting
-from peft_ir.teacher.config import FUSION_PREFIX, AnnotateConfig
+from peft_ir.teacher.config import FUSION_PREFIX, AnnotateConfig, fusion_runs
 
 RunKind = Literal["dense", "bm25", "run"]   # a first-stage run: dense search, BM25, or a given run file
 RERANKED_FUSED = "reranked-fused"           # the run kind of a re-ranker fused with its first stage (fuse_weight)
@@ -182,10 +182,7 @@ class ExperimentConfig:
 
     def teacher_fusion(self) -> list[str] | None:
         """The run kinds a fusion teacher fuses (as written, unchecked); None for a model teacher or none."""
-        t = self.teacher
-        if t is None or not t.teacher.startswith(FUSION_PREFIX):
-            return None
-        return [k.strip() for k in t.teacher[len(FUSION_PREFIX):].split(",")]
+        return None if self.teacher is None else fusion_runs(self.teacher.teacher)
 
     def teacher_run_kinds(self) -> list[str]:
         """The runs of the training queries the teacher needs: its fusion's and its candidates' (fused excluded)."""

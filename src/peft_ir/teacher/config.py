@@ -16,6 +16,14 @@ FUSION_PREFIX = "fusion:"
 DEFAULT_MARGIN = 0.0
 
 
+def fusion_runs(spec: str | None) -> list[str] | None:
+    """The runs a `fusion:RUN1,RUN2[,...]` teacher names (as written, stripped, unchecked); None for any other
+    teacher. One reading of the spec, shared by `annotate`'s teacher and the experiment's teacher section."""
+    if not spec or not str(spec).startswith(FUSION_PREFIX):
+        return None
+    return [r.strip() for r in str(spec)[len(FUSION_PREFIX):].split(",")]
+
+
 @dataclass
 class TeacherConfig:
     """The model (or runs) whose scores supervise training: see teacher/teachers.py for how each kind is read."""
@@ -36,7 +44,7 @@ class TeacherConfig:
 
     @property
     def is_fusion(self) -> bool:
-        return bool(self.teacher) and str(self.teacher).startswith(FUSION_PREFIX)
+        return fusion_runs(self.teacher) is not None
 
 
 @dataclass(kw_only=True)

@@ -31,7 +31,7 @@ from peft_ir.errors import InputError, PeftIRError
 from peft_ir.fingerprint import file_hash
 from peft_ir.models import resolve_model
 from peft_ir.reranker.config import CrossEncoderSpec
-from peft_ir.teacher.config import FUSION_PREFIX, TeacherConfig
+from peft_ir.teacher.config import FUSION_PREFIX, TeacherConfig, fusion_runs
 
 Kind = Literal["cross-encoder", "bi-encoder", "fusion"]
 CROSS_SPEC, BI_SPEC, ADAPTER = "cross_encoder.json", "encoder.json", "adapter"
@@ -121,8 +121,8 @@ def resolve_teacher(cfg: TeacherConfig) -> TeacherSource:
 def _fusion(cfg: TeacherConfig) -> TeacherSource:
     if cfg.teacher_kind != "auto":
         raise PeftIRError(f"--teacher-kind {cfg.teacher_kind} does not apply to a fusion teacher")
-    runs = [r.strip() for r in str(cfg.teacher)[len(FUSION_PREFIX):].split(",")]
-    if len(runs) < 2 or not all(runs):
+    runs = fusion_runs(cfg.teacher)
+    if runs is None or len(runs) < 2 or not all(runs):
         raise PeftIRError(f"--teacher {cfg.teacher!r}: a fusion teacher needs two or more run files, "
                           "fusion:RUN1,RUN2[,...]")
     for r in runs:
