@@ -48,6 +48,13 @@ def tuning_state(model: nn.Module) -> TuningState | None:
     return getattr(model, STATE_ATTR, None)
 
 
+def added_names(model: nn.Module) -> set[str]:
+    """Names of the parameters tuning set on base modules (BitFit's zero biases): not base weights; empty for an
+    untuned model."""
+    state = tuning_state(model)
+    return set(state.added) if state is not None else set()
+
+
 def config_parts(arch: Arch, config: TuningConfig) -> list[Part]:
     """Closed-form trainable parameter groups of `config` on `arch`: method, aside modules, task head."""
     if arch.pooler is not None and (arch.pooler in arch.head) != bool(config.train_pooler):
@@ -111,8 +118,7 @@ def added_parameter_ids(model: nn.Module) -> set[int]:
     model is tuned), i.e. not base weights."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    state = tuning_state(model)
-    added = set(state.added) if state is not None else set()
+    added = added_names(model)
     ids: set[int] = {id(p) for n, p in model.named_parameters() if n in added}
     for module in model.modules():
         if isinstance(module, TuningModule):
@@ -127,8 +133,7 @@ def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     lora_* weights, BitFit's zero biases), peft's `base_layer.` folded back into the base names. Saving a tuned model
     as its base plus a tuning checkpoint needs it (peft_ir.export)."""
     added = [f"{name}." for name, m in model.named_modules() if isinstance(m, TuningModule)]
-    state = tuning_state(model)
-    attached = set(state.added) if state is not None else set()
+    attached = added_names(model)
     return {k.replace(".base_layer.", "."): v for k, v in model.state_dict().items()
             if ".lora_" not in k and k not in attached and not any(k.startswith(prefix) for prefix in added)}
 

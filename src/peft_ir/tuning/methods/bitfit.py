@@ -31,18 +31,12 @@ from peft_ir.tuning.modules import TuningModule
 BIAS_SWITCHES = ("attention_bias", "mlp_bias")
 
 
-def _added_names(model: nn.Module) -> set[str]:
-    """Names of the biases tuning added to `model` (empty for an untuned one); a late import: apply imports us."""
-    from peft_ir.tuning.apply import tuning_state  # noqa: PLC0415
-
-    state = tuning_state(model)
-    return set(state.added) if state is not None else set()
-
-
 def biasless_linears(arch: Arch) -> list[tuple[str, nn.Linear]]:
     """The Linear layers inside the Transformer layers that BitFit gives a zero bias: those without one (and, on a
     tuned model, those whose bias tuning added), under their names in the model. Added modules are not looked at."""
-    added = _added_names(arch.model)
+    from peft_ir.tuning.apply import added_names  # noqa: PLC0415  (a late import: apply loads the methods)
+
+    added = added_names(arch.model)
     inside_added = {id(m) for layer in arch.layers for t in layer.layer.modules() if isinstance(t, TuningModule)
                     for m in t.modules()}
     found = []
