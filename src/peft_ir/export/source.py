@@ -16,16 +16,15 @@ from typing import Any, Literal
 from peft_ir.data.textfile import read_json_object
 from peft_ir.errors import InputError, PeftIRError
 from peft_ir.experiment.rundir import RunDir
-from peft_ir.reranker.config import CrossEncoderSpec
-from peft_ir.retriever.config import EncoderSpec
-from peft_ir.training.tuned import ADAPTER_DIR
-from peft_ir.tuning.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_meta, saved_config
+from peft_ir.reranker.config import CROSS_ENCODER_SPEC_FILE, CrossEncoderSpec
+from peft_ir.retriever.config import ENCODER_SPEC_FILE, EncoderSpec
+from peft_ir.tuning.checkpoint import ADAPTER_DIR, CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_meta, saved_config
 from peft_ir.tuning.config import TuningConfig, get_method
 from peft_ir.tuning.structure import model_structure
 
 Kind = Literal["retriever", "reranker"]
-# The spec file each training writes (RetrieverTask.spec_file, RerankerTask.spec_file), read without importing them.
-SPEC_FILES: dict[str, Kind] = {"encoder.json": "retriever", "cross_encoder.json": "reranker"}
+# The spec file each training writes (RetrieverTask.spec_file, RerankerTask.spec_file).
+SPEC_FILES: dict[str, Kind] = {ENCODER_SPEC_FILE: "retriever", CROSS_ENCODER_SPEC_FILE: "reranker"}
 SUMMARY = "summary.json"
 # The run kinds a trained model's own outputs are evaluated as in a `peft-ir run` folder (experiment/evaluation.py).
 OWN_RUNS: dict[Kind, tuple[str, ...]] = {"retriever": ("dense",), "reranker": ("reranked", "reranked-fused")}

@@ -12,6 +12,10 @@ from peft_ir.settings import setting
 from peft_ir.training.args import PEFT_LR, ScheduleConfig, check_attention
 from peft_ir.training.losses import CROSS_ENCODER, check_loss, loss_help, loss_names
 
+# The CrossEncoderSpec a `peft-ir train reranker` output holds beside its adapter folder (training/skeleton.py writes
+# it; the teacher and export read it).
+CROSS_ENCODER_SPEC_FILE = "cross_encoder.json"
+
 
 @dataclass
 class CrossEncoderSpec:

@@ -26,7 +26,7 @@ from peft_ir.data import TrainingExample
 from peft_ir.data.dev_split import RerankDevSet, split_examples
 from peft_ir.data.examples import load_examples
 from peft_ir.errors import PeftIRError
-from peft_ir.reranker.config import RerankerTrainConfig
+from peft_ir.reranker.config import CROSS_ENCODER_SPEC_FILE, RerankerTrainConfig
 from peft_ir.reranker.model import CrossEncoder, describe_spec
 from peft_ir.training.losses import CROSS_ENCODER, Loss, make_loss
 from peft_ir.training.skeleton import TrainingTask, run_training
@@ -211,7 +211,7 @@ class RerankerTask(TrainingTask):
     """A cross-encoder under a loss of the registry (training/losses.py) on the HF Trainer, its new head at its own
     rate, dev nDCG@10."""
 
-    spec_file = "cross_encoder.json"
+    spec_file = CROSS_ENCODER_SPEC_FILE
     dev_metric = DEV_METRIC
 
     def __init__(self, cfg: RerankerTrainConfig):

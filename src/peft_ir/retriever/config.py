@@ -15,6 +15,9 @@ from peft_ir.training.args import ScheduleConfig, check_attention
 from peft_ir.training.losses import BI_ENCODER, LOSSES, check_loss, loss_help, loss_names
 
 Pooling = Literal["mean", "cls", "lasttoken"]
+# The EncoderSpec a `peft-ir train retriever` output holds beside its adapter folder (training/skeleton.py writes it;
+# the teacher and export read it).
+ENCODER_SPEC_FILE = "encoder.json"
 
 
 @dataclass

@@ -22,7 +22,7 @@ from peft_ir.data.dev_split import split_dev, subset
 from peft_ir.data.examples import load_examples
 from peft_ir.errors import PeftIRError
 from peft_ir.retriever.dev_eval import DevEvaluator
-from peft_ir.retriever.config import RetrieverTrainConfig
+from peft_ir.retriever.config import ENCODER_SPEC_FILE, RetrieverTrainConfig
 from peft_ir.retriever.encoder import BiEncoder
 from peft_ir.training.losses import BI_ENCODER, make_loss
 from peft_ir.training.skeleton import TrainingTask, run_training
@@ -80,7 +80,7 @@ class RetrieverTask(TrainingTask):
     """A bi-encoder under a loss of the registry (InfoNCE, plain or GradCache, or distillation) on
     sentence-transformers' trainer, dev nDCG@10 by search."""
 
-    spec_file = "encoder.json"
+    spec_file = ENCODER_SPEC_FILE
 
     def __init__(self, cfg: RetrieverTrainConfig):
         self.cfg = cfg

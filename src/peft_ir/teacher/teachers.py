@@ -30,11 +30,13 @@ from peft_ir.data.textfile import read_json_object
 from peft_ir.errors import InputError, PeftIRError
 from peft_ir.fingerprint import file_hash
 from peft_ir.models import resolve_model
+from peft_ir.reranker.config import CROSS_ENCODER_SPEC_FILE as CROSS_SPEC
 from peft_ir.reranker.config import CrossEncoderSpec
+from peft_ir.retriever.config import ENCODER_SPEC_FILE as BI_SPEC
 from peft_ir.teacher.config import FUSION_PREFIX, TeacherConfig, fusion_runs
+from peft_ir.tuning.checkpoint import ADAPTER_DIR
 
 Kind = Literal["cross-encoder", "bi-encoder", "fusion"]
-CROSS_SPEC, BI_SPEC, ADAPTER = "cross_encoder.json", "encoder.json", "adapter"
 
 log = logging.getLogger(__name__)
 
@@ -141,11 +143,12 @@ def _fusion(cfg: TeacherConfig) -> TeacherSource:
 
 def _trained(cfg: TeacherConfig, folder: Path, kind: Kind, spec_file: str) -> TeacherSource:
     """A training output: its recorded spec, the adapter beside it (the recorded path may be relative to another
-    working directory)."""
+    working directory). Looser on purpose than export's `read_trained`, which wants a finished training output:
+    an encoded corpus's encoder.json (no adapter, no summary.json, manifest keys) teaches too."""
     if cfg.teacher_kind not in ("auto", kind):
         raise PeftIRError(f"--teacher {folder} is a {kind} training output ({spec_file}), not a {cfg.teacher_kind}")
     recorded = read_json_object(folder / spec_file)
-    adapter = folder / ADAPTER if (folder / ADAPTER).is_dir() else recorded.get("adapter")
+    adapter = folder / ADAPTER_DIR if (folder / ADAPTER_DIR).is_dir() else recorded.get("adapter")
     if adapter is not None and not Path(adapter).is_dir():
         raise InputError(folder / spec_file, None, "adapter", f"the adapter folder {adapter} does not exist")
     if kind == "cross-encoder":

@@ -30,6 +30,7 @@ from peft_ir.training.selection import (
 )
 from peft_ir.training.tracking import point_tensorboard
 from peft_ir.tuning import save_tuned, trainable_parameters
+from peft_ir.tuning.checkpoint import ADAPTER_DIR
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ def run_training(cfg: ScheduleConfig, task: TrainingTask) -> dict[str, Any]:
     if start is not None:
         chosen = select(cfg, task, tuned, out, start, has_best=trainer.state.best_model_checkpoint is not None)
     own = task.summary_fields(trainer)
-    save_tuned(tuned, out / "adapter", task.base_name)
+    save_tuned(tuned, out / ADAPTER_DIR, task.base_name)
     plot_curves(out / "metrics.jsonl", out / "curves.png", metric, title=task.curve_title(trainable / total))
     summary = {
         "method": cfg.tuning.method, "trainable": trainable, "total": total, "share": trainable / total,
@@ -160,7 +161,7 @@ def run_training(cfg: ScheduleConfig, task: TrainingTask) -> dict[str, Any]:
         "resumed_from": str(resume_from) if resume_from else None, "config": jsonable(asdict(cfg)),
     }
     with atomic_open(out / task.spec_file) as fh:
-        json.dump(jsonable(asdict(task.spec())) | {"adapter": str(out / "adapter")}, fh, indent=2)
+        json.dump(jsonable(asdict(task.spec())) | {"adapter": str(out / ADAPTER_DIR)}, fh, indent=2)
     with atomic_open(out / "summary.json") as fh:
         json.dump(summary, fh, indent=2)
     return summary

@@ -16,8 +16,7 @@ from torch import nn
 from transformers import TrainerCallback
 
 from peft_ir.tuning import load_trainable, save_tuned
-
-ADAPTER_DIR = "adapter"
+from peft_ir.tuning.checkpoint import ADAPTER_DIR
 
 
 class LoadBestTrainable(TrainerCallback):

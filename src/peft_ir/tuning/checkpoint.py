@@ -26,6 +26,7 @@ from peft_ir.tuning.methods.lora import PEFT_ADAPTER
 
 FORMAT = "peft-ir-tuning"
 FORMAT_VERSION = 1
+ADAPTER_DIR = "adapter"  # the folder a training output (and each of its checkpoints) keeps these files in
 CONFIG_FILE = "tuning_config.json"
 WEIGHTS_FILE = "tuning_weights.safetensors"
 PEFT_CONFIG_FILE = "adapter_config.json"
