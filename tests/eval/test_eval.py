@@ -11,6 +11,8 @@ from peft_ir.cli import main
 from peft_ir.data import load_qrels, qrels_source, read_run, write_run, write_trec_qrels
 from peft_ir.eval import compare, default_measures, evaluate, guess_preset, holm, parse_measures, per_query
 from peft_ir.errors import PeftIRError
+from peft_ir.eval.compare import paired_t_p
+from peft_ir.training.selection import paired_p
 
 RUNS = ["bm25_top100", "bm25rm3_top100", "tasb_top100", "spladepp_top100", "ada2_top100", "repllama_top200"]
 
@@ -152,6 +154,19 @@ def test_compare_detects_a_consistent_improvement() -> None:
                  "good": per_query(qrels, good, measures)})
     assert c.means["good"]["RR@10"] == 1.0 and c.significant("good", "RR@10")
     assert not c.significant("same", "RR@10")
+
+
+def test_paired_t_p_is_scipys_test_with_nothing_to_go_on_as_one() -> None:
+    from scipy import stats
+
+    a, b = [0.9, 0.4, 0.7, 0.6], [0.5, 0.3, 0.6, 0.7]
+    assert paired_t_p(a, b) == pytest.approx(float(stats.ttest_rel(a, b).pvalue), rel=1e-12)
+    assert paired_t_p(a, b, alternative="greater") == pytest.approx(paired_t_p(a, b) / 2, rel=1e-9)  # t > 0
+    assert paired_t_p(a, a) == 1.0          # no difference at all
+    assert paired_t_p([0.7], [0.2]) == 1.0  # one query: scipy's NaN, never significant
+    # selection's one-sided test is this one where the differences vary (its own rule where they do not)
+    start, cand = dict(zip("wxyz", b)), dict(zip("wxyz", a))
+    assert paired_p(start, cand) == paired_t_p(a, b, alternative="greater")
 
 
 def test_bad_measure_name() -> None:

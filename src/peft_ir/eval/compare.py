@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from scipy import stats
 
@@ -35,6 +37,18 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
+def paired_t_p(a: Sequence[float], b: Sequence[float], *,
+               alternative: Literal["two-sided", "greater", "less"] = "two-sided") -> float:
+    """p-value of scipy's paired t-test (ttest_rel) of `a` against `b`, the same queries in the same order: 1.0 where
+    the test says nothing (no difference at all, or a NaN from no variance of the differences or a single query), so
+    such a pair never counts as significant. The one test of run comparison and of training's model selection."""
+    diffs = [x - y for x, y in zip(a, b)]
+    if all(d == 0 for d in diffs):
+        return 1.0  # scipy's answer would be NaN, with warnings
+    p = float(stats.ttest_rel(a, b, alternative=alternative).pvalue)
+    return 1.0 if math.isnan(p) else p
+
+
 def compare(per_run: dict[str, PerQuery], alpha: float = 0.05) -> Comparison:
     """`per_run` maps run name -> per-query values (same judged queries). The first run is the baseline."""
     names = list(per_run)
@@ -46,10 +60,7 @@ def compare(per_run: dict[str, PerQuery], alpha: float = 0.05) -> Comparison:
         base = [baseline[measure][q] for q in qids]
         raw = []
         for name in names[1:]:
-            other = [per_run[name][measure][q] for q in qids]
-            diffs = [o - b for o, b in zip(other, base)]
-            p = 1.0 if all(d == diffs[0] for d in diffs) and diffs[0] == 0 else float(stats.ttest_rel(other, base).pvalue)
-            raw.append(1.0 if p != p else p)  # NaN (zero variance of differences) -> not significant
+            raw.append(paired_t_p([per_run[name][measure][q] for q in qids], base))
         for name, p in zip(names[1:], holm(raw)):
             result.p_values.setdefault(name, {})[measure] = p
     return result

@@ -16,7 +16,6 @@ checkpoint does).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,7 +66,7 @@ def paired_p(start: dict[str, float], candidate: dict[str, float]) -> float:
 
     Equal differences everywhere have no variance for the test: 0.0 when they are all gains, else 1.0.
     """
-    from scipy import stats  # noqa: PLC0415
+    from peft_ir.eval.compare import paired_t_p  # noqa: PLC0415  (late: scipy only when a selection is made)
 
     if set(start) != set(candidate) or not start:
         raise PeftIRError(f"model selection compares the same dev queries: the start has {len(start)}, the "
@@ -77,8 +76,7 @@ def paired_p(start: dict[str, float], candidate: dict[str, float]) -> float:
     diffs = {x - y for x, y in zip(a, b)}
     if len(diffs) == 1:
         return 0.0 if diffs.pop() > 0 else 1.0
-    p = float(stats.ttest_rel(a, b, alternative="greater").pvalue)
-    return 1.0 if math.isnan(p) else p
+    return paired_t_p(a, b, alternative="greater")
 
 
 def decide(start: dict[str, float], candidate: dict[str, float], *, alpha: float = 0.05,
