@@ -15,6 +15,7 @@ from peft_ir.atomic import atomic_open
 from peft_ir.experiment.config import AUTO, RERANKED_FUSED, ExperimentConfig
 from peft_ir.experiment.expect import expected_measures
 from peft_ir.experiment.rundir import RunDir
+from peft_ir.training.checkpoints import SUMMARY_FILE
 
 
 def rerank_input_kind(fused: bool, first_stage: str) -> str:
@@ -81,7 +82,7 @@ def training_summaries(rundir: RunDir) -> dict[str, dict[str, Any]]:
     """The summary.json of each trained model in the run folder ('retriever', 'reranker')."""
     out = {}
     for part in ("retriever", "reranker"):
-        summary = RunDir.read_json(getattr(rundir, part) / "summary.json")
+        summary = RunDir.read_json(getattr(rundir, part) / SUMMARY_FILE)
         if summary:
             out[part] = summary
     return out

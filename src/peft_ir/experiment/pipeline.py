@@ -28,6 +28,7 @@ from peft_ir.experiment.expect import check_expected
 from peft_ir.experiment.rundir import RunDir
 from peft_ir.experiment.tuning import resolve_tuning
 from peft_ir.settings import from_flat, to_flat
+from peft_ir.training.checkpoints import SUMMARY_FILE
 
 log = logging.getLogger(__name__)
 LOGGERS = ("peft_ir", "peft_ir.metrics")  # log.txt gets our messages and the trainers' metric events
@@ -75,7 +76,7 @@ class Pipeline:
         if cfg.teacher is not None and cfg.distils(cfg.retriever):  # else it distils a scored file given as data
             out += self._teacher_stages()
         if cfg.trains(cfg.retriever):
-            out.append(Stage(f"train retriever: {_describe(cfg.retriever)}", [d.retriever / "summary.json"],
+            out.append(Stage(f"train retriever: {_describe(cfg.retriever)}", [d.retriever / SUMMARY_FILE],
                              self._train_retriever))
         if "dense" in kinds:
             out.append(Stage(f"encode the corpus (max length {cfg.encode.max_length})", [d.embeddings / "manifest.json"],
@@ -93,7 +94,7 @@ class Pipeline:
         if cfg.teacher is not None and not cfg.distils(cfg.retriever):
             out += self._teacher_stages()
         if cfg.trains(cfg.reranker):
-            out.append(Stage(f"train reranker: {_describe(cfg.reranker)}", [d.reranker / "summary.json"],
+            out.append(Stage(f"train reranker: {_describe(cfg.reranker)}", [d.reranker / SUMMARY_FILE],
                              self._train_reranker))
         if cfg.reranker:
             out.append(Stage(f"re-rank the top {cfg.reranker.hits}", [d.run_file(t.name, "reranked") for t in tests],
@@ -461,7 +462,7 @@ class Pipeline:
         s = self.cfg.reranker
         assert s is not None
         train_cfg = self._train_config(RerankerTrainConfig, s, self.dir.reranker, True)
-        summary = RunDir.read_json(self.dir.reranker / "summary.json")
+        summary = RunDir.read_json(self.dir.reranker / SUMMARY_FILE)
         if summary and summary.get("dev_seed") not in (None, train_cfg.dev_split_seed()):
             raise PeftIRError(f"{self.dir.reranker / 'summary.json'}: the re-ranker held out its dev queries with "
                               f"seed {summary['dev_seed']}, this config says {train_cfg.dev_split_seed()}")

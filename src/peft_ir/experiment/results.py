@@ -15,6 +15,7 @@ import yaml
 from peft_ir.errors import PeftIRError
 from peft_ir.experiment.evaluation import rerank_input_kind
 from peft_ir.experiment.rundir import CONFIG, RunDir
+from peft_ir.training.checkpoints import SUMMARY_FILE
 
 ZERO_SHOT = "zero-shot"
 FIRST_STAGE = "first stage"  # the method of the re-ranking table's baseline row
@@ -65,7 +66,7 @@ def load_run(root: str | Path) -> RunResult:
         method = section["method"]
         sizes = section.get("budget") or ", ".join(f"{k}={v}" for k, v in (section.get("tuning") or {}).items())
         label = f"{method} {sizes}".strip()
-    summary = RunDir.read_json(getattr(rd, part) / "summary.json")
+    summary = RunDir.read_json(getattr(rd, part) / SUMMARY_FILE)
     curve = read_metrics(getattr(rd, part) / "metrics.jsonl") if summary else []
     return RunResult(rd.root, cfg["name"], int(cfg.get("seed", 0)), task, method, label, metrics, summary, curve,
                      reranked=rerank_input_kind(bool(cfg.get("fuse")), cfg.get("first_stage", "")))

@@ -18,6 +18,7 @@ from peft_ir.errors import InputError, PeftIRError
 from peft_ir.experiment.rundir import RunDir
 from peft_ir.reranker.config import CROSS_ENCODER_SPEC_FILE, CrossEncoderSpec
 from peft_ir.retriever.config import ENCODER_SPEC_FILE, EncoderSpec
+from peft_ir.training.checkpoints import SUMMARY_FILE
 from peft_ir.tuning.checkpoint import ADAPTER_DIR, CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_meta, saved_config
 from peft_ir.tuning.config import TuningConfig, get_method
 from peft_ir.tuning.structure import model_structure
@@ -25,7 +26,6 @@ from peft_ir.tuning.structure import model_structure
 Kind = Literal["retriever", "reranker"]
 # The spec file each training writes (RetrieverTask.spec_file, RerankerTask.spec_file).
 SPEC_FILES: dict[str, Kind] = {ENCODER_SPEC_FILE: "retriever", CROSS_ENCODER_SPEC_FILE: "reranker"}
-SUMMARY = "summary.json"
 # The run kinds a trained model's own outputs are evaluated as in a `peft-ir run` folder (experiment/evaluation.py).
 OWN_RUNS: dict[Kind, tuple[str, ...]] = {"retriever": ("dense",), "reranker": ("reranked", "reranked-fused")}
 
@@ -80,9 +80,9 @@ def read_trained(path: str | Path) -> TrainedModel:
                           "or runs/<name>/retriever|reranker of `peft-ir run`)")
     specs = [name for name in SPEC_FILES if (root / name).is_file()]
     missing = [f"{ADAPTER_DIR}/{CONFIG_FILE}"] * (not (root / ADAPTER_DIR / CONFIG_FILE).is_file())
-    missing += [SUMMARY] * (not (root / SUMMARY).is_file()) + [" or ".join(SPEC_FILES)] * (not specs)
+    missing += [SUMMARY_FILE] * (not (root / SUMMARY_FILE).is_file()) + [" or ".join(SPEC_FILES)] * (not specs)
     if missing:
-        inside = [str(root / part) for part in ("retriever", "reranker") if (root / part / SUMMARY).is_file()]
+        inside = [str(root / part) for part in ("retriever", "reranker") if (root / part / SUMMARY_FILE).is_file()]
         hint = f"; a run folder's models are in {' and '.join(inside)}" if inside else ""
         raise PeftIRError(f"{root} is not a peft-ir training output: it lacks {', '.join(missing)} "
                           f"(a finished `peft-ir train retriever|reranker` writes them){hint}")
@@ -90,7 +90,7 @@ def read_trained(path: str | Path) -> TrainedModel:
         raise PeftIRError(f"{root} holds both {' and '.join(specs)}: one training output is one model")
     kind = SPEC_FILES[specs[0]]
     spec = _read_spec(root / specs[0], EncoderSpec if kind == "retriever" else CrossEncoderSpec)
-    summary = read_json_object(root / SUMMARY)
+    summary = read_json_object(root / SUMMARY_FILE)
     meta = read_checkpoint_meta(root / ADAPTER_DIR)
     try:
         tuning = saved_config(meta)

@@ -21,6 +21,7 @@ from peft_ir.data.beir import Document
 from peft_ir.devices import log_device
 from peft_ir.errors import MismatchError, PeftIRError
 from peft_ir.fingerprint import manifest_fingerprint
+from peft_ir.retriever.config import ENCODER_SPEC_FILE
 from peft_ir.retriever.encoder import BiEncoder
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def _chunks(docs: Iterable[Document], size: int) -> Iterator[list[Document]]:
 
 def _check_encoder(out_dir: Path, manifest: dict) -> None:
     """Refuse to mix chunks from two encoders in one folder."""
-    path = out_dir / "encoder.json"
+    path = out_dir / ENCODER_SPEC_FILE
     if path.is_file():
         old = json.loads(path.read_text())
         if old.get("fingerprint") != manifest["fingerprint"]:

@@ -12,6 +12,9 @@ from pathlib import Path
 from peft_ir.errors import PeftIRError
 from peft_ir.training.tracking import TENSORBOARD_DIR
 
+# A finished training output's record, written last: its presence means the training is done.
+SUMMARY_FILE = "summary.json"
+
 log = logging.getLogger(__name__)
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
@@ -50,7 +53,7 @@ def prepare_run_dir(output: str | Path, resume: bool) -> tuple[Path, Path, Path 
     fresh metrics log and TensorBoard folder (rank 0 only, so DDP ranks do not delete each other's lines).
     """
     out = Path(output)
-    if (out / "summary.json").is_file() and not resume:
+    if (out / SUMMARY_FILE).is_file() and not resume:
         raise PeftIRError(f"{out} already holds a finished training run; choose another --output or pass --resume")
     ckpt_dir = out / "checkpoints"
     resume_from = last_complete_checkpoint(ckpt_dir) if resume else None

@@ -22,7 +22,7 @@ from peft_ir.atomic import atomic_open
 from peft_ir.devices import device_for_process, log_device
 from peft_ir.errors import PeftIRError
 from peft_ir.training.args import ScheduleConfig, common_trainer_args
-from peft_ir.training.checkpoints import prepare_run_dir
+from peft_ir.training.checkpoints import SUMMARY_FILE, prepare_run_dir
 from peft_ir.training.logging import JsonlMetrics, plot_curves, readable_console
 from peft_ir.training.selection import (
     KEPT_BEST, KEPT_LAST, NO_DEV_SELECTION, START_DIR, START_SCORES, decide, describe, read_start, restore_start,
@@ -162,7 +162,7 @@ def run_training(cfg: ScheduleConfig, task: TrainingTask) -> dict[str, Any]:
     }
     with atomic_open(out / task.spec_file) as fh:
         json.dump(jsonable(asdict(task.spec())) | {"adapter": str(out / ADAPTER_DIR)}, fh, indent=2)
-    with atomic_open(out / "summary.json") as fh:
+    with atomic_open(out / SUMMARY_FILE) as fh:
         json.dump(summary, fh, indent=2)
     return summary
 
