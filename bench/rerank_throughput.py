@@ -63,7 +63,7 @@ def main() -> int:
     systems["lora (merged)"] = merged
     shares["lora (merged)"] = shares["lora"]
 
-    tokens = sum(len(ids) for ids, _ in systems["base"].pair_ids(qs, ps))
+    tokens = sum(len(ids) for ids, _, _ in systems["base"].pair_ids(qs, ps))
     for ce in systems.values():  # warm-up
         ce.score(qs[: args.batch_size], ps[: args.batch_size], args.batch_size)
     times: dict[str, list[float]] = {k: [] for k in systems}

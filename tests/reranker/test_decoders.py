@@ -24,13 +24,15 @@ MINILM_SCORES = [0.0151583356782794, -0.007171454839408398, -0.01217691134661436
 MINILM_FINGERPRINT = "d80e572734ad9b29aec168d2c7fff2b1d5bdaab70d5f009407948467c2379e67"
 
 
-def _hand_built(tokenizer, q: str, p: str, q_max: int, p_max: int) -> tuple[list[int], list[int]]:  # type: ignore
-    """The BERT pair as the cross-encoder built it before: [CLS] q [SEP] p [SEP], types 0 then 1."""
+def _hand_built(tokenizer, q: str, p: str, q_max: int, p_max: int) -> tuple[list[int], list[int], list[int]]:  # type: ignore
+    """The BERT pair as the cross-encoder built it before: [CLS] q [SEP] p [SEP], types 0 then 1; segments 1 on the
+    query's tokens, 2 on the passage's, 0 on the special ones."""
     q_ids = tokenizer(q, add_special_tokens=False, truncation=True, max_length=q_max)["input_ids"]
     p_ids = tokenizer(p, add_special_tokens=False, truncation=True, max_length=p_max)["input_ids"]
     first = [tokenizer.cls_token_id, *q_ids, tokenizer.sep_token_id]
     second = [*p_ids, tokenizer.sep_token_id]
-    return first + second, [0] * len(first) + [1] * len(second)
+    segments = [0, *[1] * len(q_ids), 0, *[2] * len(p_ids), 0]
+    return first + second, [0] * len(first) + [1] * len(second), segments
 
 
 def test_bert_pairs_equal_the_hand_built_ones(tiny_bert_dir: Path) -> None:
@@ -67,9 +69,12 @@ def test_a_decoder_scores_the_eos_that_ends_each_pair(family: str, side: str, ti
     assert ce.model.config.pad_token_id == tok.pad_token_id != eos  # the head's last non-pad token is the EOS
     items = ce.pair_ids(QUERIES, PASSAGES)
     backend = tok.backend_tokenizer
-    for (ids, _), q, p in zip(items, QUERIES, PASSAGES):
+    for (ids, _, segments), q, p in zip(items, QUERIES, PASSAGES):
         q_ids = backend.encode("query: " + q, add_special_tokens=False).ids[:4]
         p_ids = backend.encode("document: " + p, add_special_tokens=False).ids[:6]
+        # the cosine head's segments: exactly the query's and the passage's tokens, whatever the template adds
+        assert [i for i, g in zip(ids, segments) if g == 1] == q_ids
+        assert [i for i, g in zip(ids, segments) if g == 2] == p_ids
         if family == "llama":  # the Llama-like template: BOS q BOS p; then the EOS
             assert ids == [tok.bos_token_id, *q_ids, tok.bos_token_id, *p_ids, eos]
         else:  # Qwen's template adds nothing: q p EOS
@@ -77,7 +82,7 @@ def test_a_decoder_scores_the_eos_that_ends_each_pair(family: str, side: str, ti
     batch = ce.collate(items)
     assert batch["attention_mask"][:, 0 if side == "right" else -1].all()  # padded on the chosen side
     scores = ce.score(QUERIES, PASSAGES, batch_size=3)
-    for (ids, _), score in zip(items, scores):
+    for (ids, _, _), score in zip(items, scores):
         with torch.no_grad():
             hidden = ce.model.base_model(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]
             assert float(ce.model.score(hidden)[0]) == pytest.approx(score, abs=1e-5)

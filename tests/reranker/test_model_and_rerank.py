@@ -196,12 +196,12 @@ def test_collate_equals_the_row_by_row_batch(tiny_bert_dir: Path) -> None:
     """The vectorised collate builds exactly the tensors the row-by-row loop did (CPU scores unchanged)."""
     ce = CrossEncoder(_spec(tiny_bert_dir))
     items = ce.pair_ids(QUERIES * 2 + ["x"], PASSAGES * 2 + ["y " * 40])
-    width = max(len(ids) for ids, _ in items)
+    width = max(len(ids) for ids, _, _ in items)
     pad = ce.tokenizer.pad_token_id or 0
     ids, types, mask = (torch.full((len(items), width), pad, dtype=torch.long),
                         torch.zeros((len(items), width), dtype=torch.long),
                         torch.zeros((len(items), width), dtype=torch.long))
-    for i, (x, t) in enumerate(items):
+    for i, (x, t, _) in enumerate(items):
         ids[i, : len(x)], types[i, : len(t)], mask[i, : len(x)] = torch.tensor(x), torch.tensor(t), 1
     got = ce.collate(items)
     assert got.keys() == {"input_ids", "attention_mask", "token_type_ids"}

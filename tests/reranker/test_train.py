@@ -212,10 +212,12 @@ def test_several_gpus_without_torchrun_are_refused(synthetic_beir: Path, synthet
     refuse_data_parallel()                  # one GPU: allowed
 
 
-def test_ddp_two_processes_on_cpu(synthetic_beir: Path, synthetic_runs: dict, tiny_ce_dir: Path,
+@pytest.mark.parametrize("head", ["classifier", "cosine"])
+def test_ddp_two_processes_on_cpu(head: str, synthetic_beir: Path, synthetic_runs: dict, tiny_ce_dir: Path,
                                   tmp_path: Path) -> None:
     """torchrun with 2 processes (gloo): rank 0 alone writes the adapter and summary (two ranks renaming onto one
-    folder collide), and the dev metric is computed once per evaluation, on rank 0, and shared with rank 1."""
+    folder collide), and the dev metric is computed once per evaluation, on rank 0, and shared with rank 1. The
+    cosine head reads the token states of the DDP-wrapped model's own forward, so its gradients are synchronised."""
     import socket
     import subprocess
     import sys
@@ -241,7 +243,7 @@ def test_ddp_two_processes_on_cpu(synthetic_beir: Path, synthetic_runs: dict, ti
            "--output", str(out), "--model", str(tiny_ce_dir), "--method", "lora", "--tuning", "lora_r=2",
            "--query-max-length", "8", "--passage-max-length", "24", "--group-size", "4", "--batch-size", "4",
            "--max-steps", "4", "--eval-steps", "2", "--save-steps", "2", "--dev-queries", "8",
-           "--dev-candidates", "8"]
+           "--dev-candidates", "8", "--head", head]
     done = subprocess.run(cmd, env=cpu_env(HF_HUB_OFFLINE="1", PYTHONPATH=str(repo / "src"), OMP_NUM_THREADS="1"),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -250,6 +252,7 @@ def test_ddp_two_processes_on_cpu(synthetic_beir: Path, synthetic_runs: dict, ti
     assert sorted(calls.read_text().split()) == ["dev_scores:0"] * 4 + ["save_start:0", "save_tuned:0"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 4 and summary["world_size"] == 2 and (out / "adapter" / "tuning_config.json").is_file()
+    assert json.loads((out / "cross_encoder.json").read_text())["head"] == head
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "eval_dev_nDCG@10" in r] == [0, 2, 4]
 

@@ -16,7 +16,7 @@ from peft_ir.indexing.config import BM25Config, FusionConfig, IndexConfig, Searc
 from peft_ir.reranker.config import RerankerTrainConfig
 from peft_ir.retriever.config import EncodeConfig, EncoderSpec, RetrieverTrainConfig
 from peft_ir.settings import default_of, flat_dataclass, setting
-from peft_ir.teacher.config import FUSION_PREFIX, AnnotateConfig, fusion_runs
+from peft_ir.teacher.config import AnnotateConfig, fusion_runs
 
 RunKind = Literal["dense", "bm25", "run"]   # a first-stage run: dense search, BM25, or a given run file
 RERANKED_FUSED = "reranked-fused"           # the run kind of a re-ranker fused with its first stage (fuse_weight)

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from peft_ir.errors import PeftIRError
-from peft_ir.experiment.config import (AUTO, DEV_SET, FUSION_PREFIX, RERANKED_FUSED, ExperimentConfig, ModelSection,
-                                       TestSet)
+from peft_ir.experiment.config import AUTO, DEV_SET, RERANKED_FUSED, ExperimentConfig, ModelSection, TestSet
 from peft_ir.experiment.evaluation import evaluate_runs, fuse_measure, rerank_input_kind, write_run_report
 from peft_ir.experiment.expect import check_expected
 from peft_ir.experiment.rundir import RunDir
 from peft_ir.experiment.tuning import resolve_tuning
 from peft_ir.settings import from_flat, to_flat
+from peft_ir.teacher.config import FUSION_PREFIX
 from peft_ir.training.checkpoints import SUMMARY_FILE
 
 log = logging.getLogger(__name__)
@@ -242,14 +242,14 @@ class Pipeline:
                                     threads=self.cfg.bm25.threads or default_threads())
             write_run(run, out, tag=f"{self.cfg.name}-bm25", hits=hits)
 
-    def _train_config(self, cls: type, s: ModelSection, output: Path, cross_encoder: bool) -> Any:
+    def _train_config(self, cls: type, s: ModelSection, output: Path) -> Any:
         """The library's training config from a section: its settings by name, plus what the experiment supplies
         (a section that distils trains on the teacher's scored file, the others on data.train)."""
         train = str(self.dir.teacher_scored) if self.cfg.teacher and self.cfg.distils(s) else self.cfg.data.train
         return from_flat(cls, {
             **to_flat(s), "train": train, "output": str(output), "split": self.cfg.data.train_split,
             "negatives_run": self._negatives_run(s), "seed": self.cfg.seed, "head_seed": self.cfg.seed,
-            "tuning": resolve_tuning(s, cross_encoder=cross_encoder, seed=self.cfg.seed), "resume": True,
+            "tuning": resolve_tuning(s, seed=self.cfg.seed), "resume": True,
             "progress": self.progress})
 
     def _train_retriever(self) -> None:
@@ -257,7 +257,7 @@ class Pipeline:
         from peft_ir.retriever.train import train_retriever  # noqa: PLC0415
 
         assert self.cfg.retriever is not None
-        s = train_retriever(self._train_config(RetrieverTrainConfig, self.cfg.retriever, self.dir.retriever, False))
+        s = train_retriever(self._train_config(RetrieverTrainConfig, self.cfg.retriever, self.dir.retriever))
         self._echo_selection(s)
 
     def _encoder_spec(self, trained: bool = True) -> Any:
@@ -417,7 +417,7 @@ class Pipeline:
         from peft_ir.reranker.training import train_reranker  # noqa: PLC0415
 
         assert self.cfg.reranker is not None
-        s = train_reranker(self._train_config(RerankerTrainConfig, self.cfg.reranker, self.dir.reranker, True))
+        s = train_reranker(self._train_config(RerankerTrainConfig, self.cfg.reranker, self.dir.reranker))
         self._echo_selection(s)
 
     def _echo_selection(self, summary: dict[str, Any]) -> None:
@@ -461,7 +461,7 @@ class Pipeline:
 
         s = self.cfg.reranker
         assert s is not None
-        train_cfg = self._train_config(RerankerTrainConfig, s, self.dir.reranker, True)
+        train_cfg = self._train_config(RerankerTrainConfig, s, self.dir.reranker)
         summary = RunDir.read_json(self.dir.reranker / SUMMARY_FILE)
         if summary and summary.get("dev_seed") not in (None, train_cfg.dev_split_seed()):
             raise PeftIRError(f"{self.dir.reranker / 'summary.json'}: the re-ranker held out its dev queries with "

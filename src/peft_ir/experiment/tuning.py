@@ -11,7 +11,13 @@ from typing import Any
 from peft_ir.experiment.config import ModelSection
 
 
-def resolve_tuning(section: ModelSection, cross_encoder: bool, seed: int) -> Any:
+def has_task_head(section: ModelSection) -> bool:
+    """Whether the section's model carries a task head (a re-ranker's classifier) or is a bare encoder (a retriever,
+    or a re-ranker scored by the cosine of its segments): the structure its budget is sized on."""
+    return getattr(section, "head", None) == "classifier"
+
+
+def resolve_tuning(section: ModelSection, seed: int) -> Any:
     """The section's TuningConfig (sizes chosen by the budget when one is set); None for a zero-shot model.
 
     The experiment's seed also initialises the added modules, unless `tuning.seed` says otherwise, so that runs
@@ -23,5 +29,5 @@ def resolve_tuning(section: ModelSection, cross_encoder: bool, seed: int) -> Any
         return None
     sizes = {"seed": seed, **section.tuning}
     if section.budget is not None:
-        return budget_config(model_structure(section.model, cross_encoder), section.method, section.budget, **sizes)
+        return budget_config(model_structure(section.model, has_task_head(section)), section.method, section.budget, **sizes)
     return TuningConfig.from_dict({"method": section.method, **sizes})

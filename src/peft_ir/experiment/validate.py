@@ -14,10 +14,11 @@ import re
 from pathlib import Path
 
 from peft_ir.errors import PeftIRError
-from peft_ir.experiment.config import (AUTO, DEV_SET, FUSION_PREFIX, NEGATIVE_SOURCES, TEACHER_RUNS, DataConfig,
-                                       ExperimentConfig, ModelSection, TestSet)
+from peft_ir.experiment.config import (AUTO, DEV_SET, NEGATIVE_SOURCES, TEACHER_RUNS, DataConfig, ExperimentConfig,
+                                       ModelSection, TestSet)
 from peft_ir.experiment.expect import validate_expect
 from peft_ir.experiment.schema import Origins, fail
+from peft_ir.teacher.config import FUSION_PREFIX
 from peft_ir.training.tracking import contradiction, missing_package
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -359,7 +360,7 @@ def check_inputs(cfg: ExperimentConfig, origins: Origins, notes: list[str] | Non
     """
     from peft_ir.data import BeirDataset  # noqa: PLC0415
     from peft_ir.data.examples import require_training_source, training_source_note  # noqa: PLC0415
-    from peft_ir.experiment.tuning import resolve_tuning  # noqa: PLC0415
+    from peft_ir.experiment.tuning import has_task_head, resolve_tuning  # noqa: PLC0415
     from peft_ir.tuning.structure import model_structure  # noqa: PLC0415
 
     d = cfg.data
@@ -402,7 +403,7 @@ def check_inputs(cfg: ExperimentConfig, origins: Origins, notes: list[str] | Non
         if not any(visible_gpus()):  # said now rather than after training
             raise fail("search.device", origins, "cuda asked for, but neither faiss-gpu nor torch sees a GPU "
                        "(auto searches on whatever is there)")
-    for key, cross in (("retriever", False), ("reranker", True)):
+    for key in ("retriever", "reranker"):
         section: ModelSection | None = getattr(cfg, key)
         if section is None:
             continue
@@ -420,7 +421,7 @@ def check_inputs(cfg: ExperimentConfig, origins: Origins, notes: list[str] | Non
                 except PeftIRError as exc:
                     raise fail(f"{key}.loss", origins, str(exc)) from None
         try:
-            model_structure(section.model, cross)
+            model_structure(section.model, has_task_head(section))
         except PeftIRError as exc:
             if notes is None or _is_local(section.model):
                 raise fail(f"{key}.model", origins, str(exc)) from None
@@ -429,7 +430,7 @@ def check_inputs(cfg: ExperimentConfig, origins: Origins, notes: list[str] | Non
                          f"{'budget' if section.budget else 'method'} is checked then")
             continue
         try:
-            resolve_tuning(section, cross, cfg.seed)
+            resolve_tuning(section, cfg.seed)
         except PeftIRError as exc:
             raise fail(f"{key}.budget" if section.budget else f"{key}.method", origins, str(exc)) from None
     if cfg.teacher is not None and cfg.teacher_fusion() is None:  # a model teacher: its folder read, nothing loaded

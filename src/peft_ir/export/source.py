@@ -57,7 +57,7 @@ class TrainedModel:
         method = get_method(self.method)
         if method.merge_blocker is None and self.tuning.aside is not None:
             return "its aside modules are a non-linear side path with no equivalent change of the base weights"
-        return method.merge_blocker_on(lambda: model_structure(self.spec.model, self.kind == "reranker"))
+        return method.merge_blocker_on(lambda: model_structure(self.spec.model, self.kind == "reranker"))  # a classifier: see read_trained
 
     def peft_only(self) -> bool:
         """Whether peft's own files hold every trained weight (LoRA without aside modules)."""
@@ -90,6 +90,11 @@ def read_trained(path: str | Path) -> TrainedModel:
         raise PeftIRError(f"{root} holds both {' and '.join(specs)}: one training output is one model")
     kind = SPEC_FILES[specs[0]]
     spec = _read_spec(root / specs[0], EncoderSpec if kind == "retriever" else CrossEncoderSpec)
+    if isinstance(spec, CrossEncoderSpec) and not spec.classifies:
+        raise PeftIRError(f"{root} is a re-ranker scored by its {spec.head} head (the cosine of its query and passage "
+                          "token states), which no Hugging Face model class computes: export writes sequence-"
+                          "classification models only; load it with peft-ir (`peft-ir rerank --adapter "
+                          f"{root / ADAPTER_DIR} --head {spec.head}`)")
     summary = read_json_object(root / SUMMARY_FILE)
     meta = read_checkpoint_meta(root / ADAPTER_DIR)
     try:

@@ -6,7 +6,9 @@ Kept free of torch so that `peft-ir` can build its flags from these fields witho
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
+from peft_ir.errors import PeftIRError
 from peft_ir.models import Attention
 from peft_ir.settings import setting
 from peft_ir.training.args import PEFT_LR, ScheduleConfig, check_attention
@@ -15,6 +17,12 @@ from peft_ir.training.losses import CROSS_ENCODER, check_loss, loss_help, loss_n
 # The CrossEncoderSpec a `peft-ir train reranker` output holds beside its adapter folder (training/skeleton.py writes
 # it; the teacher and export read it).
 CROSS_ENCODER_SPEC_FILE = "cross_encoder.json"
+
+# How a pair's score is read from its joint encoding. classifier: transformers' one-logit sequence-classification head
+# (new, trained whole). cosine: COSINE_SCALE x the cosine of the mean query-token and mean passage-token states, no new
+# weights, so that a cross-encoder built on a bi-encoder checkpoint starts from what the bi-encoder learnt.
+Head = Literal["classifier", "cosine"]
+COSINE_SCALE = 20.0  # sentence-transformers' MultipleNegativesRankingLoss scale: cosines become logits near +-20
 
 
 @dataclass
@@ -33,6 +41,17 @@ class CrossEncoderSpec:
     attn_implementation: Attention | None = setting(None, help="transformers' attention: eager, sdpa, "
                                                                "flash_attention_2/3 (needs flash-attn and a GPU); "
                                                                "default: the model's own (sdpa where it has it)")
+    head: Head = setting("classifier", help="how the score is read from the pair's encoding: classifier (a new "
+                                            "one-logit head, as transformers' sequence classification) or cosine "
+                                            f"({COSINE_SCALE:g} x cosine of the mean query-token and mean "
+                                            "passage-token states: no new weights, starts from what a bi-encoder "
+                                            "checkpoint knows)")
+
+    @property
+    def classifies(self) -> bool:
+        """Whether the model carries a task head (AutoModelForSequenceClassification) rather than being a bare
+        encoder scored by the cosine of its segments."""
+        return self.head == "classifier"
 
 
 @dataclass(kw_only=True)
@@ -55,6 +74,9 @@ class RerankerTrainConfig(ScheduleConfig):
         """Refuse a loss that does not fit a cross-encoder or the training data, or an attention implementation
         that is not installed, before anything loads."""
         check_attention(self.cross_encoder.attn_implementation, self.tuning)
+        if self.head_lr is not None and not self.cross_encoder.classifies:
+            raise PeftIRError(f"head_lr sets the rate of a classifier head; the {self.cross_encoder.head} head has "
+                              "no weights of its own (drop head_lr)")
         super().check()
         check_loss(self.loss, CROSS_ENCODER, self.train, self.distill_temperature)
 

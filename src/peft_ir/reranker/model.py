@@ -7,6 +7,11 @@ first, then the tokenizer's own pair template joins them (BERT: [CLS] q [SEP] p 
 </s>; Llama: <s> q <s> p). From a sentence-transformers bi-encoder folder (the default all-MiniLM-L6-v2) the
 encoder weights are loaded and the head is new, initialised from `seed`.
 
+With `head: cosine` (CrossEncoderSpec) the model is the bare encoder (AutoModel) and a pair's score is
+COSINE_SCALE x the cosine of its mean query-token and mean passage-token states (the tokenizer's sequence ids mark
+the two segments; special tokens are in neither): no new weights, so that a cross-encoder built on a bi-encoder
+checkpoint starts from what the bi-encoder learnt instead of from a random head (results/rerank-head.md).
+
 A decoder (Llama, Qwen, Mistral) is scored as RankLLaMA scores it: the pair ends with the tokenizer's EOS token
 and transformers' head reads the last token that is not padding, on either padding side; the pad token is made to
 differ from the EOS (peft_ir.decoders.ensure_pad_token) so that this last token is the EOS.
@@ -14,6 +19,7 @@ differ from the EOS (peft_ir.decoders.ensure_pad_token) so that this last token 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -25,18 +31,19 @@ import torch
 
 from peft_ir.decoders import append_eos, ends_with_eos, ensure_pad_token
 from peft_ir.devices import device_for_process
-from peft_ir.errors import PeftIRError
+from peft_ir.errors import MismatchError, PeftIRError
 from peft_ir.fingerprint import model_fingerprint
 from peft_ir.models import attention_kwargs, resolve_model
-from peft_ir.reranker.config import CrossEncoderSpec
+from peft_ir.reranker.config import COSINE_SCALE, CROSS_ENCODER_SPEC_FILE, CrossEncoderSpec
 from peft_ir.tuning.arch import is_causal
 
 log = logging.getLogger(__name__)
 
 
 def load_base(spec: CrossEncoderSpec, device: str | None = None):  # type: ignore[no-untyped-def]
-    """(model, tokenizer): AutoModelForSequenceClassification(num_labels=1) with a seeded new head, eval mode."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415
+    """(model, tokenizer): AutoModelForSequenceClassification(num_labels=1) with a seeded new head, eval mode; the bare
+    AutoModel for the cosine head."""
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415
     from transformers.utils import logging as hf_logging  # noqa: PLC0415
 
     path = resolve_model(spec.model)
@@ -50,8 +57,11 @@ def load_base(spec: CrossEncoderSpec, device: str | None = None):  # type: ignor
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed)
-            model, info = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1,
-                                                                             output_loading_info=True, **load_kwargs)
+            if spec.classifies:
+                model, info = AutoModelForSequenceClassification.from_pretrained(
+                    path, num_labels=1, output_loading_info=True, **load_kwargs)
+            else:
+                model, info = AutoModel.from_pretrained(path, output_loading_info=True, **load_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as exc:
         raise PeftIRError(f"cannot load cross-encoder base {path}: {exc}") from exc
@@ -59,15 +69,26 @@ def load_base(spec: CrossEncoderSpec, device: str | None = None):  # type: ignor
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-    model.config.problem_type = "regression"
+    if spec.classifies:
+        model.config.problem_type = "regression"
     if is_causal(model.config):
         if tokenizer.eos_token_id is None:
             raise PeftIRError(f"the tokenizer of {path} has no EOS token, which a decoder re-ranker ends pairs with")
         model.config.pad_token_id = ensure_pad_token(tokenizer, distinct_from_eos=True)
         model.config.use_cache = False  # scores only: no key/value cache to keep
-    model.peft_ir_pooler_pretrained = _pooler_pretrained(model, path, info["missing_keys"])
+    model.peft_ir_pooler_pretrained = spec.classifies and _pooler_pretrained(model, path, info["missing_keys"])
     model.eval()
     return model.to(device or device_for_process()), tokenizer
+
+
+def _head_hint(adapter: Path, spec: CrossEncoderSpec) -> str:
+    """What to change when an adapter does not fit: the head its training recorded beside it, if another."""
+    recorded = adapter.parent / CROSS_ENCODER_SPEC_FILE
+    try:
+        head = json.loads(recorded.read_text(encoding="utf-8")).get("head", "classifier")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return f"; {recorded} says it was trained with the {head} head: give --head {head}" if head != spec.head else ""
 
 
 def _pooler_pretrained(model: torch.nn.Module, path: str, missing_keys: Sequence[str]) -> bool:
@@ -92,7 +113,10 @@ class CrossEncoder:
         if adapter:
             from peft_ir.tuning import load_tuned  # noqa: PLC0415
 
-            self.model = load_tuned(self.model, adapter)
+            try:
+                self.model = load_tuned(self.model, adapter)
+            except MismatchError as exc:
+                raise MismatchError(f"{exc}{_head_hint(Path(adapter), spec)}") from None
             self.model.eval()
         self._token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", [])
         self._pairs = _pair_tokenizer(self.tokenizer, eos=is_causal(self.model.config))
@@ -106,12 +130,15 @@ class CrossEncoder:
         extra = f"{self.spec.query_max_length}/{self.spec.passage_max_length}"
         if self.spec.query_prefix or self.spec.passage_prefix:
             extra += f"/{self.spec.query_prefix!r}/{self.spec.passage_prefix!r}"
+        if not self.spec.classifies:
+            extra += f"/{self.spec.head}"
         return model_fingerprint(self.model, extra)
 
     # --- tokenisation ---------------------------------------------------------------------------------------
-    def pair_ids(self, queries: Sequence[str], passages: Sequence[str]) -> list[tuple[list[int], list[int]]]:
-        """Token ids (input_ids, token_type_ids) of each pair: query and passage (each after its prefix) cut at their
-        own limits, then joined by the tokenizer's pair template (with the EOS after it for a decoder)."""
+    def pair_ids(self, queries: Sequence[str], passages: Sequence[str]) -> list[tuple[list[int], list[int], list[int]]]:
+        """Token ids (input_ids, token_type_ids, segments) of each pair: query and passage (each after its prefix) cut
+        at their own limits, then joined by the tokenizer's pair template (with the EOS after it for a decoder);
+        segments marks each token 1 (query), 2 (passage) or 0 (a special token of the template)."""
         spec, tok = self.spec, self._pairs
         q_enc = tok.encode_batch([spec.query_prefix + q for q in queries], add_special_tokens=False)
         p_enc = tok.encode_batch([spec.passage_prefix + p for p in passages], add_special_tokens=False)
@@ -120,25 +147,29 @@ class CrossEncoder:
             q.truncate(spec.query_max_length)
             p.truncate(spec.passage_max_length)
             pair = tok.post_process(q, p, add_special_tokens=True)
-            out.append((pair.ids, pair.type_ids))
+            out.append((pair.ids, pair.type_ids, _segments(pair.special_tokens_mask, len(q.ids))))
         return out
 
-    def collate(self, items: Sequence[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+    def collate(self, items: Sequence[tuple[list[int], list[int], list[int]]]) -> dict[str, torch.Tensor]:
         """Pad to the longest pair of this batch only, on the tokenizer's padding side, built in one scatter rather
         than row by row: the mask of real tokens, in row-major order, is exactly where the concatenated ids go."""
-        lengths = torch.tensor([len(ids) for ids, _ in items])
+        lengths = torch.tensor([len(ids) for ids, _, _ in items])
         width = int(lengths.max())
         if self.tokenizer.padding_side == "left":
             mask = torch.arange(width) >= (width - lengths)[:, None]
         else:
             mask = torch.arange(width) < lengths[:, None]
         ids = torch.full(mask.shape, self.tokenizer.pad_token_id or 0, dtype=torch.long)
-        ids[mask] = torch.tensor([i for x, _ in items for i in x], dtype=torch.long)
+        ids[mask] = torch.tensor([i for x, _, _ in items for i in x], dtype=torch.long)
         batch = {"input_ids": ids, "attention_mask": mask.long()}
         if self._token_types:
             types = torch.zeros(mask.shape, dtype=torch.long)
-            types[mask] = torch.tensor([i for _, t in items for i in t], dtype=torch.long)
+            types[mask] = torch.tensor([i for _, t, _ in items for i in t], dtype=torch.long)
             batch["token_type_ids"] = types
+        if not self.spec.classifies:
+            segments = torch.zeros(mask.shape, dtype=torch.long)
+            segments[mask] = torch.tensor([i for _, _, g in items for i in g], dtype=torch.long)
+            batch["segments"] = segments
         return batch
 
     # --- scoring --------------------------------------------------------------------------------------------
@@ -148,7 +179,16 @@ class CrossEncoder:
             batch = {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
         else:
             batch = {k: v.to(device) for k, v in batch.items()}
-        return self.model(**batch).logits[:, 0]
+        segments = batch.pop("segments", None)
+        return self.read_scores(self.model(**batch), segments)
+
+    def read_scores(self, outputs: Any, segments: torch.Tensor | None) -> torch.Tensor:
+        """One score per pair from the model's outputs: the head's logit, or the cosine of the pair's segments (the
+        batch's `segments`, which the model itself does not take)."""
+        if self.spec.classifies:
+            return outputs.logits[:, 0]
+        assert segments is not None, "the cosine head reads the batch's segments (collate builds them)"
+        return segment_cosine(outputs.last_hidden_state, segments)
 
     def score(self, queries: Sequence[str], passages: Sequence[str], batch_size: int = 32,
               on_batch: Callable[[list[int], list[float]], None] | None = None) -> list[float]:
@@ -175,6 +215,30 @@ class CrossEncoder:
         finally:
             self.model.train(was_training)
         return scores
+
+
+def _segments(special: list[int], query_tokens: int) -> list[int]:
+    """1 for the query's tokens, 2 for the passage's, 0 for the template's special tokens: every template keeps the
+    query's tokens before the passage's (the pair's sequence_ids cannot say: tokenizers loses the first sequence's)."""
+    out, seen = [], 0
+    for is_special in special:
+        if is_special:
+            out.append(0)
+        else:
+            out.append(1 if seen < query_tokens else 2)
+            seen += 1
+    return out
+
+
+def segment_cosine(states: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+    """COSINE_SCALE x cos(mean query-token state, mean passage-token state) per pair, in float32 (segments: 1 query,
+    2 passage, 0 neither; an empty segment gives the zero vector, hence cosine 0)."""
+    states = states.float()
+    query = (segments == 1).unsqueeze(-1).float()
+    passage = (segments == 2).unsqueeze(-1).float()
+    q = (states * query).sum(1) / query.sum(1).clamp(min=1.0)
+    p = (states * passage).sum(1) / passage.sum(1).clamp(min=1.0)
+    return COSINE_SCALE * torch.nn.functional.cosine_similarity(q, p, dim=-1)
 
 
 def _pair_tokenizer(tokenizer: Any, eos: bool) -> Any:

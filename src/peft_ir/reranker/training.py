@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,19 +136,20 @@ def _trainer_class():  # type: ignore[no-untyped-def]
     class RerankerTrainer(TrainableOnlyCheckpoints, Trainer):
         """Group losses over (query, positive, negatives) rows, the head at its own learning rate, dev nDCG@10."""
 
-        def __init__(self, *args: Any, loss: Loss, evaluator: DevNDCG | None,
+        def __init__(self, *args: Any, loss: Loss, evaluator: DevNDCG | None, read_scores: Callable[..., torch.Tensor],
                      head_params: list[torch.nn.Parameter], head_lr: float, **kwargs: Any):
             super().__init__(*args, **kwargs)
             self.group_loss = loss
+            self.read_scores = read_scores
             self.dev_evaluator = evaluator
             self.head_params = head_params
             self.head_lr = head_lr
             self.head_grouped = False
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[no-untyped-def]
-            labels, teacher = inputs.pop("labels"), inputs.pop("teacher", None)
-            out = model(**inputs)
-            loss = self.group_loss(out.logits[:, 0], labels, teacher)
+            labels, teacher, segments = inputs.pop("labels"), inputs.pop("teacher", None), inputs.pop("segments", None)
+            out = model(**inputs)  # through the (possibly DDP-wrapped) model: the cosine head reads its token states
+            loss = self.group_loss(self.read_scores(out, segments), labels, teacher)
             return (loss, out) if return_outputs else loss
 
         def create_optimizer(self, model=None):  # type: ignore[no-untyped-def]
@@ -233,8 +235,9 @@ class RerankerTask(TrainingTask):
         self.encoder = CrossEncoder(cfg.cross_encoder, device=device)
         self.tuning = cfg.tuning
         resolved = self.tuning.train_pooler is None
-        if resolved:
-            self.tuning = self.tuning.replace(train_pooler=not self.encoder.pooler_pretrained)
+        if resolved:  # (the cosine head's bare encoder has no task head for a pooler to join)
+            self.tuning = self.tuning.replace(train_pooler=cfg.cross_encoder.classifies
+                                              and not self.encoder.pooler_pretrained)
         self.tuned = apply_tuning(self.encoder.model, self.tuning)
         self.counts = trainable_parameters(self.tuned), head_parameters(self.tuned), pooler_parameters(self.tuned)
         if resolved and self.counts[2]:  # a model without a pooler (RoBERTa's, ModernBERT's heads) has none to say
@@ -266,6 +269,7 @@ class RerankerTask(TrainingTask):
     def trainer_kwargs(self, loss: Any, evaluator: Any) -> dict[str, Any]:
         return {"model": self.tuned, "eval_dataset": [0] if self.cfg.has_dev() else None,
                 "data_collator": GroupCollator(self.encoder), "loss": loss, "evaluator": evaluator,
+                "read_scores": self.encoder.read_scores,
                 "head_params": [p for _, m in head_modules(self.tuned) for p in m.parameters()],
                 "head_lr": self.cfg.head_learning_rate()}
 

@@ -30,9 +30,9 @@ from peft_ir.data.textfile import read_json_object
 from peft_ir.errors import InputError, PeftIRError
 from peft_ir.fingerprint import file_hash
 from peft_ir.models import resolve_model
-from peft_ir.reranker.config import CROSS_ENCODER_SPEC_FILE as CROSS_SPEC
+from peft_ir.reranker.config import CROSS_ENCODER_SPEC_FILE
 from peft_ir.reranker.config import CrossEncoderSpec
-from peft_ir.retriever.config import ENCODER_SPEC_FILE as BI_SPEC
+from peft_ir.retriever.config import ENCODER_SPEC_FILE
 from peft_ir.teacher.config import FUSION_PREFIX, TeacherConfig, fusion_runs
 from peft_ir.tuning.checkpoint import ADAPTER_DIR
 
@@ -96,14 +96,14 @@ def resolve_teacher(cfg: TeacherConfig) -> TeacherSource:
         raise PeftIRError("--teacher-weights weighs the runs of a fusion:RUN1,RUN2 teacher; this teacher is a model")
     path = Path(resolve_model(cfg.teacher))
     if path.is_dir():
-        if (path / CROSS_SPEC).is_file():
-            return _trained(cfg, path, "cross-encoder", CROSS_SPEC)
-        if (path / BI_SPEC).is_file():
-            return _trained(cfg, path, "bi-encoder", BI_SPEC)
+        if (path / CROSS_ENCODER_SPEC_FILE).is_file():
+            return _trained(cfg, path, "cross-encoder", CROSS_ENCODER_SPEC_FILE)
+        if (path / ENCODER_SPEC_FILE).is_file():
+            return _trained(cfg, path, "bi-encoder", ENCODER_SPEC_FILE)
         config = path / "config.json"
         if not config.is_file():
             raise InputError(path, None, None, "not a model folder (no config.json), nor a training output "
-                                               f"({CROSS_SPEC} or {BI_SPEC})")
+                                               f"({CROSS_ENCODER_SPEC_FILE} or {ENCODER_SPEC_FILE})")
         architectures = read_json_object(config).get("architectures") or []
         where = str(path.resolve())
     elif path.exists():
