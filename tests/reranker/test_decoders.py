@@ -24,7 +24,8 @@ MINILM_SCORES = [0.0151583356782794, -0.007171454839408398, -0.01217691134661436
 MINILM_FINGERPRINT = "d80e572734ad9b29aec168d2c7fff2b1d5bdaab70d5f009407948467c2379e67"
 
 
-def _hand_built(tokenizer, q: str, p: str, q_max: int, p_max: int) -> tuple[list[int], list[int], list[int]]:  # type: ignore
+def _hand_built(tokenizer, q: str, p: str, q_max: int,  # type: ignore[no-untyped-def]
+                p_max: int) -> tuple[list[int], list[int], list[int]]:
     """The BERT pair as the cross-encoder built it before: [CLS] q [SEP] p [SEP], types 0 then 1; segments 1 on the
     query's tokens, 2 on the passage's, 0 on the special ones."""
     q_ids = tokenizer(q, add_special_tokens=False, truncation=True, max_length=q_max)["input_ids"]

@@ -29,5 +29,6 @@ def resolve_tuning(section: ModelSection, seed: int) -> Any:
         return None
     sizes = {"seed": seed, **section.tuning}
     if section.budget is not None:
-        return budget_config(model_structure(section.model, has_task_head(section)), section.method, section.budget, **sizes)
+        structure = model_structure(section.model, has_task_head(section))
+        return budget_config(structure, section.method, section.budget, **sizes)
     return TuningConfig.from_dict({"method": section.method, **sizes})

@@ -57,7 +57,7 @@ class TrainedModel:
         method = get_method(self.method)
         if method.merge_blocker is None and self.tuning.aside is not None:
             return "its aside modules are a non-linear side path with no equivalent change of the base weights"
-        return method.merge_blocker_on(lambda: model_structure(self.spec.model, self.kind == "reranker"))  # a classifier: see read_trained
+        return method.merge_blocker_on(lambda: model_structure(self.spec.model, self.kind == "reranker"))
 
     def peft_only(self) -> bool:
         """Whether peft's own files hold every trained weight (LoRA without aside modules)."""

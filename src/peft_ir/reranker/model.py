@@ -8,8 +8,8 @@ first, then the tokenizer's own pair template joins them (BERT: [CLS] q [SEP] p 
 encoder weights are loaded and the head is new, initialised from `seed`.
 
 With `head: cosine` (CrossEncoderSpec) the model is the bare encoder (AutoModel) and a pair's score is
-COSINE_SCALE x the cosine of its mean query-token and mean passage-token states (the tokenizer's sequence ids mark
-the two segments; special tokens are in neither): no new weights, so that a cross-encoder built on a bi-encoder
+COSINE_SCALE x the cosine of its mean query-token and mean passage-token states (the template's special tokens
+are in neither segment): no new weights, so that a cross-encoder built on a bi-encoder
 checkpoint starts from what the bi-encoder learnt instead of from a random head (results/rerank-head.md).
 
 A decoder (Llama, Qwen, Mistral) is scored as RankLLaMA scores it: the pair ends with the tokenizer's EOS token

@@ -136,8 +136,9 @@ def _trainer_class():  # type: ignore[no-untyped-def]
     class RerankerTrainer(TrainableOnlyCheckpoints, Trainer):
         """Group losses over (query, positive, negatives) rows, the head at its own learning rate, dev nDCG@10."""
 
-        def __init__(self, *args: Any, loss: Loss, evaluator: DevNDCG | None, read_scores: Callable[..., torch.Tensor],
-                     head_params: list[torch.nn.Parameter], head_lr: float, **kwargs: Any):
+        def __init__(self, *args: Any, loss: Loss, evaluator: DevNDCG | None,
+                     read_scores: Callable[..., torch.Tensor], head_params: list[torch.nn.Parameter], head_lr: float,
+                     **kwargs: Any):
             super().__init__(*args, **kwargs)
             self.group_loss = loss
             self.read_scores = read_scores
