@@ -199,7 +199,7 @@ def test_a_trained_pipeline_chooses_on_the_rerankers_own_dev_queries_and_resumes
     pipeline = Pipeline(load_config(path), progress=False, echo=lambda _: None)
     metrics = pipeline.run()
     root = pipeline.dir.root
-    task = RerankerTask(pipeline._train_config(RerankerTrainConfig, pipeline.cfg.reranker, root / "reranker", True))
+    task = RerankerTask(pipeline._train_config(RerankerTrainConfig, pipeline.cfg.reranker, root / "reranker"))
     task.load_data()  # the split the training made, made again by the training's own code
     dev = load_topics(root / "rerank-dev/queries.jsonl")
     summary = json.loads((root / "reranker/summary.json").read_text())

@@ -177,7 +177,7 @@ def test_a_zero_shot_retriever_is_the_start_model_and_encodes_once(synthetic_bei
     assert root / "runs" / "train.dense.trec" in dense.outputs and not (root / "teacher" / "embeddings").exists()
     assert pipeline._teacher_run("dense") == root / "runs" / "train.dense.trec"  # what the teacher fuses
     # the re-ranker reads the teacher's file, the retriever (zero-shot) nothing
-    train = pipeline._train_config(RerankerTrainConfig, cfg.reranker, root / "reranker", True)
+    train = pipeline._train_config(RerankerTrainConfig, cfg.reranker, root / "reranker")
     assert train.train == str(root / "teacher" / "train.scored.jsonl") and train.negatives_run is None
 
 
@@ -249,5 +249,5 @@ def test_a_retriever_distils_a_scored_file_given_as_data(synthetic_beir: Path, s
     assert titles == ["BM25 index of the corpus", "train retriever", "encode the corpus", "index", "dense search",
                       "BM25 search", "fuse dense + bm25", "evaluate"]
     root = pipeline.dir.root
-    train = pipeline._train_config(RetrieverTrainConfig, pipeline.cfg.retriever, root / "retriever", False)
+    train = pipeline._train_config(RetrieverTrainConfig, pipeline.cfg.retriever, root / "retriever")
     assert train.train == str(synthetic_scored) and train.loss == "kl" and train.negatives_run is None

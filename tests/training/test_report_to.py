@@ -134,5 +134,5 @@ def test_yaml_report_to_reaches_the_training_config(synthetic_beir: Path, tiny_b
     cfg = load_config(_yaml(tmp_path / "exp.yaml", synthetic_beir, tiny_bert_dir, ["tensorboard"]))
     assert cfg.retriever is not None and cfg.retriever.report_to == ["tensorboard"]
     pipeline = Pipeline(cfg, progress=False, echo=lambda line: None)
-    train = pipeline._train_config(RetrieverTrainConfig, cfg.retriever, pipeline.dir.retriever, False)
+    train = pipeline._train_config(RetrieverTrainConfig, cfg.retriever, pipeline.dir.retriever)
     assert train.report_to == ["tensorboard"] and Path(train.output).is_relative_to(pipeline.dir.root)
