@@ -285,12 +285,18 @@ def _slug(name: str) -> str:
     return name.replace(" ", "-")
 
 
+def _live_files(root: Path) -> list[Path]:
+    """Files under a folder a running command is writing: os.walk skips a folder renamed or removed mid-walk
+    (a temporary made final), where Path.rglob raises FileNotFoundError."""
+    return [Path(d) / f for d, _, files in os.walk(root) for f in files]
+
+
 def _files_written(out: Path) -> int:
     if not out.exists():
         return 0
     if out.is_file():
         return 1
-    return sum(1 for p in out.rglob("*") if p.is_file() and not _is_temporary(p.relative_to(out)))
+    return sum(1 for p in _live_files(out) if not _is_temporary(p.relative_to(out)))
 
 
 @dataclass(frozen=True)
@@ -339,7 +345,7 @@ def _started(watch: Path, case: KillCase, elapsed: float, timing: Timing) -> boo
         return elapsed >= timing.first_write
     if case.kind == "dir":
         return _files_written(watch) > 0
-    return watch.exists() and any(p.is_file() for p in watch.rglob("*"))
+    return watch.exists() and bool(_live_files(watch))
 
 
 def inject(case: KillCase, ws: Workspace, timing: Timing, rng: random.Random, attempt_id: int = 0) -> KillResult:
