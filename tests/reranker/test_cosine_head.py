@@ -89,6 +89,52 @@ def test_a_cosine_reranker_trains_without_a_head_and_reloads_exactly(synthetic_b
 
     with pytest.raises(PeftIRError, match="cosine head.*--head cosine"):
         read_trained(out)
+    # as a teacher, the training output is scored with its recorded head and lengths
+    from peft_ir.teacher.config import TeacherConfig
+    from peft_ir.teacher.teachers import Block, load_teacher, resolve_teacher
+
+    source = resolve_teacher(TeacherConfig(teacher=str(out)))
+    assert source.spec["head"] == "cosine" and source.spec["passage_max_length"] == 24
+    block = Block("q", QUERIES[0], [(str(i), p) for i, p in enumerate(PASSAGES)])
+    expected = reloaded.score([QUERIES[0]] * 3, PASSAGES)
+    assert load_teacher(source).score([block])[0] == pytest.approx(expected, abs=1e-5)
+
+
+def test_rerank_scores_an_adapter_as_its_training_recorded(synthetic_beir: Path, synthetic_runs: dict,
+                                                           tiny_ce_dir: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    """`peft-ir rerank --adapter` takes the head, model and lengths from the cross_encoder.json beside the adapter
+    for every flag not given; a flag given on the command line wins (and a wrong head is refused, not mis-scored)."""
+    from peft_ir.cli import main
+    from peft_ir.data import read_run
+
+    out = tmp_path / "cos"
+    cfg = _cfg(synthetic_beir, synthetic_runs["train"], tiny_ce_dir, out, max_steps=4, eval_steps=2, save_steps=2)
+    train_reranker(cfg)
+    run = tmp_path / "reranked.trec"
+    base = ["rerank", "--run", str(synthetic_runs["test"]), "--topics", str(synthetic_beir), "--corpus",
+            str(synthetic_beir), "--adapter", str(out / "adapter"), "--hits", "5"]
+    assert main([*base, "--output", str(run)]) == 0
+    said = capsys.readouterr().out
+    assert f"from {out / 'cross_encoder.json'}: model={str(tiny_ce_dir)!r}" in said
+    assert "passage_max_length=24" in said and "head='cosine'" in said
+    # the same scores as the trained model loaded by hand with its spec
+    from peft_ir.reranker.rerank import load_inputs
+
+    encoder = CrossEncoder(cfg.cross_encoder, adapter=out / "adapter", device="cpu")
+    _, queries, passages = load_inputs(synthetic_runs["test"], synthetic_beir, synthetic_beir, 5)
+    reranked = read_run(run)
+    qid = sorted(reranked)[0]
+    docs = sorted(reranked[qid])
+    by_hand = encoder.score([queries[qid]] * len(docs), [passages[d] for d in docs])
+    assert [reranked[qid][d] for d in docs] == pytest.approx(by_hand, abs=1e-5)
+    # a flag given wins over the file: the classifier head does not fit the bare encoder's adapter
+    assert main([*base, "--head", "classifier", "--output", str(tmp_path / "x.trec")]) != 0
+    assert "give --head cosine" in capsys.readouterr().err
+    # a file that is not a spec is refused naming file and field, before any model loads
+    (out / "cross_encoder.json").write_text(json.dumps({"head": "cosine", "heads": 2}))
+    assert main([*base, "--output", str(tmp_path / "y.trec")]) == 2
+    assert "cross_encoder.json: field 'heads'" in capsys.readouterr().err
 
 
 def test_a_run_config_sizes_the_cosine_rerankers_budget_on_the_bare_encoder(minilm_path: str) -> None:

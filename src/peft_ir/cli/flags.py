@@ -24,8 +24,36 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+# The settings given on the command line (not left at their defaults), for commands that take defaults from a file.
+GIVEN = "peft_ir_given"
+
+
+def _note_given(namespace: argparse.Namespace, dest: str) -> None:
+    setattr(namespace, GIVEN, getattr(namespace, GIVEN, frozenset()) | {dest})
+
+
+class _Store(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        _note_given(namespace, self.dest)
+
+
+class _Switch(argparse.BooleanOptionalAction):
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        super().__call__(parser, namespace, values, option_string)
+        _note_given(namespace, self.dest)
+
+
+def given_settings(args: argparse.Namespace) -> frozenset[str]:
+    """The settings (flat names) whose flags add_flags made and the command line gave."""
+    return getattr(args, GIVEN, frozenset())
+
+
 def add_flags(parser: argparse.ArgumentParser, cls: type, skip: Iterable[str] = ()) -> None:
-    """One flag per setting of `cls` (nested configs flattened), in field order."""
+    """One flag per setting of `cls` (nested configs flattened), in field order; given_settings tells which the
+    command line gave."""
     for f in flat_fields(cls, skip=(*skip, TUNING_FIELD)):
         parser.add_argument(flag(f.name), dest=f.name, **_argument(f))
 
@@ -33,7 +61,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, skip: Iterable[str] = 
 def _argument(f: Flat) -> dict[str, Any]:
     tp = optional_inner(f.type)
     origin = typing.get_origin(tp)
-    kw: dict[str, Any] = {"help": _help(f)}
+    kw: dict[str, Any] = {"help": _help(f), "action": _Store}
     if f.required:
         kw["required"] = True
     else:
@@ -42,7 +70,7 @@ def _argument(f: Flat) -> dict[str, Any]:
         kw["metavar"] = f.field.metadata["metavar"]
     choices = f.choices()
     if tp is bool:
-        kw["action"] = argparse.BooleanOptionalAction
+        kw["action"] = _Switch
     elif choices is not None:
         kw["choices"] = choices
     elif origin is tuple:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from peft_ir.cli.flags import add_flags, config_from_args
+from peft_ir.cli.flags import add_flags, config_from_args, given_settings
 from peft_ir.devices import DEVICE_CHOICES, parse_device
-from peft_ir.reranker.config import CrossEncoderSpec
+from peft_ir.reranker.config import CrossEncoderSpec, recorded_spec
+from peft_ir.settings import flat_fields
 
 if TYPE_CHECKING:  # the model module loads torch; the CLI's parser is built without it
     from peft_ir.reranker.model import CrossEncoder
@@ -20,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", help="split of a BEIR folder given as --topics")
     p.add_argument("--corpus", required=True, help="BEIR folder or corpus.jsonl, MS MARCO collection.tsv, irds:ID")
     add_flags(p, CrossEncoderSpec)
-    p.add_argument("--adapter", default=None, help="tuned weights (a training run's adapter/ folder)")
+    p.add_argument("--adapter", default=None,
+                   help="tuned weights (a training run's adapter/ folder); the cross_encoder.json beside it supplies "
+                        "every setting above not given (base model, head, prefixes, token limits)")
     p.add_argument("--hits", type=int, default=100, help="re-rank this many top hits per query (deeper ones are dropped unless --keep-rest)")
     p.add_argument("--keep-rest", action="store_true",
                    help="append the deeper first-stage hits below the re-ranked ones, in their first-stage order")
@@ -103,8 +106,9 @@ def run_rerank(args: argparse.Namespace) -> int:
     from peft_ir.reranker.rerank import rerank_files
 
     check_fusion(args)
+    spec = cross_encoder_spec(args)
     t0 = time.perf_counter()
-    encoder = CrossEncoder(config_from_args(CrossEncoderSpec, args), adapter=args.adapter, device=device_for_process(args.device))
+    encoder = CrossEncoder(spec, adapter=args.adapter, device=device_for_process(args.device))
     stats = rerank_files(args.run, args.topics, args.corpus, encoder, args.output, hits=args.hits,
                          batch_size=args.batch_size, split=args.split, cache_path=args.cache, tag=args.tag,
                          keep_rest=args.keep_rest)
@@ -121,6 +125,21 @@ def run_rerank(args: argparse.Namespace) -> int:
                          tag=f"{args.tag}-fused")
     print(f"fused with the first stage (re-ranker weight {weight:g}) into {args.fused_output}")
     return 0
+
+
+def cross_encoder_spec(args: argparse.Namespace) -> CrossEncoderSpec:
+    """The flags' spec, where --adapter is a training output's: what its cross_encoder.json records fills each setting
+    the command line did not give, so that the adapter is scored as it was trained (its head, prefixes, lengths)."""
+    found = recorded_spec(args.adapter) if args.adapter else None
+    if found is None:
+        return config_from_args(CrossEncoderSpec, args)
+    path, recorded = found
+    given = given_settings(args)
+    taken = {f.name: getattr(recorded, f.field.name) for f in flat_fields(CrossEncoderSpec)
+             if f.name not in given and getattr(recorded, f.field.name) != getattr(args, f.name)}
+    if taken:
+        print(f"from {path}: {', '.join(f'{k}={v!r}' for k, v in taken.items())}")
+    return config_from_args(CrossEncoderSpec, args, **taken)
 
 
 def choose_on_dev(args: argparse.Namespace, encoder: CrossEncoder) -> float:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from peft_ir.errors import InputError
+
+T = TypeVar("T")
 
 
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
@@ -40,6 +43,20 @@ def read_json_object(path: str | Path) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise InputError(path, None, None, f"expected a JSON object, got {type(obj).__name__}")
     return obj
+
+
+def read_dataclass(path: str | Path, cls: type[T], ignore: tuple[str, ...] = ()) -> T:
+    """A dataclass written as one JSON object (a training's spec file): an unknown key is refused naming file and
+    field, keys in `ignore` (what the file records besides the fields) are dropped."""
+    data = read_json_object(path)
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - fields - set(ignore))
+    if unknown:
+        raise InputError(path, None, unknown[0], f"not a {cls.__name__} field (known: {', '.join(sorted(fields))})")
+    try:
+        return cls(**{k: v for k, v in data.items() if k in fields})
+    except (TypeError, ValueError) as exc:
+        raise InputError(path, None, None, str(exc)) from None
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -8,12 +8,11 @@ also holds config.resolved.yaml and, once evaluated, metrics.json (experiment/ru
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from peft_ir.data.textfile import read_json_object
+from peft_ir.data.textfile import read_dataclass, read_json_object
 from peft_ir.errors import InputError, PeftIRError
 from peft_ir.experiment.rundir import RunDir
 from peft_ir.reranker.config import CROSS_ENCODER_SPEC_FILE, CrossEncoderSpec
@@ -89,7 +88,7 @@ def read_trained(path: str | Path) -> TrainedModel:
     if len(specs) > 1:
         raise PeftIRError(f"{root} holds both {' and '.join(specs)}: one training output is one model")
     kind = SPEC_FILES[specs[0]]
-    spec = _read_spec(root / specs[0], EncoderSpec if kind == "retriever" else CrossEncoderSpec)
+    spec = read_dataclass(root / specs[0], EncoderSpec if kind == "retriever" else CrossEncoderSpec, ignore=("adapter",))
     if isinstance(spec, CrossEncoderSpec) and not spec.classifies:
         raise PeftIRError(f"{root} is a re-ranker scored by its {spec.head} head (the cosine of its query and passage "
                           "token states), which no Hugging Face model class computes: export writes sequence-"
@@ -107,14 +106,3 @@ def read_trained(path: str | Path) -> TrainedModel:
         model.run_dir = parent
         model.metrics = RunDir.read_json(parent.metrics)
     return model
-
-
-def _read_spec(path: Path, cls: type) -> Any:
-    """The spec a training wrote (its fields plus the adapter's path, which the export takes from the folder)."""
-    data = read_json_object(path)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - fields - {"adapter"})
-    if unknown:
-        raise InputError(path, None, unknown[0], f"not a {cls.__name__} field (known: {', '.join(sorted(fields))})")
-    return cls(**{k: v for k, v in data.items() if k in fields and k != "adapter"})
-

@@ -6,8 +6,10 @@ Kept free of torch so that `peft-ir` can build its flags from these fields witho
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
+from peft_ir.data.textfile import read_dataclass
 from peft_ir.errors import PeftIRError
 from peft_ir.models import Attention
 from peft_ir.settings import setting
@@ -52,6 +54,12 @@ class CrossEncoderSpec:
         """Whether the model carries a task head (AutoModelForSequenceClassification) rather than being a bare
         encoder scored by the cosine of its segments."""
         return self.head == "classifier"
+
+
+def recorded_spec(adapter: str | Path) -> tuple[Path, CrossEncoderSpec] | None:
+    """The spec a `peft-ir train reranker` output recorded beside its adapter folder (and where), if it has one."""
+    path = Path(adapter).parent / CROSS_ENCODER_SPEC_FILE
+    return (path, read_dataclass(path, CrossEncoderSpec, ignore=("adapter",))) if path.is_file() else None
 
 
 @dataclass(kw_only=True)

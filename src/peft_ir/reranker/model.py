@@ -19,7 +19,6 @@ differ from the EOS (peft_ir.decoders.ensure_pad_token) so that this last token 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -34,7 +33,7 @@ from peft_ir.devices import device_for_process
 from peft_ir.errors import MismatchError, PeftIRError
 from peft_ir.fingerprint import model_fingerprint
 from peft_ir.models import attention_kwargs, resolve_model
-from peft_ir.reranker.config import COSINE_SCALE, CROSS_ENCODER_SPEC_FILE, CrossEncoderSpec
+from peft_ir.reranker.config import COSINE_SCALE, CrossEncoderSpec, recorded_spec
 from peft_ir.tuning.arch import is_causal
 
 log = logging.getLogger(__name__)
@@ -83,12 +82,14 @@ def load_base(spec: CrossEncoderSpec, device: str | None = None):  # type: ignor
 
 def _head_hint(adapter: Path, spec: CrossEncoderSpec) -> str:
     """What to change when an adapter does not fit: the head its training recorded beside it, if another."""
-    recorded = adapter.parent / CROSS_ENCODER_SPEC_FILE
     try:
-        head = json.loads(recorded.read_text(encoding="utf-8")).get("head", "classifier")
-    except (OSError, ValueError, AttributeError):
+        found = recorded_spec(adapter)
+    except PeftIRError:
         return ""
-    return f"; {recorded} says it was trained with the {head} head: give --head {head}" if head != spec.head else ""
+    if found is None or found[1].head == spec.head:
+        return ""
+    path, recorded = found
+    return f"; {path} says it was trained with the {recorded.head} head: give --head {recorded.head}"
 
 
 def _pooler_pretrained(model: torch.nn.Module, path: str, missing_keys: Sequence[str]) -> bool:

@@ -5,8 +5,8 @@ seconds); `load_teacher` then builds the scorer. How `--teacher PATH` is read:
 
 - `fusion:RUN1,RUN2[,...]`: per-query min-max interpolation of TREC runs (indexing/fusion.py, weights 1/n
   unless `--teacher-weights`); a passage absent from a run gets that run's minimum (0 after normalisation).
-- a folder with `cross_encoder.json` (a `peft-ir train reranker` output): its base model, token limits and head
-  seed, with the folder's `adapter/`.
+- a folder with `cross_encoder.json` (a `peft-ir train reranker` output): its base model, token limits, head and
+  head seed, with the folder's `adapter/`.
 - a folder with `encoder.json` (a `peft-ir train retriever` output, or an encoded corpus): its EncoderSpec, with
   the folder's `adapter/` when it has one.
 - any other model folder or cached hub name: a cross-encoder when its config names a `...ForSequenceClassification`
@@ -152,7 +152,7 @@ def _trained(cfg: TeacherConfig, folder: Path, kind: Kind, spec_file: str) -> Te
     if adapter is not None and not Path(adapter).is_dir():
         raise InputError(folder / spec_file, None, "adapter", f"the adapter folder {adapter} does not exist")
     if kind == "cross-encoder":
-        keys = ("query_max_length", "passage_max_length", "seed", "query_prefix", "passage_prefix")
+        keys = ("query_max_length", "passage_max_length", "seed", "query_prefix", "passage_prefix", "head")
     else:
         keys = ("pooling", "normalize", "append_eos", "query_prefix", "passage_prefix", "query_max_length",
                 "passage_max_length")
