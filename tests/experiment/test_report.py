@@ -96,14 +96,17 @@ def test_table_groups_seeds_marks_significance_and_convergence(fake_runs: list[P
         assert f"]({png})" in text
 
 
-def fake_rerank_run(root: Path, *, method: str, level: float, bm25_seed: str = "bm25") -> Path:
-    """A finished re-ranking run folder over a BM25 first stage whose per-query values come from `bm25_seed`."""
+def fake_rerank_run(root: Path, *, method: str, level: float, bm25_seed: str = "bm25", seed: int = 42,
+                    **settings: Any) -> Path:
+    """A finished re-ranking run folder over a BM25 first stage whose per-query values come from `bm25_seed`;
+    `settings` go into its reranker section."""
     pq = {kind: {q: min(1.0, max(0.0, lv + rng.uniform(-0.05, 0.05))) for q in QIDS}
-          for kind, lv, rng in (("bm25", 0.60, random.Random(bm25_seed)), ("reranked", level, random.Random(method)))}
+          for kind, lv, rng in (("bm25", 0.60, random.Random(bm25_seed)),
+                                ("reranked", level, random.Random(f"{method}{seed}{settings}")))}
     root.mkdir(parents=True)
     (root / "config.resolved.yaml").write_text(yaml.safe_dump({
-        "name": root.name, "seed": 42, "first_stage": "bm25", "retriever": None,
-        "reranker": {"method": method, "budget": "0.5%", "tuning": {}}}))
+        "name": root.name, "seed": seed, "first_stage": "bm25", "retriever": None,
+        "reranker": {"method": method, "budget": "0.5%", "tuning": {}, **settings}}))
     runs = {kind: {"file": f"runs/test.{kind}.trec", "means": {"nDCG@10": sum(v.values()) / len(QIDS)},
                    "per_query": {"nDCG@10": v}} for kind, v in pq.items()}
     (root / "metrics.json").write_text(json.dumps({"name": root.name, "final": "reranked", "sets": {"test": {
@@ -127,6 +130,25 @@ def test_rerank_table_shows_the_shared_first_stage_and_marks_against_it(tmp_path
     other = fake_rerank_run(tmp_path / "adapter", method="adapter", level=0.80, bm25_seed="another bm25")
     text = build_report([*runs, other], tmp_path / "report2")
     assert "(first stage)" not in text and "§" not in "".join(_row(text, "iaa-l 0.5%"))
+
+
+def test_runs_of_one_method_that_differ_in_more_than_the_seed_are_not_averaged(tmp_path: Path) -> None:
+    """Two recipes of one method and budget (here the head, and the steps) are separate rows named by what differs;
+    seeds of one recipe stay one row, and a run made before a setting existed counts as having its default."""
+    runs = [fake_rerank_run(tmp_path / "old", method="iaa-l", level=0.70),  # no head recorded: the classifier
+            fake_rerank_run(tmp_path / "new-s1", method="iaa-l", level=0.70, seed=1, head="classifier"),
+            fake_rerank_run(tmp_path / "cos", method="iaa-l", level=0.75, head="cosine"),
+            fake_rerank_run(tmp_path / "cos-s1", method="iaa-l", level=0.75, seed=1, head="cosine"),
+            fake_rerank_run(tmp_path / "cos-600", method="iaa-l", level=0.78, head="cosine", max_steps=600)]
+    text = build_report(runs, tmp_path / "report")
+    assert "| iaa-l 0.5% |" not in text
+    classifier = _row(text, "iaa-l 0.5% (reranker.head=classifier, reranker.max_steps=-1)")
+    cosine = _row(text, "iaa-l 0.5% (reranker.head=cosine, reranker.max_steps=-1)")
+    longer = _row(text, "iaa-l 0.5% (reranker.head=cosine, reranker.max_steps=600)")
+    assert classifier[1] == "2 (seed 42, 1)" and cosine[1] == "2 (seed 42, 1)" and longer[1] == "1 (seed 42)"
+    col = _row(text, "method").index("nDCG@10")
+    alone = json.loads((runs[-1] / "metrics.json").read_text())["sets"]["test"]["runs"]["reranked"]["means"]
+    assert longer[col].startswith(f"{alone['nDCG@10']:.4f}") and "±" not in longer[col]
 
 
 def test_seeds_sharing_a_dev_seed_are_not_said_to_mix_dev_splits(tmp_path: Path) -> None:

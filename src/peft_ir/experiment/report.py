@@ -17,7 +17,7 @@ from peft_ir.atomic import atomic_open
 from peft_ir.errors import PeftIRError
 from peft_ir.experiment.plots import plot_learning_curves, plot_share_vs_effectiveness
 from peft_ir.experiment.results import (
-    CONVERGED, FIRST_STAGE, ZERO_SHOT, Group, RunResult, first_stage_baseline, group_runs, load_run,
+    CONVERGED, FIRST_STAGE, ZERO_SHOT, Group, RunResult, first_stage_baseline, group_runs, load_run, tell_apart,
 )
 
 FULL = "full"
@@ -132,6 +132,7 @@ def build_report(run_dirs: list[str | Path], output: str | Path, *, alpha: float
             skipped.append(str(d))
     if not runs:
         raise PeftIRError("no finished run folder to report on")
+    tell_apart(runs)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     lines = ["# Experiment report", "",

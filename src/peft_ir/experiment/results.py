@@ -1,10 +1,17 @@
 """The report's data: one finished run folder read into a RunResult, and runs grouped by task and method label.
 
+Runs of one label are seeds of one method only when their configs agree on everything but the per-run settings
+(seed, name, ...): `tell_apart` gives runs that differ in more (the head, the loss, the steps) labels of their own,
+so that a report never averages two recipes as if they were seeds.
+
 Shared by the report's tables (report.py) and its figures (plots.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,11 +22,13 @@ import yaml
 from peft_ir.errors import PeftIRError
 from peft_ir.experiment.evaluation import rerank_input_kind
 from peft_ir.experiment.rundir import CONFIG, RunDir
+from peft_ir.settings import default_of, field_types, optional_inner
 from peft_ir.training.checkpoints import SUMMARY_FILE
 
 ZERO_SHOT = "zero-shot"
 FIRST_STAGE = "first stage"  # the method of the re-ranking table's baseline row
 CONVERGED = 0.95  # steps until the dev metric first reaches this fraction of the run's best
+PER_RUN = ("name", "seed", "output", "description", "expect", "expect_tolerance")  # what seeds of one recipe may vary
 
 
 @dataclass
@@ -36,6 +45,7 @@ class RunResult:
     summary: dict[str, Any] | None          # summary.json of the model the run is judged by
     curve: list[dict[str, Any]] = field(default_factory=list)
     reranked: str = ""                      # the run kind a re-ranker re-ranked (its first stage, or fused)
+    setup: dict[str, str] = field(default_factory=dict)  # the config but PER_RUN, flattened: dotted key -> JSON
 
     def final(self, test_set: str) -> dict[str, Any]:
         return self.metrics["sets"][test_set]["runs"][self.metrics["final"]]
@@ -69,7 +79,74 @@ def load_run(root: str | Path) -> RunResult:
     summary = RunDir.read_json(getattr(rd, part) / SUMMARY_FILE)
     curve = read_metrics(getattr(rd, part) / "metrics.jsonl") if summary else []
     return RunResult(rd.root, cfg["name"], int(cfg.get("seed", 0)), task, method, label, metrics, summary, curve,
-                     reranked=rerank_input_kind(bool(cfg.get("fuse")), cfg.get("first_stage", "")))
+                     reranked=rerank_input_kind(bool(cfg.get("fuse")), cfg.get("first_stage", "")),
+                     setup=_flatten({k: v for k, v in cfg.items() if k not in PER_RUN}))
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out |= _flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value, sort_keys=True)
+    return out
+
+
+@functools.cache
+def _default(key: str) -> str | None:
+    """The JSON of a config setting's default: what a run made before the setting existed did (a new setting's
+    default keeps the old behaviour). None where the key names no single setting (a tuning size, a list)."""
+    from peft_ir.experiment.config import ExperimentConfig  # noqa: PLC0415
+
+    section, _, name = key.partition(".")
+    try:
+        top = next(f for f in dataclasses.fields(ExperimentConfig) if f.name == section)
+        if not name:
+            return None if top.default is dataclasses.MISSING else json.dumps(top.default, sort_keys=True)
+        value = default_of(optional_inner(field_types(ExperimentConfig)[section]), name)
+    except (StopIteration, TypeError, KeyError):
+        return None
+    return json.dumps(value, sort_keys=True) if isinstance(value, (str, int, float, bool, type(None))) else None
+
+
+def _value(setup: dict[str, str], key: str) -> str | None:
+    return setup[key] if key in setup else _default(key)
+
+
+def _agree(a: dict[str, str], b: dict[str, str]) -> bool:
+    """Two setups agree on every setting, one a run does not record taking its default (an unknown one agrees)."""
+    return all(None in (_value(a, k), _value(b, k)) or _value(a, k) == _value(b, k) for k in a.keys() | b.keys())
+
+
+def tell_apart(runs: list[RunResult]) -> None:
+    """Give runs of one task and label whose setups disagree the settings that differ, appended to their labels
+    ("iaa-l 0.5% (reranker.head=cosine)"): each family of agreeing runs is then one group of the report."""
+    families: dict[tuple[str, str], list[list[RunResult]]] = {}
+    for r in runs:
+        same = families.setdefault((r.task, r.label), [])
+        family = next((f for f in same if _agree(f[0].setup, r.setup)), None)
+        if family is None:
+            same.append([r])
+        else:
+            family.append(r)
+    for same in families.values():
+        if len(same) < 2:
+            continue
+        setups = [f[0].setup for f in same]
+        keys = sorted({k for s in setups for k in s})
+        differing = [k for k in keys if len({_value(s, k) for s in setups}) > 1]
+        for family in same:
+            shown = ", ".join(f"{k}={_show(_value(family[0].setup, k))}" for k in differing)
+            for r in family:
+                r.label = f"{r.label} ({shown})"
+
+
+def _show(value: str | None) -> str:
+    if value is None:
+        return "unset"
+    loaded = json.loads(value)
+    return loaded if isinstance(loaded, str) else value
 
 
 def first_stage_baseline(runs: list[RunResult]) -> RunResult | None:
