@@ -181,6 +181,31 @@ def test_a_zero_shot_retriever_is_the_start_model_and_encodes_once(synthetic_bei
     assert train.train == str(root / "teacher" / "train.scored.jsonl") and train.negatives_run is None
 
 
+def test_a_bm25_reranking_distils_a_hybrid_teacher_through_a_zero_shot_retriever(synthetic_beir: Path,
+                                                                                  tiny_bert_dir: Path,
+                                                                                  tmp_path: Path) -> None:
+    """Under a BM25 first stage, a zero-shot retriever section only names the teacher's start model: the teacher's
+    stages encode with it (no dense test run), and a trained retriever there is still refused (nothing would use it)."""
+    sections = dict(first_stage="bm25", teacher=FUSION, retriever={"zero_shot": True, "method": None, "tuning": {}},
+                    reranker={"loss": "kl", "negatives": None})
+    cfg = load_config(write_yaml(tmp_path / "rr.yaml", tiny_config(synthetic_beir, tiny_bert_dir, tmp_path / "runs",
+                                                                   name="rr", **sections)))
+    pipeline = Pipeline(cfg, progress=False)
+    titles = [t.split(" (")[0].split(", top")[0] for t in (s.title for s in pipeline.stages())]
+    assert titles == ["BM25 index of the corpus", "BM25 run of the training queries", "BM25 search",
+                      "teacher: encode the corpus with the untrained start model", "teacher: index",
+                      "teacher: dense search of the training queries",
+                      "teacher: fuse dense + bm25 of the training queries",
+                      "teacher: score the top 5 of the fused run of the training queries", "train reranker: iaa-l",
+                      "re-rank the top 10", "evaluate"]
+    assert pipeline._teacher_run("dense") == pipeline.dir.teacher / "train.dense.trec"
+    assert pipeline.start_encoder().spec.model == cfg.retriever.model
+    trained = tiny_config(synthetic_beir, tiny_bert_dir, tmp_path / "runs", name="rr",
+                          **{**sections, "retriever": {"method": "iaa-l", "tuning": {"r": 4, "ar": 4}}})
+    with pytest.raises(ConfigError, match=r"'retriever': no dense run uses it \(first_stage is bm25\)"):
+        load_config(write_yaml(tmp_path / "trained.yaml", trained))
+
+
 # -- refused before any work ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("sections, message", [
     ({"teacher": {**FUSION, "teacher": "fusion:dense,bm52"}},
@@ -216,7 +241,8 @@ def test_a_teacher_needs_runs_and_data_the_pipeline_has(synthetic_beir: Path, sy
     no_retriever = _config(synthetic_beir, tiny_bert_dir, tmp_path, first_stage="bm25", retriever=None,
                            reranker={"loss": "kl", "negatives": None})
     with pytest.raises(ConfigError, match=r"'teacher.teacher': dense is the run of the retriever's untrained start "
-                                          r"model, and there is no retriever section \(first_stage is bm25\)"):
+                                          r"model, and there is no retriever section \(first_stage is bm25\): use "
+                                          r"bm25, a dense first stage, or add retriever: \{zero_shot: true\}"):
         load_config(write_yaml(tmp_path / "bm25.yaml", no_retriever))
     # ... and with bm25 alone as candidates and a model teacher, that experiment is fine
     no_retriever["teacher"] = {"teacher": str(tiny_bert_dir), "teacher_kind": "cross-encoder", "candidates": "bm25",

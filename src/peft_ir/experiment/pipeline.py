@@ -324,8 +324,11 @@ class Pipeline:
 
     # -- the teacher: a scored file of the training queries, made before the training that distils it ------------
     def _teacher_reuses_dense(self) -> bool:
-        """The start model's dense run is the pipeline's own when the retriever is not trained: encoded once."""
-        return "dense" in self.cfg.teacher_run_kinds() and not self.cfg.trains(self.cfg.retriever)
+        """The start model's dense run is the pipeline's own when the retriever is not trained and makes a dense
+        run anyway: encoded once. (A zero-shot retriever that serves the teacher only, under a BM25 first stage, has
+        the teacher's stages encode with it.)"""
+        return ("dense" in self.cfg.teacher_run_kinds() and not self.cfg.trains(self.cfg.retriever)
+                and "dense" in self.cfg.run_kinds())
 
     def _teacher_run(self, kind: str) -> Path:
         """The teacher's run of the training queries of one kind: BM25's (and a zero-shot retriever's dense one)

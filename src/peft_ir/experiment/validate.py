@@ -94,7 +94,8 @@ def validate(cfg: ExperimentConfig, origins: Origins) -> None:
     if "dense" in kinds and cfg.retriever is None:
         raise fail("retriever", origins, "a dense first stage needs a retriever section "
                    "(retriever.zero_shot: true uses the model as it is)")
-    if "dense" not in kinds and cfg.retriever is not None:
+    teacher_only = "dense" in cfg.teacher_run_kinds() and not cfg.trains(cfg.retriever)  # names the start model
+    if "dense" not in kinds and cfg.retriever is not None and not teacher_only:
         raise fail("retriever", origins, f"no dense run uses it (first_stage is {cfg.first_stage}"
                    f"{', fuse.runs ' + str(cfg.fuse.runs) if cfg.fuse else ''}): remove it or set first_stage: dense")
     if cfg.fuse is not None:
@@ -328,7 +329,8 @@ def _validate_teacher(cfg: ExperimentConfig, origins: Origins) -> None:
     if "dense" in cfg.teacher_run_kinds() and cfg.retriever is None:
         raise fail("teacher.teacher" if "dense" in (fusion or []) else "teacher.candidates", origins,
                    "dense is the run of the retriever's untrained start model, and there is no retriever section "
-                   f"(first_stage is {cfg.first_stage}): use bm25, or a dense first stage")
+                   f"(first_stage is {cfg.first_stage}): use bm25, a dense first stage, or add retriever: "
+                   "{zero_shot: true} (the model the teacher's dense run encodes with)")
     _positive("teacher.depth", t.depth, origins)
     if t.hits < t.depth:
         raise fail("teacher.hits", origins, f"the candidates are each run's top depth ({t.depth}) hits: hits must be "
