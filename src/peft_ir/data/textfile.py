@@ -47,14 +47,15 @@ def read_json_object(path: str | Path) -> dict[str, Any]:
 
 def read_dataclass(path: str | Path, cls: type[T], ignore: tuple[str, ...] = ()) -> T:
     """A dataclass written as one JSON object (a training's spec file): an unknown key is refused naming file and
-    field, keys in `ignore` (what the file records besides the fields) are dropped."""
+    field; keys in `ignore` are dropped, fields or not (a spec's recorded adapter path: the folder beside it is
+    what counts)."""
     data = read_json_object(path)
     fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - fields - set(ignore))
     if unknown:
         raise InputError(path, None, unknown[0], f"not a {cls.__name__} field (known: {', '.join(sorted(fields))})")
     try:
-        return cls(**{k: v for k, v in data.items() if k in fields})
+        return cls(**{k: v for k, v in data.items() if k in fields and k not in ignore})
     except (TypeError, ValueError) as exc:
         raise InputError(path, None, None, str(exc)) from None
 
