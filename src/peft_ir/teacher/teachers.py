@@ -19,6 +19,7 @@ value. Scales differ between kinds; the scored file records which teacher wrote 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -30,15 +31,18 @@ from peft_ir.data.textfile import read_json_object
 from peft_ir.errors import InputError, PeftIRError
 from peft_ir.fingerprint import file_hash
 from peft_ir.models import resolve_model
-from peft_ir.reranker.config import CROSS_ENCODER_SPEC_FILE
-from peft_ir.reranker.config import CrossEncoderSpec
-from peft_ir.retriever.config import ENCODER_SPEC_FILE
+from peft_ir.reranker.config import CROSS_ENCODER_SPEC_FILE, CrossEncoderSpec
+from peft_ir.retriever.config import ENCODER_SPEC_FILE, EncoderSpec
 from peft_ir.teacher.config import FUSION_PREFIX, TeacherConfig, fusion_runs
 from peft_ir.tuning.checkpoint import ADAPTER_DIR
 
 Kind = Literal["cross-encoder", "bi-encoder", "fusion"]
 
 log = logging.getLogger(__name__)
+
+# Spec fields a trained teacher does not take from its record: the base model (TeacherSource.model, from model_path),
+# the adapter (the folder beside the record), the attention implementation (this machine's choice) and extra.
+NOT_CARRIED = frozenset({"model", "adapter", "attn_implementation", "extra"})
 
 
 @dataclass(frozen=True)
@@ -151,11 +155,8 @@ def _trained(cfg: TeacherConfig, folder: Path, kind: Kind, spec_file: str) -> Te
     adapter = folder / ADAPTER_DIR if (folder / ADAPTER_DIR).is_dir() else recorded.get("adapter")
     if adapter is not None and not Path(adapter).is_dir():
         raise InputError(folder / spec_file, None, "adapter", f"the adapter folder {adapter} does not exist")
-    if kind == "cross-encoder":
-        keys = ("query_max_length", "passage_max_length", "seed", "query_prefix", "passage_prefix", "head")
-    else:
-        keys = ("pooling", "normalize", "append_eos", "query_prefix", "passage_prefix", "query_max_length",
-                "passage_max_length")
+    spec_cls = CrossEncoderSpec if kind == "cross-encoder" else EncoderSpec
+    keys = [f.name for f in dataclasses.fields(spec_cls) if f.name not in NOT_CARRIED]
     spec = _lengths(cfg, {k: recorded[k] for k in keys if k in recorded})
     model = recorded.get("model_path") or recorded.get("model")
     return TeacherSource(kind, str(folder.resolve()), model=model,
