@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -56,3 +58,21 @@ def attention_kwargs(name: str | None) -> dict[str, str]:
     """`from_pretrained` keyword arguments for an attention implementation (none: the model's own default)."""
     check_attention(name)
     return {"attn_implementation": name} if name else {}
+
+
+@contextmanager
+def loading_quietly(*, errors_only: bool = False) -> Iterator[None]:
+    """Load weights without transformers' "Loading weights" bar (it takes well under a second and would break
+    `--no-progress` logs); `errors_only` also silences its warnings, for loads where they are expected (a new head)."""
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    if errors_only:
+        hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

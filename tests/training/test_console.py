@@ -28,6 +28,8 @@ def test_training_prints_no_metric_dicts(progress: str, synthetic_beir: Path, ti
     assert sum("loss" in x for x in lines) == 4 and sum("eval_dev_nDCG@10" in x for x in lines) == 3
     if progress == "--progress":
         assert "loss=" in err and "dev=" in err  # the bar's postfix
+    else:  # no bar at all: neither ours nor transformers' weight loading nor sentence-transformers' model card
+        assert "%|" not in err and "Loading weights" not in err and "Computing widget" not in err, err[-2000:]
 
 
 def test_run_writes_the_metric_events_to_its_log(tmp_path: Path, synthetic_beir: Path, tiny_bert_dir: Path,
@@ -43,5 +45,6 @@ def test_run_writes_the_metric_events_to_its_log(tmp_path: Path, synthetic_beir:
     assert main(["run", str(path), "--no-progress"]) == 0
     out, err = capfd.readouterr()
     assert "{'loss'" not in out + err and '"loss"' not in out + err
+    assert "%|" not in err, err[-2000:]  # no bar from any stage: training, weight loading, encoding, re-ranking
     log = (tmp_path / "runs" / "tiny" / "log.txt").read_text()
     assert "peft_ir.metrics" in log and '"loss"' in log

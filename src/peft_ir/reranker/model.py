@@ -32,7 +32,7 @@ from peft_ir.decoders import append_eos, ends_with_eos, ensure_pad_token
 from peft_ir.devices import device_for_process
 from peft_ir.errors import MismatchError, PeftIRError
 from peft_ir.fingerprint import model_fingerprint
-from peft_ir.models import attention_kwargs, resolve_model
+from peft_ir.models import attention_kwargs, loading_quietly, resolve_model
 from peft_ir.reranker.config import COSINE_SCALE, CrossEncoderSpec, recorded_spec
 from peft_ir.tuning.arch import is_causal
 
@@ -43,31 +43,22 @@ def load_base(spec: CrossEncoderSpec, device: str | None = None):  # type: ignor
     """(model, tokenizer): AutoModelForSequenceClassification(num_labels=1) with a seeded new head, eval mode; the bare
     AutoModel for the cosine head."""
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415
-    from transformers.utils import logging as hf_logging  # noqa: PLC0415
 
     path = resolve_model(spec.model)
     load_kwargs = attention_kwargs(spec.attn_implementation)
     if not Path(path).exists() and "/" not in path:
         raise PeftIRError(f"model {spec.model!r} is neither a folder nor a hub name")
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # "some weights were newly initialised" is expected: the head is new
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        with torch.random.fork_rng(devices=[]):
+    try:  # "some weights were newly initialised" is expected: the head is new
+        with loading_quietly(errors_only=True), torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed)
             if spec.classifies:
                 model, info = AutoModelForSequenceClassification.from_pretrained(
                     path, num_labels=1, output_loading_info=True, **load_kwargs)
             else:
                 model, info = AutoModel.from_pretrained(path, output_loading_info=True, **load_kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+            tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as exc:
         raise PeftIRError(f"cannot load cross-encoder base {path}: {exc}") from exc
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
     if spec.classifies:
         model.config.problem_type = "regression"
     if is_causal(model.config):

@@ -21,7 +21,7 @@ from peft_ir.decoders import append_eos, ends_with_eos, ensure_pad_token
 from peft_ir.devices import device_for_process
 from peft_ir.errors import PeftIRError
 from peft_ir.fingerprint import base_fingerprint, file_hash
-from peft_ir.models import attention_kwargs, model_label, resolve_model
+from peft_ir.models import attention_kwargs, loading_quietly, model_label, resolve_model
 from peft_ir.retriever.config import EncoderSpec
 from peft_ir.tuning import load_tuned, merge_tuned
 from peft_ir.tuning.arch import is_causal
@@ -43,13 +43,14 @@ class BiEncoder:
         path = resolve_model(spec.model)
         model_kwargs = attention_kwargs(spec.attn_implementation) or None
         device = device or device_for_process()
-        if (Path(path) / "modules.json").is_file():
-            st = SentenceTransformer(path, device=device, model_kwargs=model_kwargs)
-        else:
-            transformer = Transformer(path, model_kwargs=model_kwargs)
-            default = "lasttoken" if is_causal(transformer.auto_model.config) else "mean"
-            st = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(),
-                                                                   spec.pooling or default)], device=device)
+        with loading_quietly():
+            if (Path(path) / "modules.json").is_file():
+                st = SentenceTransformer(path, device=device, model_kwargs=model_kwargs)
+            else:
+                transformer = Transformer(path, model_kwargs=model_kwargs)
+                default = "lasttoken" if is_causal(transformer.auto_model.config) else "mean"
+                st = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(),
+                                                                       spec.pooling or default)], device=device)
         self.model = st
         self._configure_pooling_and_norm()
         self._configure_tokens()

@@ -37,6 +37,10 @@ def _trainer_class():  # type: ignore[no-untyped-def]
     class TunedTrainer(TrainableOnlyCheckpoints, SentenceTransformerTrainer):
         """Saves and restores only what the tuning method trains (plus the Trainer's own state files)."""
 
+        def add_model_card_callback(self, default_args_dict: dict[str, Any]) -> None:
+            """No model-card tracking: training saves no sentence-transformers card (`peft-ir export` writes its
+            own), and the tracker's "Computing widget examples" bar broke `--no-progress` logs."""
+
     return TunedTrainer
 
 
