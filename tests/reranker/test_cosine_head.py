@@ -128,6 +128,11 @@ def test_rerank_scores_an_adapter_as_its_training_recorded(synthetic_beir: Path,
     docs = sorted(reranked[qid])
     by_hand = encoder.score([queries[qid]] * len(docs), [passages[d] for d in docs])
     assert [reranked[qid][d] for d in docs] == pytest.approx(by_hand, abs=1e-5)
+    # a checkpoint's adapter is scored with the spec its training output recorded
+    checkpoint = sorted((out / "checkpoints").glob("checkpoint-*"))[0]
+    assert main([*base[:-4], "--adapter", str(checkpoint / "adapter"), "--hits", "5",
+                 "--output", str(tmp_path / "ckpt.trec")]) == 0
+    assert f"from {out / 'cross_encoder.json'}: model={str(tiny_ce_dir)!r}" in capsys.readouterr().out
     # a flag given wins over the file: the classifier head does not fit the bare encoder's adapter
     assert main([*base, "--head", "classifier", "--output", str(tmp_path / "x.trec")]) != 0
     assert "give --head cosine" in capsys.readouterr().err

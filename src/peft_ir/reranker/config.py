@@ -14,6 +14,7 @@ from peft_ir.errors import PeftIRError
 from peft_ir.models import Attention
 from peft_ir.settings import setting
 from peft_ir.training.args import PEFT_LR, ScheduleConfig, check_attention
+from peft_ir.training.checkpoints import training_output_of
 from peft_ir.training.losses import CROSS_ENCODER, check_loss, loss_help, loss_names
 
 # The CrossEncoderSpec a `peft-ir train reranker` output holds beside its adapter folder (training/skeleton.py writes
@@ -57,8 +58,9 @@ class CrossEncoderSpec:
 
 
 def recorded_spec(adapter: str | Path) -> tuple[Path, CrossEncoderSpec] | None:
-    """The spec a `peft-ir train reranker` output recorded beside its adapter folder (and where), if it has one."""
-    path = Path(adapter).parent / CROSS_ENCODER_SPEC_FILE
+    """The spec a `peft-ir train reranker` output recorded beside its adapter folder, or in the output that holds a
+    checkpoint's adapter folder (and where), if it has one."""
+    path = training_output_of(adapter) / CROSS_ENCODER_SPEC_FILE
     return (path, read_dataclass(path, CrossEncoderSpec, ignore=("adapter",))) if path.is_file() else None
 
 

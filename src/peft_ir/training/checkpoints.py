@@ -18,7 +18,18 @@ SUMMARY_FILE = "summary.json"
 log = logging.getLogger(__name__)
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
+CHECKPOINTS_DIR = "checkpoints"  # <output>/checkpoints/checkpoint-N/adapter
 COMPLETE_MARKER = "trainer_state.json"  # the Trainer writes it last
+
+
+def training_output_of(adapter: str | Path) -> Path:
+    """The training output folder an adapter folder belongs to: its parent for `<output>/adapter`, and `<output>`
+    for a checkpoint's `<output>/checkpoints/checkpoint-N/adapter` (whose spec the training writes only once, at
+    the end, into `<output>`)."""
+    parent = Path(adapter).parent
+    if _CKPT.match(parent.name) and parent.parent.name == CHECKPOINTS_DIR:
+        return parent.parent.parent
+    return parent
 
 
 def last_complete_checkpoint(folder: str | Path) -> Path | None:
@@ -55,7 +66,7 @@ def prepare_run_dir(output: str | Path, resume: bool) -> tuple[Path, Path, Path 
     out = Path(output)
     if (out / SUMMARY_FILE).is_file() and not resume:
         raise PeftIRError(f"{out} already holds a finished training run; choose another --output or pass --resume")
-    ckpt_dir = out / "checkpoints"
+    ckpt_dir = out / CHECKPOINTS_DIR
     resume_from = last_complete_checkpoint(ckpt_dir) if resume else None
     if not resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
         raise PeftIRError(f"{ckpt_dir} has checkpoints of an earlier run; pass --resume to continue it")
