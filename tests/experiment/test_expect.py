@@ -84,3 +84,22 @@ def test_bad_expectations_are_refused_before_any_work(tmp_path: Path, synthetic_
     with pytest.raises(ConfigError, match=rf"zs\.yaml:\d+: {message}"):
         load_config(path)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_set_that_changes_the_experiment_drops_its_expectations(tmp_path: Path, synthetic_beir: Path,
+                                                                   tiny_bert_dir: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """The block holds the numbers of the config as written: `--set seed=1` would fail them after the compute, so
+    it drops them with a warning; `--set output/name` keeps them; `expect: null` in an extending file drops them."""
+    block = {"test": {"dense": {"nDCG@10": 0.5}}}
+    base = write_yaml(tmp_path / "base.yaml", _zero_shot(synthetic_beir, tiny_bert_dir, tmp_path / "runs",
+                                                         expect=block))
+    assert load_config(base, ["output=elsewhere", "name=x"]).expect == block
+    with caplog.at_level("WARNING"):
+        assert load_config(base, ["seed=1", "search.hits=10"]).expect == {}
+    assert "--set seed, search.hits changes what the config computes" in caplog.text
+    own = {"test": {"dense": {"nDCG@10": 0.25}}}
+    assert load_config(base, ["seed=1", "expect.test.dense.nDCG@10=0.25"]).expect == own  # numbers of one's own
+    extending = tmp_path / "extending.yaml"
+    extending.write_text("extends: base.yaml\nexpect: null\n")
+    assert load_config(extending).expect == {}

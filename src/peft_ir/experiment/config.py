@@ -159,7 +159,8 @@ class ExperimentConfig:
     eval: EvalSection = setting(default_factory=EvalSection, help="measures")
     expect: dict[str, dict[str, dict[str, float]]] = setting(
         default_factory=dict, help="results this config must reproduce: {TEST_SET: {RUN_KIND: {MEASURE: VALUE}}}, "
-                                   "checked after evaluation (experiment/expect.py)")
+                                   "checked after evaluation (experiment/expect.py); null: none (drops an extended "
+                                   "config's block); a --set of anything but name, output or description drops it too")
     expect_tolerance: float = setting(1e-4, help="largest difference from an expected value that still passes")
 
     def run_kinds(self) -> list[str]:

@@ -2,12 +2,17 @@
 
 Each dotted key remembers the file and line (or '--set') that set it last, so an error names the place to fix.
 Mappings merge key by key; lists and scalars replace; `null` replaces too (e.g. `reranker: null` drops a base's
-reranker).
+reranker, `expect: null` its expected results).
+
+A config's `expect:` block holds what the config computes as written: a `--set` that changes anything but where the
+run goes or what it is called (a seed, a step count) drops the block, with a warning, instead of failing the run
+after its compute on numbers it was never meant to reproduce.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,10 @@ from peft_ir.experiment.schema import ConfigError, Origins, build, to_plain
 from peft_ir.experiment.validate import check_inputs, resolve_paths, validate
 
 SET = "--set"
+# overrides that leave what a config computes as it was: its `expect:` block still applies
+KEEPS_RESULTS = ("name", "output", "description", "expect", "expect_tolerance")
+
+log = logging.getLogger(__name__)
 
 
 def read_layers(path: str | Path, _seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict[str, str]]:
@@ -152,6 +161,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), *, check_files:
     data, table = read_layers(path)
     for item in overrides:
         apply_override(data, item, table)
+    _drop_foreign_expect(data, overrides)
     origins = Origins(str(path.resolve()), table)
     if data.get("name") is None:
         data["name"] = path.stem
@@ -161,6 +171,18 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), *, check_files:
     if check_files:
         check_inputs(cfg, origins, notes)
     return cfg
+
+
+def _drop_foreign_expect(data: dict[str, Any], overrides: Sequence[str]) -> None:
+    """Drop the file's `expect:` block when `--set` changed what the config computes (and set no `expect` itself)."""
+    keys = [item.partition("=")[0].strip() for item in overrides]
+    changed = [k for k in keys if k.split(".")[0] not in KEEPS_RESULTS]
+    if not data.get("expect") or not changed or any(k.split(".")[0] == "expect" for k in keys):
+        return
+    data["expect"] = {}
+    log.warning("%s %s changes what the config computes: its expect: block (the numbers of the config as written) "
+                "is not checked; --set expect.TEST_SET.RUN_KIND.MEASURE=VALUE checks numbers of your own",
+                SET, ", ".join(changed))
 
 
 def to_yaml(cfg: ExperimentConfig, comments: bool = False) -> str:

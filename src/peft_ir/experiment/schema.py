@@ -95,6 +95,8 @@ def convert(tp: Any, value: Any, key: str, origins: Origins) -> Any:
             raise fail(key, origins, f"expected a list of {len(items)} values, got {_show(value)}")
         return tuple(convert(t, v, f"{key}[{i}]", origins) for i, (t, v) in enumerate(zip(items, value)))
     if origin is dict:
+        if value is None:  # `expect: null`: none (drops what an extended config had)
+            return {}
         if not isinstance(value, Mapping):
             raise fail(key, origins, f"expected a mapping, got {_show(value)}")
         _, item = typing.get_args(tp)
