@@ -29,8 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     d.add_argument("--method", required=True, help="full, bitfit, adapter, parallel, prefix, lora, mam, iaa-s/l/m")
     d.add_argument("--budget", help="target trainable share, e.g. 0.5%% or 0.005 (chooses the free sizes)")
-    d.add_argument("--cross-encoder", action="store_true", help="describe the sequence-classification variant (a cross-encoder with the classifier head; one with the cosine "
-                   "head has no head of its own: leave this off)")
+    d.add_argument("--cross-encoder", action="store_true",
+                   help="describe the sequence-classification variant (a cross-encoder with the classifier head; one "
+                        "with the cosine head has no head of its own: leave this off)")
     d.add_argument("--r", type=int, help="adapter / parallel adapter bottleneck")
     d.add_argument("--ar", type=int, help="aside module bottleneck")
     d.add_argument("--prefix-len", type=int, help="prefix length l")
