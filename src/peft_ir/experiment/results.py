@@ -29,6 +29,9 @@ ZERO_SHOT = "zero-shot"
 FIRST_STAGE = "first stage"  # the method of the re-ranking table's baseline row
 CONVERGED = 0.95  # steps until the dev metric first reaches this fraction of the run's best
 PER_RUN = ("name", "seed", "output", "description", "expect", "expect_tolerance")  # what seeds of one recipe may vary
+# A section's dev split seed may vary too: unset it follows the seed, so seed 42 unset and seed 1 with dev_seed 42
+# share one split; runs of one row on different splits are noted by the report instead (mixes_dev_sets).
+PER_RUN_SECTION = ("dev_seed",)
 
 
 @dataclass
@@ -80,7 +83,8 @@ def load_run(root: str | Path) -> RunResult:
     curve = read_metrics(getattr(rd, part) / "metrics.jsonl") if summary else []
     return RunResult(rd.root, cfg["name"], int(cfg.get("seed", 0)), task, method, label, metrics, summary, curve,
                      reranked=rerank_input_kind(bool(cfg.get("fuse")), cfg.get("first_stage", "")),
-                     setup=_flatten({k: v for k, v in cfg.items() if k not in PER_RUN}))
+                     setup={k: v for k, v in _flatten({k: v for k, v in cfg.items() if k not in PER_RUN}).items()
+                            if k.rpartition(".")[2] not in PER_RUN_SECTION})
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
