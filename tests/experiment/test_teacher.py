@@ -213,8 +213,9 @@ def test_a_bm25_reranking_distils_a_hybrid_teacher_through_a_zero_shot_retriever
     ({"teacher": {**FUSION, "teacher": "fusion:dense,run"}}, r"'teacher.teacher': unknown run kind 'run'"),
     ({"teacher": {**FUSION, "teacher": "fusion:bm25,bm25"}}, r"'teacher.teacher': .*two or more different run kinds"),
     ({"teacher": {**FUSION, "depth": 0}}, r"'teacher.depth': must be at least 1, got 0"),
+    ({"teacher": {**FUSION, "teacher_scale": 0}}, r"'teacher.teacher_scale': must be a positive number, got 0"),
     ({"teacher": {**FUSION, "hits": 4}}, r"'teacher.hits': .*top depth \(5\) hits: hits must be at least that, got 4"),
-    ({"teacher": {**FUSION, "candidates": "reranked"}}, r"'teacher.candidates': expected one of dense, bm25, fused"),
+    ({"teacher": {**FUSION, "candidates": "reranked"}}, r"'teacher.candidates': expected one of dense, bm25, fused, file"),
     ({"teacher": {**FUSION, "teacher_weights": [1, 2, 3]}}, r"'teacher.teacher_weights': needs one weight per run"),
     ({"teacher": {**FUSION, "teacher_kind": "cross-encoder"}}, r"'teacher.teacher_kind': applies to a model teacher"),
     ({"teacher": {"teacher": "TINY_MODEL", "depth": 5}}, r"'teacher.candidates': fused is a fusion teacher's own"),
@@ -252,9 +253,18 @@ def test_a_teacher_needs_runs_and_data_the_pipeline_has(synthetic_beir: Path, sy
     # the teacher scores a BEIR training split's judged queries
     on_file = _config(synthetic_beir, tiny_bert_dir, tmp_path)
     on_file["data"] = {"beir": str(synthetic_beir), "train": str(synthetic_scored)}
-    with pytest.raises(ConfigError, match=r"'teacher': the teacher scores the judged queries of the training split, "
-                                          r"which needs a BEIR folder"):
+    with pytest.raises(ConfigError, match=r"'teacher.teacher': the training data is a file .* a fusion teacher or "
+                                          r"run candidates need a BEIR folder"):
         load_config(write_yaml(tmp_path / "file.yaml", on_file))
+    on_file["teacher"] = {"teacher": str(tiny_bert_dir), "candidates": "bm25"}
+    with pytest.raises(ConfigError, match=r"'teacher.candidates': the training data is a file .* a model teacher "
+                                          r"scores its own passages \(candidates: file\)"):
+        load_config(write_yaml(tmp_path / "file.yaml", on_file))
+    on_beir = _config(synthetic_beir, tiny_bert_dir, tmp_path, teacher={"teacher": str(tiny_bert_dir),
+                                                                        "candidates": "file"})
+    with pytest.raises(ConfigError, match=r"'teacher.candidates': file scores a training file's own passages, and "
+                                          r"the training data is the BEIR folder"):
+        load_config(write_yaml(tmp_path / "beir.yaml", on_beir))
     # a model teacher that is not there is named before any work
     missing = _config(synthetic_beir, tiny_bert_dir, tmp_path,
                       teacher={"teacher": str(tmp_path / "no-such-model"), "candidates": "bm25", "depth": 5})
@@ -277,3 +287,44 @@ def test_a_retriever_distils_a_scored_file_given_as_data(synthetic_beir: Path, s
     root = pipeline.dir.root
     train = pipeline._train_config(RetrieverTrainConfig, pipeline.cfg.retriever, root / "retriever")
     assert train.train == str(synthetic_scored) and train.loss == "kl" and train.negatives_run is None
+
+
+def test_a_model_teacher_scores_a_training_file_the_reranker_distils(synthetic_beir: Path, tiny_bert_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    """Training data given as a file (the MS MARCO-domain configs' shape): the teacher scores the file's own
+    positives and negatives (candidates: file), on the scale asked for, and the re-ranker trains on that file."""
+    pytest.importorskip("pyserini", reason="BM25 needs pyserini (a declared dependency)")
+    from peft_ir.data import BeirDataset, load_corpus
+    from peft_ir.retriever.config import EncoderSpec
+    from peft_ir.retriever.encoder import BiEncoder
+
+    ds = BeirDataset(synthetic_beir, "train")
+    corpus, queries, qrels = load_corpus(ds.corpus_path), ds.queries(), ds.qrels()
+    texts = [doc.joined() for doc in corpus.values()][:12]  # a small pool: passages repeat across queries
+    train = tmp_path / "train.jsonl"
+    with open(train, "w", encoding="utf-8") as fh:
+        for i, (qid, judged) in enumerate(list(qrels.items())[:24]):
+            pos = next(d for d, g in judged.items() if g > 0)
+            fh.write(json.dumps({"query": queries[qid], "pos": [corpus[pos].joined()],
+                                 "neg": [texts[(i + k) % len(texts)] for k in range(4)]}) + "\n")
+    teacher = {"teacher": str(tiny_bert_dir), "candidates": "file", "teacher_scale": 20}
+    data = tiny_config(synthetic_beir, tiny_bert_dir, tmp_path / "runs", name="file", first_stage="bm25",
+                       retriever=None, bm25={"threads": 1}, teacher=teacher,
+                       reranker={"loss": "kl", "negatives": None, "negatives_pool": 4})
+    data["data"] = {"beir": str(synthetic_beir), "train": str(train)}
+    pipeline = Pipeline(load_config(write_yaml(tmp_path / "file.yaml", data)), progress=False)
+    titles = [s.title.split(" (")[0].split(", top")[0] for s in pipeline.stages()]
+    assert titles == ["BM25 index of the corpus", "BM25 search",
+                      "teacher: score the positives and negatives of the training file", "train reranker: iaa-l",
+                      "re-rank the top 10", "evaluate"]
+    metrics = pipeline.run()
+    assert "reranked" in metrics["sets"]["test"]["runs"]
+    scored = list(read_training(pipeline.dir.teacher_scored, "scored"))
+    assert len(scored) == 24 and all(len(ex.positives) == 1 and 3 <= len(ex.negatives) <= 4 for ex in scored)
+    enc = BiEncoder(EncoderSpec(model=str(tiny_bert_dir)), device="cpu")
+    q = enc.encode_queries([scored[0].query])[0]
+    p = enc.encode_passages(scored[0].positives + scored[0].negatives)
+    got = (scored[0].positive_scores or []) + (scored[0].negative_scores or [])
+    assert got == pytest.approx(list(20.0 * (p @ q)), rel=1e-4, abs=1e-4)
+    train_cfg = pipeline._train_config(RerankerTrainConfig, pipeline.cfg.reranker, pipeline.dir.reranker)
+    assert train_cfg.train == str(pipeline.dir.teacher_scored) and train_cfg.loss == "kl"

@@ -128,6 +128,97 @@ class _Interrupt(Exception):
     pass
 
 
+def _pooled_training_file(path: Path, queries: int, pool: int) -> Path:
+    """A FlagEmbedding-shaped file whose negatives come from a small pool of passages, as MS MARCO-style files do."""
+    def passage(j: int) -> str:
+        return f"pooled passage {j % pool} about topic {j % pool % 7}"
+
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(queries):
+            fh.write(json.dumps({"query": f"query {i} about topic {i % pool % 7}", "pos": [passage(i)],
+                                 "neg": [passage(i + k) for k in range(1, 5)]}) + "\n")
+    return path
+
+
+def test_a_bi_encoder_teacher_encodes_each_distinct_passage_once_and_resumes_from_its_chunks(
+        tiny_bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Queries share passages: each is encoded once for the whole file, in chunks saved as they finish, so a run
+    killed inside the encoding or inside the scoring ends with an uninterrupted run's bytes (and scores equal to a
+    per-pair encoding)."""
+    from peft_ir.retriever.config import EncoderSpec
+    from peft_ir.retriever.encoder import BiEncoder
+    from peft_ir.teacher import teachers
+
+    train = _pooled_training_file(tmp_path / "train.jsonl", queries=40, pool=10)  # 40 x 5 pairs, 10 passages
+    monkeypatch.setattr(teachers, "PASSAGE_CHUNK", 4)  # 10 passages: chunks of 4, 4 and 2
+    encoded: list[int] = []
+    real_encode = BiEncoder.encode_passages
+
+    def counted(self, texts, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if len(encoded) == stop_after["chunks"]:
+            raise _Interrupt
+        encoded.append(len(texts))
+        return real_encode(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(BiEncoder, "encode_passages", counted)
+    stop_after = {"chunks": 99}
+    cfg = AnnotateConfig(train=str(train), output=str(tmp_path / "reference.jsonl"), progress=False,
+                         scorer=TeacherConfig(teacher=str(tiny_bert_dir)))
+    annotate(cfg)
+    assert encoded == [4, 4, 2]  # 10 encodings for 200 scored pairs
+    reference = (tmp_path / "reference.jsonl").read_bytes()
+    enc = BiEncoder(EncoderSpec(model=str(tiny_bert_dir)), device="cpu")
+    for line in _lines(tmp_path / "reference.jsonl")[:2]:
+        q = enc.encode_queries([line["query"]])[0]
+        p = real_encode(enc, [x["text"] for x in line["passages"]])
+        np.testing.assert_allclose([x["score"] for x in line["passages"]], p @ q, rtol=1e-5, atol=1e-5)
+
+    out = tmp_path / "out.jsonl"
+    cfg = AnnotateConfig(train=str(train), output=str(out), progress=False,
+                         scorer=TeacherConfig(teacher=str(tiny_bert_dir)))
+    encoded.clear()
+    stop_after["chunks"] = 2
+    with pytest.raises(_Interrupt):  # killed while encoding the third chunk
+        annotate(cfg)
+    store = annotate_module.passage_store(out)
+    assert sorted(f.name for f in store.iterdir()) == ["00000.npy", "00001.npy"] and not out.exists()
+    encoded.clear()
+    stop_after["chunks"] = 99
+    real_score = teachers.BiEncoderTeacher.score
+
+    def dies_after_one_block(self, blocks):  # type: ignore[no-untyped-def]
+        if scored:
+            raise _Interrupt
+        scored.append(1)
+        return real_score(self, blocks)
+
+    scored: list[int] = []
+    monkeypatch.setattr(teachers.BiEncoderTeacher, "score", dies_after_one_block)
+    with pytest.raises(_Interrupt):  # resumed: only the third chunk is encoded; then killed after one block
+        annotate(cfg)
+    assert encoded == [2]
+    monkeypatch.setattr(teachers.BiEncoderTeacher, "score", real_score)
+    encoded.clear()
+    s = annotate(cfg)
+    assert s.resumed_from == annotate_module.BLOCK_QUERIES and encoded == []  # every chunk reused
+    assert out.read_bytes() == reference
+    assert not store.exists() and not partial_paths(out)[0].exists()
+    record = json.loads(record_path(out).read_text())
+    assert record["passage_chunk"] == 4 and "scale" not in record["teacher"]
+
+
+def test_teacher_scale_multiplies_every_score_and_is_recorded(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    train = _pooled_training_file(tmp_path / "train.jsonl", queries=3, pool=5)
+    plain, scaled = tmp_path / "plain.jsonl", tmp_path / "scaled.jsonl"
+    for out, scale in ((plain, 1.0), (scaled, 20.0)):
+        annotate(AnnotateConfig(train=str(train), output=str(out), progress=False,
+                                scorer=TeacherConfig(teacher=str(tiny_bert_dir), teacher_scale=scale)))
+    one = [p["score"] for line in _lines(plain) for p in line["passages"]]
+    twenty = [p["score"] for line in _lines(scaled) for p in line["passages"]]
+    np.testing.assert_allclose(twenty, [20.0 * x for x in one], rtol=1e-6)
+    assert json.loads(record_path(scaled).read_text())["teacher"]["scale"] == 20.0
+
+
 def test_an_interrupted_annotation_resumes_to_the_same_bytes(synthetic_beir: Path, synthetic_runs: dict,
                                                              tiny_bert_dir: Path, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch,
@@ -238,6 +329,8 @@ def _never_loaded(*args, **kwargs):  # type: ignore[no-untyped-def]
     ({"teacher": "{beir}"}, InputError, "not a model folder"),
     ({"teacher": "{beir}/no-such-model"}, PeftIRError, "nor a hub model in the local cache"),
     ({"teacher_kind": "bi-encoder"}, PeftIRError, "does not apply to a fusion teacher"),
+    ({"teacher_scale": 0.0}, PeftIRError, "--teacher-scale must be a positive number, got 0.0"),
+    ({"teacher_scale": float("inf")}, PeftIRError, "--teacher-scale must be a positive number, got inf"),
 ])
 def test_bad_inputs_are_refused_before_the_teacher_loads(hand_made: dict[str, Path], tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch, change: dict,

@@ -117,9 +117,10 @@ class TeacherRuns:
     teacher: str = setting(help="fusion:KIND1,KIND2: min-max interpolation of runs of the training queries, KIND "
                                 "dense (the retriever's untrained start model) or bm25; or a re-ranker or retriever "
                                 "training output, a model folder or cached hub name (as peft-ir annotate --teacher)")
-    candidates: Literal["dense", "bm25", "fused"] = setting(
+    candidates: Literal["dense", "bm25", "fused", "file"] = setting(
         "fused", help="the run of the training queries whose top depth hits are scored besides the positives: dense "
-                      "(the start model), bm25, or fused (a fusion teacher's own ranking)")
+                      "(the start model), bm25, or fused (a fusion teacher's own ranking); or file: the training "
+                      "file's own positives and negatives (a model teacher of training data given as a file)")
     hits: int = setting(100, help="hits of each run of the training queries (at least depth; a fusion teacher "
                                   "normalises each run over them)")
 
@@ -186,10 +187,11 @@ class ExperimentConfig:
         return None if self.teacher is None else fusion_runs(self.teacher.teacher)
 
     def teacher_run_kinds(self) -> list[str]:
-        """The runs of the training queries the teacher needs: its fusion's and its candidates' (fused excluded)."""
+        """The runs of the training queries the teacher needs: its fusion's and its candidates' (fused and file
+        excluded)."""
         if self.teacher is None:
             return []
         kinds = list(self.teacher_fusion() or [])
-        if self.teacher.candidates != "fused" and self.teacher.candidates not in kinds:
+        if self.teacher.candidates in TEACHER_RUNS and self.teacher.candidates not in kinds:
             kinds.append(self.teacher.candidates)
         return kinds

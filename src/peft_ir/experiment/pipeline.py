@@ -357,8 +357,10 @@ class Pipeline:
             assert fusion is not None
             out.append(Stage(f"teacher: fuse {' + '.join(fusion)} of the training queries (interpolate)",
                              [self._teacher_run("fused")], self._teacher_fuse))
-        out.append(Stage(f"teacher: score the top {t.depth} of the {t.candidates} run of the training queries "
-                         f"({t.teacher})", [d.teacher_scored, record_path(d.teacher_scored)], self._annotate))
+        what = ("the positives and negatives of the training file" if t.candidates == "file" else
+                f"the top {t.depth} of the {t.candidates} run of the training queries")
+        out.append(Stage(f"teacher: score {what} ({t.teacher})", [d.teacher_scored, record_path(d.teacher_scored)],
+                         self._annotate))
         return out
 
     def _teacher_dense_search(self) -> None:
@@ -389,10 +391,11 @@ class Pipeline:
         t, fusion = self.cfg.teacher, self.cfg.teacher_fusion()
         assert t is not None
         teacher = FUSION_PREFIX + ",".join(str(self._teacher_run(k)) for k in fusion) if fusion else t.teacher
-        cfg = from_flat(AnnotateConfig, {
-            **to_flat(t), "teacher": teacher, "dataset": self.cfg.data.train, "split": self.cfg.data.train_split,
-            "run": str(self._teacher_run(t.candidates)), "output": str(self.dir.teacher_scored),
-            "progress": self.progress})
+        inputs = ({"train": self.cfg.data.train} if t.candidates == "file" else
+                  {"dataset": self.cfg.data.train, "split": self.cfg.data.train_split,
+                   "run": str(self._teacher_run(t.candidates))})
+        cfg = from_flat(AnnotateConfig, {**to_flat(t), **inputs, "teacher": teacher,
+                                         "output": str(self.dir.teacher_scored), "progress": self.progress})
         s = annotate(cfg, "cpu" if fusion else device_for_process())
         resumed = f", resumed after {s.resumed_from}" if s.resumed_from else ""
         self.echo(f"    {s.passages} passages of {s.queries} queries scored by the {s.record['teacher']['kind']} "

@@ -298,11 +298,19 @@ def _validate_teacher(cfg: ExperimentConfig, origins: Origins) -> None:
     if not (cfg.distils(cfg.retriever) or cfg.distils(cfg.reranker)):
         raise fail("teacher", origins, "no section distils its scores: give retriever.loss or reranker.loss a "
                    "distillation loss (kl, margin-mse), or remove the section")
-    if not is_beir_training(cfg):
-        raise fail("teacher", origins, f"the teacher scores the judged queries of the training split, which needs a "
-                   f"BEIR folder as training data (queries, qrels and the corpus), not {cfg.data.train!r}: set "
-                   "data.beir or data.train to one")
     fusion = cfg.teacher_fusion()
+    if not is_beir_training(cfg):
+        if fusion is not None or t.candidates != "file":
+            raise fail("teacher.candidates" if fusion is None else "teacher.teacher", origins,
+                       f"the training data is a file ({cfg.data.train!r}), whose queries the experiment makes no runs "
+                       "of: a model teacher scores its own passages (candidates: file); a fusion teacher or run "
+                       "candidates need a BEIR folder as training data (queries, qrels and the corpus)")
+        if is_named_source(cfg.data.train or ""):
+            raise fail("teacher", origins, f"a teacher scores a training file on disk, not the named source "
+                       f"{cfg.data.train!r}: export it to a file first")
+    elif t.candidates == "file":
+        raise fail("teacher.candidates", origins, f"file scores a training file's own passages, and the training "
+                   f"data is the BEIR folder {cfg.data.train!r}: choose dense, bm25 or fused candidates")
     if fusion is not None:
         for kind in fusion:
             if kind not in TEACHER_RUNS:
@@ -331,6 +339,8 @@ def _validate_teacher(cfg: ExperimentConfig, origins: Origins) -> None:
                    "dense is the run of the retriever's untrained start model, and there is no retriever section "
                    f"(first_stage is {cfg.first_stage}): use bm25, a dense first stage, or add retriever: "
                    "{zero_shot: true} (the model the teacher's dense run encodes with)")
+    if not 0 < t.teacher_scale < float("inf"):
+        raise fail("teacher.teacher_scale", origins, f"must be a positive number, got {t.teacher_scale}")
     _positive("teacher.depth", t.depth, origins)
     if t.hits < t.depth:
         raise fail("teacher.hits", origins, f"the candidates are each run's top depth ({t.depth}) hits: hits must be "

@@ -7,8 +7,10 @@ always the same queries, so its batches, and hence its floating-point scores, ar
 block's lines are appended to a partial file `.<output>.partial` beside the output, whose settings sit in
 `.<output>.partial.json`. A killed run, started again with the same settings, keeps the partial file's whole
 blocks and continues after them, so it ends with the same bytes as an uninterrupted run; with different settings
-it is refused. When complete the teacher is recorded in `<output>.teacher.json` and the partial file is renamed
-to the output. An output whose record matches the settings is reused.
+it is refused. A bi-encoder teacher first encodes every distinct passage of the plan once, in fixed chunks saved
+in `.<output>.partial.passages/` (kept across a kill, the same vectors in any run). When complete the teacher is
+recorded in `<output>.teacher.json` and the partial file is renamed to the output. An output whose record matches
+the settings is reused.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +30,7 @@ from peft_ir.data import BeirDataset, iter_corpus, ranked, read_run, read_traini
 from peft_ir.data.textfile import iter_tsv
 from peft_ir.errors import InputError, PeftIRError
 from peft_ir.fingerprint import file_hash, text_id
+from peft_ir.teacher import teachers
 from peft_ir.teacher.config import AnnotateConfig
 from peft_ir.teacher.teachers import Block, Teacher, load_teacher, resolve_teacher
 
@@ -169,6 +173,20 @@ def partial_paths(output: Path) -> tuple[Path, Path]:
     return output.with_name(f".{output.name}.partial"), output.with_name(f".{output.name}.partial.json")
 
 
+def passage_store(output: Path) -> Path:
+    """Where a teacher that prepares (a bi-encoder) keeps its passage vectors until the output is complete."""
+    return output.with_name(f".{output.name}.partial.passages")
+
+
+def _distinct_passages(items: Sequence[Item]) -> list[tuple[str, str]]:
+    """Every docid of the plan once, with its text, in order of first appearance (the same order in every run)."""
+    seen: dict[str, str] = {}
+    for it in items:
+        for p in it.passages:
+            seen.setdefault(p.docid, p.joined())
+    return list(seen.items())
+
+
 def record_path(output: Path) -> Path:
     return output.with_name(f"{output.name}.teacher.json")
 
@@ -248,6 +266,8 @@ def annotate(cfg: AnnotateConfig, device: str = "cpu") -> AnnotateStats:
     partial, meta = partial_paths(output)
     settings = {"format": FORMAT, "inputs": plan.inputs, "teacher": source.record(),
                 "batch_size": cfg.scorer.teacher_batch_size, "block_queries": BLOCK_QUERIES}
+    if source.kind == "bi-encoder":
+        settings["passage_chunk"] = teachers.PASSAGE_CHUNK  # its passages are encoded in these chunks
     if meta.is_file() and partial.is_file():
         _refuse_other_settings(meta, settings | {"fingerprint": _recorded_fingerprint(meta)}, "settings")
     teacher = load_teacher(source, device, cfg.scorer.teacher_batch_size)
@@ -262,6 +282,7 @@ def annotate(cfg: AnnotateConfig, device: str = "cpu") -> AnnotateStats:
     else:
         output.parent.mkdir(parents=True, exist_ok=True)
         partial.unlink(missing_ok=True)
+        shutil.rmtree(passage_store(output), ignore_errors=True)
         with atomic_open(meta) as fh:
             json.dump(settings, fh, indent=2)
         partial.touch()
@@ -269,13 +290,17 @@ def annotate(cfg: AnnotateConfig, device: str = "cpu") -> AnnotateStats:
     stats.resumed_from = start
     if start:
         log.info("%s: resuming after %d of %d queries", output, start, len(plan.items))
-    _score_into(partial, plan.items, start, teacher, cfg.progress)
+    prepare = getattr(teacher, "prepare", None)
+    if prepare is not None and start < len(plan.items):
+        prepare(_distinct_passages(plan.items), passage_store(output), cfg.progress)
+    _score_into(partial, plan.items, start, teacher, source.scale, cfg.progress)
     stats.scored_queries = len(plan.items) - start
     stats.record = settings | {"queries": stats.queries, "passages": stats.passages}
     with atomic_open(record_path(output)) as fh:
         json.dump(stats.record, fh, indent=2)
     os.replace(partial, output)
     meta.unlink()
+    shutil.rmtree(passage_store(output), ignore_errors=True)
     return stats
 
 
@@ -294,7 +319,8 @@ def _up_to_date(output: Path, settings: dict[str, Any]) -> bool:
     return {k: old.get(k) for k in settings} == settings
 
 
-def _score_into(partial: Path, items: Sequence[Item], start: int, teacher: Teacher, progress: bool) -> None:
+def _score_into(partial: Path, items: Sequence[Item], start: int, teacher: Teacher, scale: float,
+                progress: bool) -> None:
     from tqdm.auto import tqdm  # noqa: PLC0415
 
     synced = time.monotonic()
@@ -303,6 +329,8 @@ def _score_into(partial: Path, items: Sequence[Item], start: int, teacher: Teach
         for block in _blocks(items, start):
             scores = teacher.score([Block(it.qid, it.query, [(p.docid, p.joined()) for p in it.passages])
                                     for it in block])
+            if scale != 1.0:
+                scores = [[x * scale for x in row] for row in scores]
             fh.write("".join(_line(it, s) for it, s in zip(block, scores, strict=True)))
             fh.flush()  # in the OS's hands: a SIGKILL loses nothing written
             if time.monotonic() - synced >= FSYNC_SECONDS:

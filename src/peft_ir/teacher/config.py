@@ -41,6 +41,11 @@ class TeacherConfig:
                                                                 "its training output records, else the model's "
                                                                 "default)")
     teacher_batch_size: int = setting(32, help="pairs (cross-encoder) or texts (bi-encoder) scored per batch")
+    teacher_scale: float = setting(1.0, help="multiply every teacher score by this (recorded): e.g. 20 puts a cosine "
+                                             "bi-encoder on the 20 x cosine scale of the cosine re-ranking head and of "
+                                             "models trained with MultipleNegativesRankingLoss, so that kl and "
+                                             "margin-mse compare the student's scores with the teacher's like for "
+                                             "like; mining's --margin is in scaled units")
 
     @property
     def is_fusion(self) -> bool:

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 # Spec fields a trained teacher does not take from its record: the base model (TeacherSource.model, from model_path),
 # the adapter (the folder beside the record), the attention implementation (this machine's choice) and extra.
 NOT_CARRIED = frozenset({"model", "adapter", "attn_implementation", "extra"})
+PASSAGE_CHUNK = 4096  # passages a bi-encoder teacher encodes and saves together (prepare): a kill redoes one chunk
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ class Block:
 
 
 class Teacher(Protocol):
+    """A scorer. A teacher that can do better seeing the whole file first also has `prepare(passages, store,
+    progress)`, given every distinct (docid, text) in file order and a folder for resumable work (BiEncoderTeacher)."""
+
     def fingerprint(self) -> str: ...
 
     def score(self, blocks: Sequence[Block]) -> list[list[float]]:
@@ -73,6 +77,7 @@ class TeacherSource:
     spec: dict[str, Any] = field(default_factory=dict)  # the CrossEncoderSpec / EncoderSpec fields
     runs: tuple[str, ...] = ()
     weights: tuple[float, ...] | None = None
+    scale: float = 1.0  # every score is multiplied by it (--teacher-scale)
 
     def record(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind, "path": self.path}
@@ -81,6 +86,8 @@ class TeacherSource:
                     "weights": list(self.weights) if self.weights else None, "norm": "minmax"}
         else:
             out |= {"model": self.model, "adapter": self.adapter, "spec": self.spec}
+        if self.scale != 1.0:  # recorded only when set: records written before the setting existed stay current
+            out["scale"] = self.scale
         return out
 
 
@@ -90,6 +97,13 @@ def resolve_teacher(cfg: TeacherConfig) -> TeacherSource:
         raise PeftIRError("--teacher is required: a training output, a model folder or fusion:RUN1,RUN2")
     if cfg.teacher_batch_size < 1:
         raise PeftIRError(f"--teacher-batch-size must be at least 1, got {cfg.teacher_batch_size}")
+    scale = cfg.teacher_scale
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < scale < math.inf:
+        raise PeftIRError(f"--teacher-scale must be a positive number, got {scale!r}")
+    return dataclasses.replace(_resolve(cfg), scale=float(scale))
+
+
+def _resolve(cfg: TeacherConfig) -> TeacherSource:
     for name in ("teacher_query_max_length", "teacher_passage_max_length"):
         value = getattr(cfg, name)
         if value is not None and value < 1:
@@ -204,12 +218,18 @@ class CrossEncoderTeacher:
 
 
 class BiEncoderTeacher:
+    """Inner products of query and passage vectors. With `prepare`, every distinct passage of the whole file is
+    encoded once, in fixed chunks kept on disk (a training file reuses a pool of passages across its queries: MS
+    MARCO-style files repeat each passage some thirty times); without it, once per scored block."""
+
     def __init__(self, source: TeacherSource, device: str, batch_size: int):
         from peft_ir.retriever.config import EncoderSpec  # noqa: PLC0415
         from peft_ir.retriever.encoder import BiEncoder  # noqa: PLC0415
 
         self.encoder = BiEncoder(EncoderSpec(model=source.model, adapter=source.adapter, **source.spec), device=device)
         self.batch_size = batch_size
+        self._rows: dict[str, int] = {}  # docid -> row of the prepared passage vectors
+        self._chunks: list[Any] = []
 
     def fingerprint(self) -> str:
         from peft_ir.fingerprint import manifest_fingerprint  # noqa: PLC0415
@@ -217,9 +237,37 @@ class BiEncoderTeacher:
         manifest = self.encoder.manifest()
         return manifest_fingerprint(manifest) + f"/{manifest['query_max_length']}/{manifest['passage_max_length']}"
 
+    def prepare(self, passages: Sequence[tuple[str, str]], store: Path, progress: bool = False) -> None:
+        """Encode `passages` (distinct docids, in a fixed order) in chunks of PASSAGE_CHUNK, each saved in `store`
+        when complete and reused by a later call: chunk k holds the same texts in every run, hence the same
+        vectors, so a resumed annotation scores as an uninterrupted one."""
+        import numpy as np  # noqa: PLC0415
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        from peft_ir.atomic import atomic_open  # noqa: PLC0415
+
+        store.mkdir(parents=True, exist_ok=True)
+        self._rows = {docid: i for i, (docid, _) in enumerate(passages)}
+        self._chunks = []
+        starts = range(0, len(passages), PASSAGE_CHUNK)
+        with tqdm(total=len(passages), unit="passage", desc="teacher: encode passages", disable=not progress) as bar:
+            for k, start in enumerate(starts):
+                texts = [t for _, t in passages[start:start + PASSAGE_CHUNK]]
+                path = store / f"{k:05d}.npy"
+                if not _chunk_ok(path, len(texts)):
+                    with atomic_open(path, "wb") as fh:
+                        np.save(fh, self.encoder.encode_passages(texts, self.batch_size).astype(np.float32))
+                self._chunks.append(np.load(path, mmap_mode="r"))
+                bar.update(len(texts))
+
     def score(self, blocks: Sequence[Block]) -> list[list[float]]:
-        """Inner products; each distinct passage of the blocks is encoded once."""
+        """Inner products; the passages come from `prepare`, else each distinct one of the blocks is encoded once."""
         q = self.encoder.encode_queries([b.query for b in blocks], self.batch_size)
+        if self._chunks:
+            def vector(docid: str) -> Any:
+                row = self._rows[docid]
+                return self._chunks[row // PASSAGE_CHUNK][row % PASSAGE_CHUNK]
+            return [[float(q[i] @ vector(d)) for d, _ in b.passages] for i, b in enumerate(blocks)]
         index: dict[str, int] = {}
         texts: list[str] = []
         for b in blocks:
@@ -229,6 +277,18 @@ class BiEncoderTeacher:
                     texts.append(text)
         p = self.encoder.encode_passages(texts, self.batch_size)
         return [[float(q[i] @ p[index[d]]) for d, _ in b.passages] for i, b in enumerate(blocks)]
+
+
+def _chunk_ok(path: Path, rows: int) -> bool:
+    """A saved chunk of passage vectors that is whole (written atomically, so only a wrong length is possible)."""
+    import numpy as np  # noqa: PLC0415
+
+    if not path.is_file():
+        return False
+    try:
+        return np.load(path, mmap_mode="r").shape[0] == rows
+    except (OSError, ValueError):
+        return False
 
 
 class FusionTeacher:
