@@ -205,6 +205,10 @@ def test_a_bi_encoder_teacher_encodes_each_distinct_passage_once_and_resumes_fro
     assert not store.exists() and not partial_paths(out)[0].exists()
     record = json.loads(record_path(out).read_text())
     assert record["passage_chunk"] == 4 and "scale" not in record["teacher"]
+    # the passages come only from prepare: scoring without it is a caller's error, not a silent slow path
+    unprepared = teachers.load_teacher(teachers.resolve_teacher(TeacherConfig(teacher=str(tiny_bert_dir))))
+    with pytest.raises(RuntimeError, match="before prepare"):
+        unprepared.score([teachers.Block("q", "a query", [("d", "a passage")])])
 
 
 def test_teacher_scale_multiplies_every_score_and_is_recorded(tiny_bert_dir: Path, tmp_path: Path) -> None:

@@ -56,8 +56,9 @@ class Block:
 
 
 class Teacher(Protocol):
-    """A scorer. A teacher that can do better seeing the whole file first also has `prepare(passages, store,
-    progress)`, given every distinct (docid, text) in file order and a folder for resumable work (BiEncoderTeacher)."""
+    """A scorer. A teacher that needs the whole file first also has `prepare(passages, store, progress)`, called
+    before `score` with every distinct (docid, text) in file order and a folder for resumable work
+    (BiEncoderTeacher)."""
 
     def fingerprint(self) -> str: ...
 
@@ -218,9 +219,9 @@ class CrossEncoderTeacher:
 
 
 class BiEncoderTeacher:
-    """Inner products of query and passage vectors. With `prepare`, every distinct passage of the whole file is
-    encoded once, in fixed chunks kept on disk (a training file reuses a pool of passages across its queries: MS
-    MARCO-style files repeat each passage some thirty times); without it, once per scored block."""
+    """Inner products of query and passage vectors. `prepare` encodes every distinct passage of the whole file once,
+    in fixed chunks kept on disk (a training file reuses a pool of passages across its queries: MS MARCO-style files
+    repeat each passage some thirty times); `score` then encodes only the queries."""
 
     def __init__(self, source: TeacherSource, device: str, batch_size: int):
         from peft_ir.retriever.config import EncoderSpec  # noqa: PLC0415
@@ -228,7 +229,7 @@ class BiEncoderTeacher:
 
         self.encoder = BiEncoder(EncoderSpec(model=source.model, adapter=source.adapter, **source.spec), device=device)
         self.batch_size = batch_size
-        self._rows: dict[str, int] = {}  # docid -> row of the prepared passage vectors
+        self._rows: dict[str, int] | None = None  # docid -> row of the prepared passage vectors
         self._chunks: list[Any] = []
 
     def fingerprint(self) -> str:
@@ -261,22 +262,15 @@ class BiEncoderTeacher:
                 bar.update(len(texts))
 
     def score(self, blocks: Sequence[Block]) -> list[list[float]]:
-        """Inner products; the passages come from `prepare`, else each distinct one of the blocks is encoded once."""
+        """Inner products with the passage vectors of `prepare`, which must have seen every passage of `blocks`."""
+        if self._rows is None:
+            raise RuntimeError("BiEncoderTeacher.score before prepare: the passages are encoded by prepare")
         q = self.encoder.encode_queries([b.query for b in blocks], self.batch_size)
-        if self._chunks:
-            def vector(docid: str) -> Any:
-                row = self._rows[docid]
-                return self._chunks[row // PASSAGE_CHUNK][row % PASSAGE_CHUNK]
-            return [[float(q[i] @ vector(d)) for d, _ in b.passages] for i, b in enumerate(blocks)]
-        index: dict[str, int] = {}
-        texts: list[str] = []
-        for b in blocks:
-            for docid, text in b.passages:
-                if docid not in index:
-                    index[docid] = len(texts)
-                    texts.append(text)
-        p = self.encoder.encode_passages(texts, self.batch_size)
-        return [[float(q[i] @ p[index[d]]) for d, _ in b.passages] for i, b in enumerate(blocks)]
+
+        def vector(docid: str) -> Any:
+            row = self._rows[docid]
+            return self._chunks[row // PASSAGE_CHUNK][row % PASSAGE_CHUNK]
+        return [[float(q[i] @ vector(d)) for d, _ in b.passages] for i, b in enumerate(blocks)]
 
 
 def _chunk_ok(path: Path, rows: int) -> bool:
