@@ -90,7 +90,8 @@ def test_a_set_that_changes_the_experiment_drops_its_expectations(tmp_path: Path
                                                                    tiny_bert_dir: Path,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     """The block holds the numbers of the config as written: `--set seed=1` would fail them after the compute, so
-    it drops them with a warning; `--set output/name` keeps them; `expect: null` in an extending file drops them."""
+    it drops them with a warning; `--set output/name` keeps them; `expect: null` in an extending file drops them, and
+    so does an extending file that changes the experiment."""
     block = {"test": {"dense": {"nDCG@10": 0.5}}}
     base = write_yaml(tmp_path / "base.yaml", _zero_shot(synthetic_beir, tiny_bert_dir, tmp_path / "runs",
                                                          expect=block))
@@ -103,3 +104,13 @@ def test_a_set_that_changes_the_experiment_drops_its_expectations(tmp_path: Path
     extending = tmp_path / "extending.yaml"
     extending.write_text("extends: base.yaml\nexpect: null\n")
     assert load_config(extending).expect == {}
+    # a file that extends the config and changes what it computes does not inherit its numbers (as a --set)
+    extending.write_text("extends: base.yaml\nseed: 7\nsearch: {hits: 10}\n")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert load_config(extending).expect == {}
+    assert "extending.yaml changes what base.yaml computes (seed, search)" in caplog.text
+    extending.write_text("extends: base.yaml\nname: renamed\noutput: elsewhere\n")  # where and what it is called
+    assert load_config(extending).expect == block
+    extending.write_text("extends: base.yaml\nseed: 7\nexpect: {test: {dense: {nDCG@10: 0.25}}}\n")
+    assert load_config(extending).expect == own

@@ -6,7 +6,8 @@ reranker, `expect: null` its expected results).
 
 A config's `expect:` block holds what the config computes as written: a `--set` that changes anything but where the
 run goes or what it is called (a seed, a step count) drops the block, with a warning, instead of failing the run
-after its compute on numbers it was never meant to reproduce.
+after its compute on numbers it was never meant to reproduce; so does a file that extends the config and changes it
+(it is not inherited).
 """
 
 from __future__ import annotations
@@ -49,8 +50,23 @@ def read_layers(path: str | Path, _seen: tuple[Path, ...] = ()) -> tuple[dict[st
         if not base.is_file():
             raise ConfigError(f"{where}: 'extends': {base} not found (paths are relative to the extending file)")
         merged, origins = read_layers(base, (*_seen, path))
+        _drop_inherited_expect(merged, data, origins, path, base)
     deep_merge(merged, data, "", origins, str(path), lines)
     return merged, origins
+
+
+def _drop_inherited_expect(merged: dict[str, Any], data: dict[str, Any], origins: dict[str, str], path: Path,
+                           base: Path) -> None:
+    """A base's `expect:` block holds the base's numbers: a file that extends it and changes what it computes (as a
+    `--set` would) does not inherit them, else its run would fail on numbers it was never meant to reproduce."""
+    changed = [k for k in data if k not in KEEPS_RESULTS]
+    if "expect" in data or not merged.get("expect") or not changed:
+        return
+    merged.pop("expect")
+    for key in [k for k in origins if k == "expect" or k.startswith("expect.")]:
+        del origins[key]
+    log.warning("%s changes what %s computes (%s): its expect: block is not inherited; give the file its own",
+                path.name, base.name, ", ".join(changed))
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any], prefix: str, origins: dict[str, str], source: str,
