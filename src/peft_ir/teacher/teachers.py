@@ -263,13 +263,14 @@ class BiEncoderTeacher:
 
     def score(self, blocks: Sequence[Block]) -> list[list[float]]:
         """Inner products with the passage vectors of `prepare`, which must have seen every passage of `blocks`."""
-        if self._rows is None:
+        rows, chunks = self._rows, self._chunks
+        if rows is None:
             raise RuntimeError("BiEncoderTeacher.score before prepare: the passages are encoded by prepare")
         q = self.encoder.encode_queries([b.query for b in blocks], self.batch_size)
 
         def vector(docid: str) -> Any:
-            row = self._rows[docid]
-            return self._chunks[row // PASSAGE_CHUNK][row % PASSAGE_CHUNK]
+            row = rows[docid]
+            return chunks[row // PASSAGE_CHUNK][row % PASSAGE_CHUNK]
         return [[float(q[i] @ vector(d)) for d, _ in b.passages] for i, b in enumerate(blocks)]
 
 
