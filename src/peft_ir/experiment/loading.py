@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,21 +50,18 @@ def read_layers(path: str | Path, _seen: tuple[Path, ...] = ()) -> tuple[dict[st
         if not base.is_file():
             raise ConfigError(f"{where}: 'extends': {base} not found (paths are relative to the extending file)")
         merged, origins = read_layers(base, (*_seen, path))
-        _drop_inherited_expect(merged, data, origins, path, base)
+        _drop_inherited_expect(merged, data, path, base)
     deep_merge(merged, data, "", origins, str(path), lines)
     return merged, origins
 
 
-def _drop_inherited_expect(merged: dict[str, Any], data: dict[str, Any], origins: dict[str, str], path: Path,
-                           base: Path) -> None:
+def _drop_inherited_expect(merged: dict[str, Any], data: dict[str, Any], path: Path, base: Path) -> None:
     """A base's `expect:` block holds the base's numbers: a file that extends it and changes what it computes (as a
     `--set` would) does not inherit them, else its run would fail on numbers it was never meant to reproduce."""
-    changed = [k for k in data if k not in KEEPS_RESULTS]
+    changed = _changing_results(data)
     if "expect" in data or not merged.get("expect") or not changed:
         return
-    merged.pop("expect")
-    for key in [k for k in origins if k == "expect" or k.startswith("expect.")]:
-        del origins[key]
+    merged["expect"] = {}
     log.warning("%s changes what %s computes (%s): its expect: block is not inherited; give the file its own",
                 path.name, base.name, ", ".join(changed))
 
@@ -192,13 +189,18 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), *, check_files:
 def _drop_foreign_expect(data: dict[str, Any], overrides: Sequence[str]) -> None:
     """Drop the file's `expect:` block when `--set` changed what the config computes (and set no `expect` itself)."""
     keys = [item.partition("=")[0].strip() for item in overrides]
-    changed = [k for k in keys if k.split(".")[0] not in KEEPS_RESULTS]
+    changed = _changing_results(keys)
     if not data.get("expect") or not changed or any(k.split(".")[0] == "expect" for k in keys):
         return
     data["expect"] = {}
     log.warning("%s %s changes what the config computes: its expect: block (the numbers of the config as written) "
                 "is not checked; --set expect.TEST_SET.RUN_KIND.MEASURE=VALUE checks numbers of your own",
                 SET, ", ".join(changed))
+
+
+def _changing_results(keys: Iterable[str]) -> list[str]:
+    """The (dotted) keys that change what a config computes: all but where the run goes and what it is called."""
+    return [k for k in keys if k.split(".")[0] not in KEEPS_RESULTS]
 
 
 def to_yaml(cfg: ExperimentConfig, comments: bool = False) -> str:
