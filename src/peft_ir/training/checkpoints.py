@@ -49,9 +49,11 @@ def last_complete_checkpoint(folder: str | Path) -> Path | None:
 
 def _complete(path: Path) -> bool:
     """The Trainer writes its state last and not atomically: it must exist and parse, as must our adapter config."""
+    from peft_ir.tuning.checkpoint import ADAPTER_DIR, CONFIG_FILE  # noqa: PLC0415
+
     try:
         json.loads((path / COMPLETE_MARKER).read_text(encoding="utf-8"))
-        json.loads((path / "adapter" / "tuning_config.json").read_text(encoding="utf-8"))
+        json.loads((path / ADAPTER_DIR / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return True

@@ -97,16 +97,19 @@ def save_start(out: Path, tuned: nn.Module, base_name: str | None, per_query: di
     """Record the starting point: its trainable weights, then (last, as the mark that both are complete) its
     per-query dev values."""
     from peft_ir.tuning import save_tuned  # noqa: PLC0415
+    from peft_ir.tuning.checkpoint import ADAPTER_DIR  # noqa: PLC0415
 
-    save_tuned(tuned, out / START_DIR / "adapter", base_name)
+    save_tuned(tuned, out / START_DIR / ADAPTER_DIR, base_name)
     with atomic_open(out / START_DIR / START_SCORES) as fh:
         json.dump({"per_query": per_query}, fh, indent=1)
 
 
 def read_start(out: Path) -> dict[str, float] | None:
     """The starting model's per-query dev values recorded in `out`; None when no complete record is there."""
+    from peft_ir.tuning.checkpoint import ADAPTER_DIR, CONFIG_FILE  # noqa: PLC0415
+
     path = out / START_DIR / START_SCORES
-    if not path.is_file() or not (out / START_DIR / "adapter" / "tuning_config.json").is_file():
+    if not path.is_file() or not (out / START_DIR / ADAPTER_DIR / CONFIG_FILE).is_file():
         return None
     try:
         values = json.loads(path.read_text(encoding="utf-8"))["per_query"]
@@ -119,8 +122,9 @@ def read_start(out: Path) -> dict[str, float] | None:
 def restore_start(out: Path, tuned: nn.Module) -> None:
     """Put the starting model's trainable weights back into `tuned`."""
     from peft_ir.tuning import load_trainable  # noqa: PLC0415
+    from peft_ir.tuning.checkpoint import ADAPTER_DIR  # noqa: PLC0415
 
-    load_trainable(tuned, out / START_DIR / "adapter")
+    load_trainable(tuned, out / START_DIR / ADAPTER_DIR)
 
 
 def describe(summary: dict[str, Any]) -> str:
