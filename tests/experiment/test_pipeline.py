@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +16,14 @@ from peft_ir.data import read_run
 from peft_ir.errors import PeftIRError
 from peft_ir.experiment import load_config
 from peft_ir.experiment.pipeline import Pipeline
+from peft_ir.experiment.rundir import LOCK
 from tiny import tiny_config, write_yaml
 
 
 def _files(root: Path) -> dict[str, float]:
-    """Every file under the run folder with its mtime, except the append-only log."""
+    """Every file under the run folder with its mtime, except the append-only log and the lock."""
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()
-            and p.name != "log.txt"}
+            and p.name not in ("log.txt", LOCK)}
 
 
 def test_run_writes_every_stage_output_and_metrics(tiny_run: dict[str, Any]) -> None:
@@ -101,6 +104,27 @@ def test_rerun_after_losing_late_outputs_redoes_only_those(tiny_run: dict[str, A
     assert sum("already done" in line for line in lines) == 5
     assert any("100 pairs of 10 queries (100 from the score cache)" in line for line in lines), lines
     assert metrics["sets"] == tiny_run["metrics"]["sets"]
+
+
+def test_a_second_run_on_a_folder_in_use_is_refused_and_resumes_once_free(tiny_run: dict[str, Any]) -> None:
+    """Another process holds the folder (as a first `peft-ir run` of the same config does): the second refuses at
+    once and writes nothing; when the holder ends, however it ends, the folder is free and the run resumes."""
+    root = tiny_run["root"]
+    before = _files(root)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from filelock import FileLock; "
+                               "lock = FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(120)",
+                               str(root / LOCK)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(PeftIRError, match=r"in use by another `peft-ir run`"):
+            Pipeline(load_config(tiny_run["config"]), progress=False, echo=lambda _: None).run()
+        assert _files(root) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    lines: list[str] = []
+    metrics = Pipeline(load_config(tiny_run["config"]), progress=False, echo=lines.append).run()
+    assert lines[0].startswith("resuming tiny") and metrics == tiny_run["metrics"]
 
 
 def test_changed_config_is_refused_naming_the_keys(tiny_run: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from peft_ir.data import read_run, read_training
 from peft_ir.errors import PeftIRError
 from peft_ir.experiment import ConfigError, load_config
 from peft_ir.experiment.pipeline import Pipeline
+from peft_ir.experiment.rundir import LOCK
 from peft_ir.reranker.config import RerankerTrainConfig
 from peft_ir.retriever.config import RetrieverTrainConfig
 from tiny import tiny_config, write_yaml
@@ -35,7 +36,7 @@ def _titles(lines: list[str], what: str) -> list[str]:
 
 def _files(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()
-            and p.name != "log.txt"}
+            and p.name not in ("log.txt", LOCK)}
 
 
 @pytest.fixture(scope="module")

@@ -130,6 +130,11 @@ class Pipeline:
 
             refuse_data_parallel()
         resumed = self.dir.claim(self.cfg)
+        with self.dir.held():
+            return self._run_stages(resumed, check)
+
+    def _run_stages(self, resumed: bool, check: bool) -> dict[str, Any]:
+        """Every incomplete stage in order, logged to log.txt and timed (the folder claimed and held)."""
         handler = logging.FileHandler(self.dir.log, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
         for name in LOGGERS:

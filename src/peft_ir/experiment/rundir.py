@@ -1,13 +1,16 @@
 """The run folder `<output>/<name>/`: its layout, the resolved config that guards it, the log and the timings.
 
 A folder belongs to exactly one resolved config: re-running the same config resumes it; a different config is
-refused with the keys that differ, so results in one folder never mix two experiments.
+refused with the keys that differ, so results in one folder never mix two experiments; and one `peft-ir run` at a
+time holds it, so a second launch of the same config cannot write the same files beside the first.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from peft_ir.experiment.config import ExperimentConfig
 from peft_ir.experiment.loading import to_yaml
 
 CONFIG = "config.resolved.yaml"
+LOCK = ".lock"  # held (an OS lock, released when the process ends, however it ends) while a run works in the folder
 # Keys that judge or watch a run but never shape its outputs: changing them resumes the run.
 NOT_SHAPING = ("expect", "expect_tolerance", "retriever.report_to", "reranker.report_to")
 
@@ -79,6 +83,23 @@ class RunDir:
         with atomic_open(self.config) as fh:
             fh.write(text)
         return False
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the folder for this process, or refuse at once: two runs of one config would train, encode and write
+        the same files at the same time, each over the other's."""
+        from filelock import FileLock, Timeout  # noqa: PLC0415
+
+        lock = FileLock(self.root / LOCK, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise PeftIRError(f"{self.root} is in use by another `peft-ir run` (it holds {self.root / LOCK}); wait "
+                              "for it to finish or stop it, then run again to resume") from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     # -- log and timings ------------------------------------------------------------------------------------------
     def append_log(self, line: str) -> None:
