@@ -4,32 +4,48 @@ and retriever/metrics.jsonl (log.txt's metric lines).
 
     python rebuild_run_dirs.py OUT RESULT_DIR...    then    peft-ir report --output DIR OUT/<name>...
 """
-import json, shutil, sys
+
+import json
+import shutil
+import sys
 from pathlib import Path
-out = Path(sys.argv[1]); out.mkdir(exist_ok=True)
-for src in map(Path, sys.argv[2:]):
-    name = json.loads((src / "metrics.json").read_text())["name"]
-    d = out / name
-    (d / "retriever").mkdir(parents=True, exist_ok=True)
-    shutil.copy(src / "config.resolved.yaml", d); shutil.copy(src / "metrics.json", d)
-    shutil.copy(src / "retriever-summary.json", d / "retriever" / "summary.json")
+
+METRIC_LINE = "INFO peft_ir.metrics: "  # how log.txt carries each line of the training's metrics.jsonl
+# Two seed-42 folders were committed without log.txt: their dev curves as results/distill-pilot.md quotes them
+# (sections 5 and 8; None: the best step, whose exact value is the summary's best_dev), no loss curve.
+QUOTED = {"iaa-l-0.5-kl": {50: None, 100: 0.5956, 150: 0.6125}, "full-kl": {50: 0.6266, 100: 0.6291, 150: None}}
+
+
+def curve(src: Path, name: str, summary: dict) -> tuple[list[dict], str]:
+    """The run's metric rows and where they came from."""
     log = src / "log.txt"
     if log.is_file():
-        rows = [l.split("INFO peft_ir.metrics: ", 1)[1] for l in log.read_text().splitlines() if "INFO peft_ir.metrics: " in l]
-        (d / "retriever" / "metrics.jsonl").write_text("".join(r + "\n" for r in rows))
-    print(d, "curve" if log.is_file() else "no log: no curve")
+        lines = log.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line.split(METRIC_LINE, 1)[1]) for line in lines if METRIC_LINE in line], "log.txt"
+    if name not in QUOTED:
+        return [], "no log: no curve"
+    rows = [{"step": 0, "eval_dev_nDCG@10": summary["start_dev"]}]
+    rows += [{"step": step, "eval_dev_nDCG@10": summary["best_dev"] if value is None else value}
+             for step, value in QUOTED[name].items()]
+    return rows, "dev curve as quoted in distill-pilot.md"
 
-# Two seed-42 folders were committed without log.txt: their dev curves as results/distill-pilot.md quotes them
-# (sections 5 and 8; start and best values exact from the summary), no loss curve.
-QUOTED = {"iaa-l-0.5-kl": {50: None, 100: 0.5956, 150: 0.6125}, "full-kl": {50: 0.6266, 100: 0.6291, 150: None}}
-for name, points in QUOTED.items():
-    d = out / name
-    if not d.is_dir() or (d / "retriever" / "metrics.jsonl").is_file():
-        continue
-    s = json.loads((d / "retriever" / "summary.json").read_text())
-    best = int(s["best_checkpoint"].rsplit("-", 1)[1])
-    rows = [{"step": 0, "eval_dev_nDCG@10": s["start_dev"]}]
-    rows += [{"step": k, "eval_dev_nDCG@10": s["best_dev"] if k == best else v} for k, v in points.items()]
-    assert all(r["eval_dev_nDCG@10"] is not None for r in rows), name
-    (d / "retriever" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    print(d, "dev curve as quoted in distill-pilot.md")
+
+def main(out: Path, sources: list[Path]) -> None:
+    out.mkdir(exist_ok=True)
+    for src in sources:
+        name = json.loads((src / "metrics.json").read_text(encoding="utf-8"))["name"]
+        run = out / name
+        (run / "retriever").mkdir(parents=True, exist_ok=True)
+        shutil.copy(src / "config.resolved.yaml", run)
+        shutil.copy(src / "metrics.json", run)
+        shutil.copy(src / "retriever-summary.json", run / "retriever" / "summary.json")
+        summary = json.loads((src / "retriever-summary.json").read_text(encoding="utf-8"))
+        rows, origin = curve(src, name, summary)
+        if rows:
+            (run / "retriever" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows),
+                                                             encoding="utf-8")
+        print(run, origin)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]])

@@ -17,13 +17,7 @@ from peft_ir.errors import PeftIRError
 from peft_ir.experiment import load_config
 from peft_ir.experiment.pipeline import Pipeline
 from peft_ir.experiment.rundir import LOCK
-from tiny import tiny_config, write_yaml
-
-
-def _files(root: Path) -> dict[str, float]:
-    """Every file under the run folder with its mtime, except the append-only log and the lock."""
-    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()
-            and p.name not in ("log.txt", LOCK)}
+from tiny import stamps, tiny_config, write_yaml
 
 
 def test_run_writes_every_stage_output_and_metrics(tiny_run: dict[str, Any]) -> None:
@@ -80,10 +74,10 @@ def test_run_writes_every_stage_output_and_metrics(tiny_run: dict[str, Any]) -> 
 
 def test_rerun_skips_every_finished_stage(tiny_run: dict[str, Any]) -> None:
     root = tiny_run["root"]
-    before = _files(root)
+    before = stamps(root)
     lines: list[str] = []
     metrics = Pipeline(load_config(tiny_run["config"]), progress=False, echo=lines.append).run()
-    assert _files(root) == before  # nothing rewritten
+    assert stamps(root) == before  # nothing rewritten
     assert metrics == tiny_run["metrics"]
     assert sum("already done" in line for line in lines) == 7
     assert lines[0].startswith("resuming tiny")
@@ -92,12 +86,12 @@ def test_rerun_skips_every_finished_stage(tiny_run: dict[str, Any]) -> None:
 def test_rerun_after_losing_late_outputs_redoes_only_those(tiny_run: dict[str, Any]) -> None:
     """As after a kill during re-ranking: earlier stages are kept, re-ranking reuses its score cache."""
     root = tiny_run["root"]
-    before = _files(root)
+    before = stamps(root)
     for rel in ("runs/test.reranked.trec", "metrics.json", "report.md"):
         (root / rel).unlink()
     lines: list[str] = []
     metrics = Pipeline(load_config(tiny_run["config"]), progress=False, echo=lines.append).run()
-    after = _files(root)
+    after = stamps(root)
     for rel in ("retriever/summary.json", "reranker/summary.json", "embeddings/manifest.json", "index/manifest.json",
                 "runs/test.dense.trec"):
         assert after[rel] == before[rel], rel
@@ -110,7 +104,7 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_resumes_once_free(tiny_r
     """Another process holds the folder (as a first `peft-ir run` of the same config does): the second refuses at
     once and writes nothing; when the holder ends, however it ends, the folder is free and the run resumes."""
     root = tiny_run["root"]
-    before = _files(root)
+    before = stamps(root)
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from filelock import FileLock; "
                                "lock = FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(120)",
                                str(root / LOCK)], stdout=subprocess.PIPE, text=True)
@@ -118,7 +112,7 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_resumes_once_free(tiny_r
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         with pytest.raises(PeftIRError, match=r"in use by another `peft-ir run`"):
             Pipeline(load_config(tiny_run["config"]), progress=False, echo=lambda _: None).run()
-        assert _files(root) == before
+        assert stamps(root) == before
     finally:
         holder.kill()
         holder.wait()
@@ -129,10 +123,10 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_resumes_once_free(tiny_r
 
 def test_changed_config_is_refused_naming_the_keys(tiny_run: dict[str, Any]) -> None:
     cfg = load_config(tiny_run["config"], ["retriever.max_steps=5", "reranker.hits=5"])
-    before = _files(tiny_run["root"])
+    before = stamps(tiny_run["root"])
     with pytest.raises(PeftIRError, match=r"different config.*retriever\.max_steps: 4 -> 5.*reranker\.hits: 10 -> 5"):
         Pipeline(cfg, progress=False, echo=lambda _: None).run()
-    assert _files(tiny_run["root"]) == before
+    assert stamps(tiny_run["root"]) == before
 
 
 def test_cli_check_lists_stages_and_bad_config_exits_2(tiny_run: dict[str, Any], capsys: pytest.CaptureFixture,

@@ -15,10 +15,9 @@ from peft_ir.data import read_run, read_training
 from peft_ir.errors import PeftIRError
 from peft_ir.experiment import ConfigError, load_config
 from peft_ir.experiment.pipeline import Pipeline
-from peft_ir.experiment.rundir import LOCK
 from peft_ir.reranker.config import RerankerTrainConfig
 from peft_ir.retriever.config import RetrieverTrainConfig
-from tiny import tiny_config, write_yaml
+from tiny import stamps, tiny_config, write_yaml
 
 FUSION = {"teacher": "fusion:dense,bm25", "teacher_weights": [10, 10], "candidates": "fused", "depth": 5, "hits": 20}
 DISTIL = {"loss": "kl", "negatives": None, "num_negatives": 2}
@@ -32,11 +31,6 @@ def _config(beir: Path, model: Path, tmp: Path, **sections: Any) -> dict[str, An
 
 def _titles(lines: list[str], what: str) -> list[str]:
     return [line.split("] ", 1)[1].split(": " + what)[0] for line in lines if line.startswith("[") and what in line]
-
-
-def _files(root: Path) -> dict[str, int]:
-    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()
-            and p.name not in ("log.txt", LOCK)}
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +61,7 @@ def distil_run(tmp_path_factory: pytest.TempPathFactory, synthetic_beir: Path, t
     root = pipeline.dir.root
     partial, _ = partial_paths(root / "teacher" / "train.scored.jsonl")
     after_kill = {"partial_lines": partial.read_bytes().count(b"\n"), "block": BLOCK_QUERIES,
-                  "stages": {s.title: s.done() for s in pipeline.stages()}, "files": _files(root)}
+                  "stages": {s.title: s.done() for s in pipeline.stages()}, "files": stamps(root)}
     resumed: list[str] = []
     metrics = Pipeline(load_config(path), progress=False, echo=resumed.append).run()
     return {"config": path, "root": root, "killed": killed, "after_kill": after_kill, "resumed": resumed,
@@ -134,10 +128,10 @@ def test_the_run_resumes_inside_the_teacher_stage_and_trains_on_its_file(distil_
 
 def test_a_second_run_finds_every_stage_done(distil_run: dict[str, Any]) -> None:
     root = distil_run["root"]
-    before = _files(root)
+    before = stamps(root)
     lines: list[str] = []
     metrics = Pipeline(load_config(distil_run["config"]), progress=False, echo=lines.append).run()
-    assert _files(root) == before and metrics == distil_run["metrics"]
+    assert stamps(root) == before and metrics == distil_run["metrics"]
     stages = [line for line in lines if line.startswith("[")]
     assert len(stages) == 12 and all("already done" in line for line in stages)
     assert any("teacher: score the top 5" in line for line in stages)

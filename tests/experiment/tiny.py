@@ -1,4 +1,5 @@
-"""Helpers for the experiment tests: a tiny experiment config over the synthetic BEIR folder and a tiny BERT."""
+"""Helpers for the experiment tests: a tiny experiment config over the synthetic BEIR folder and a tiny BERT, and
+the files of a run folder with their mtimes."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from peft_ir.experiment.rundir import LOCK
 
 
 def tiny_config(beir: Path, model: Path, output: Path, **sections: Any) -> dict[str, Any]:
@@ -34,6 +37,13 @@ def tiny_config(beir: Path, model: Path, output: Path, **sections: Any) -> dict[
         else:
             cfg[key] = value
     return cfg
+
+
+def stamps(root: Path) -> dict[str, int]:
+    """Every file under a run folder with its mtime, except the append-only log and the lock (a run that rewrites
+    nothing leaves this unchanged)."""
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()
+            and p.name not in ("log.txt", LOCK)}
 
 
 def write_yaml(path: Path, data: dict[str, Any]) -> Path:
