@@ -101,6 +101,37 @@ def test_search_device_defaults_to_auto_and_cuda_needs_a_gpu(tiny, monkeypatch) 
         load_config(path)  # ...but not on this machine, which is said before any training
 
 
+@pytest.mark.parametrize(("native", "gpu", "resolved"), [(True, False, "bfloat16"), (False, False, "float32"),
+                                                         (True, True, "float32")])
+def test_precision_auto_is_decided_by_this_machine_and_written_into_every_stage(  # type: ignore[no-untyped-def]
+        tiny, monkeypatch, native: bool, gpu: bool, resolved: str) -> None:
+    import torch
+
+    from peft_ir import precision
+
+    monkeypatch.setattr(precision, "cpu_native_bf16", lambda: native)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    cfg = load_config(tiny(precision="auto"), check_files=False)
+    assert cfg.precision == "auto"  # recorded as written, and as resolved in each section
+    assert cfg.encode.dtype == cfg.reranker.rerank_dtype == resolved
+    assert cfg.retriever.bf16 is cfg.reranker.bf16 is (resolved == "bfloat16")
+
+
+def test_precision_by_name_and_its_conflicts(tiny, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    cfg = load_config(tiny(precision="bfloat16"), check_files=False)
+    assert (cfg.encode.dtype, cfg.reranker.rerank_dtype, cfg.retriever.bf16, cfg.reranker.bf16) == \
+        ("bfloat16", "bfloat16", True, True)
+    plain = load_config(tiny(), check_files=False)
+    assert plain.precision is None and plain.encode.dtype == "float32" and not plain.reranker.bf16
+    with pytest.raises(ConfigError, match=r"'encode.dtype'.*precision: auto sets it already"):
+        load_config(tiny(precision="auto", encode={"dtype": "bfloat16"}), check_files=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"'reranker.rerank_dtype'.*float16 needs a GPU"):
+        load_config(tiny(reranker={"rerank_dtype": "float16"}), check_files=False)
+
+
 def test_unreachable_budget_is_refused_before_any_work(tiny) -> None:  # type: ignore[no-untyped-def]
     # one prefix vector per layer of the tiny model is already far above 0.001 % of its parameters
     path = tiny(retriever={"method": "prefix", "budget": "0.001%", "tuning": {}})

@@ -23,7 +23,7 @@ from peft_ir.retriever.config import EncoderSpec, RetrieverTrainConfig
 from peft_ir.retriever.encoder import BiEncoder
 from peft_ir.retriever.train import train_retriever
 from peft_ir.tuning import TuningConfig
-from tiny_train import retriever_config
+from tiny_train import reranker_config, retriever_config
 
 FLASH_INSTALLED = importlib.util.find_spec("flash_attn") is not None
 pytestmark = pytest.mark.filterwarnings("ignore:.*gradient_checkpointing_enable.*:FutureWarning")  # ST's, transformers'
@@ -69,6 +69,31 @@ def test_bf16_trains_a_decoder_reranker_on_the_cpu(cpu_only, synthetic_beir: Pat
     assert train_reranker(cfg)["steps"] == 1
     (loss,) = _losses(tmp_path / "run")
     assert loss == loss and abs(loss) < 1e3  # finite
+
+
+def test_bf16_training_weighs_every_dev_evaluation_in_bf16(cpu_only, synthetic_beir: Path, synthetic_runs: dict,
+                                                          tiny_bert_dir: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step-0 evaluation (the starting model's record), those during training and model selection's: all in
+    bfloat16, so that the starting model and the checkpoints are weighed alike."""
+    from peft_ir.reranker import training as reranker_training
+    from peft_ir.retriever.dev_eval import DevEvaluator
+
+    seen: list[bool] = []
+
+    def in_bf16() -> None:
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+
+    evaluate, dev_scores = DevEvaluator.__call__, reranker_training.dev_scores
+    monkeypatch.setattr(DevEvaluator, "__call__", lambda self, *a, **k: (in_bf16(), evaluate(self, *a, **k))[1])
+    monkeypatch.setattr(reranker_training, "dev_scores", lambda *a, **k: (in_bf16(), dev_scores(*a, **k))[1])
+    schedule = dict(max_steps=4, eval_steps=2, save_steps=2, bf16=True)
+    train_retriever(retriever_config(synthetic_beir, tiny_bert_dir, tmp_path / "retriever", **schedule))
+    assert len(seen) == 4 and all(seen)  # steps 0, 2, 4 and the selection's re-evaluation of the kept weights
+    seen.clear()
+    train_reranker(reranker_config(synthetic_beir, synthetic_runs["train"], tiny_bert_dir, tmp_path / "reranker",
+                                   **schedule))
+    assert len(seen) == 4 and all(seen)
 
 
 @pytest.fixture(scope="module")

@@ -31,8 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--device", type=parse_device, default="auto",
                    help=f"{DEVICE_CHOICES}; auto: the GPU of $LOCAL_RANK under torchrun, else a GPU if torch sees "
                         "one, else the CPU")
-    e.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
-                   help="model precision on GPU (embeddings are stored as float32)")
     e.set_defaults(func=run_encode)
 
     i = sub.add_parser("index", help="build a FAISS index from embeddings")
@@ -53,18 +51,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_encode(args: argparse.Namespace) -> int:
-    import torch
-
     from peft_ir.data import iter_documents
     from peft_ir.devices import device_for_process
+    from peft_ir.precision import torch_dtype
     from peft_ir.retriever.encode import encode_corpus
     from peft_ir.retriever.encoder import BiEncoder
 
     # `torchrun --nproc_per_node N -m peft_ir.cli encode ...`: rank r encodes shard r of N on its own GPU
     shard_id = args.shard_id if args.shard_id is not None else int(os.environ.get("RANK", "0"))
     num_shards = args.num_shards if args.num_shards is not None else int(os.environ.get("WORLD_SIZE", "1"))
-    dtype = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
-    encoder = BiEncoder(config_from_args(EncoderSpec, args), device=device_for_process(args.device), dtype=dtype)
+    encoder = BiEncoder(config_from_args(EncoderSpec, args), device=device_for_process(args.device),
+                        dtype=torch_dtype(args.dtype))
     manifest = encode_corpus(encoder, iter_documents(args.corpus), args.output, shard_id=shard_id,
                              num_shards=num_shards, chunk_size=args.chunk_size, batch_size=args.batch_size)
     print(f"encoded shard {shard_id}/{num_shards} of {manifest['num_docs']} documents into {args.output}")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from peft_ir.cli.flags import add_flags, config_from_args, given_settings
 from peft_ir.devices import DEVICE_CHOICES, parse_device
+from peft_ir.precision import ComputeDtype
 from peft_ir.reranker.config import CrossEncoderSpec, recorded_spec
 from peft_ir.settings import flat_fields
 
@@ -47,6 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tag", default="peft-ir-rerank")
     p.add_argument("--device", type=parse_device, default="auto",
                    help=f"{DEVICE_CHOICES}; auto: a GPU if torch sees one, else the CPU")
+    p.add_argument("--dtype", choices=get_args(ComputeDtype), default="float32",
+                   help="compute precision (peft_ir.precision): bfloat16 under autocast, on the CPU about 2x faster "
+                        "where it has AVX512-BF16 or AMX; float16 needs a GPU; scores of another precision get a "
+                        "score cache of their own")
     p.set_defaults(func=run_rerank)
 
 
@@ -102,13 +107,15 @@ def run_rerank(args: argparse.Namespace) -> int:
     import time
 
     from peft_ir.devices import device_for_process
+    from peft_ir.precision import torch_dtype
     from peft_ir.reranker.model import CrossEncoder
     from peft_ir.reranker.rerank import rerank_files
 
     check_fusion(args)
     spec = cross_encoder_spec(args)
     t0 = time.perf_counter()
-    encoder = CrossEncoder(spec, adapter=args.adapter, device=device_for_process(args.device))
+    encoder = CrossEncoder(spec, adapter=args.adapter, device=device_for_process(args.device),
+                           dtype=torch_dtype(args.dtype))
     stats = rerank_files(args.run, args.topics, args.corpus, encoder, args.output, hits=args.hits,
                          batch_size=args.batch_size, split=args.split, cache_path=args.cache, tag=args.tag,
                          keep_rest=args.keep_rest)

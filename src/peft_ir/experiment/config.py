@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from peft_ir.indexing.config import BM25Config, FusionConfig, IndexConfig, SearchConfig
+from peft_ir.precision import ComputeDtype
 from peft_ir.reranker.config import RerankerTrainConfig
 from peft_ir.retriever.config import EncodeConfig, EncoderSpec, RetrieverTrainConfig
 from peft_ir.settings import default_of, flat_dataclass, setting
@@ -74,6 +75,8 @@ class RerankStage:
     hits: int = setting(100, help="re-rank this many top hits of each query")
     keep_rest: bool = setting(True, help="deeper first-stage hits follow in their order (R@100 stays comparable)")
     rerank_batch_size: int = setting(32, help="pairs scored per batch when re-ranking")
+    rerank_dtype: ComputeDtype = setting("float32", help="compute precision of re-ranking (peft_ir.precision; as "
+                                                         "encode.dtype); training's is bf16 / fp16")
     fuse_weight: float | Literal["auto"] | None = setting(
         None, help="also fuse the re-ranker with its first stage: weight of its min-max normalised score against the "
                    "first stage's (0 < w < 1), or auto: chosen on the re-ranker's dev queries from 0, 0.1, .., 1 "
@@ -146,6 +149,10 @@ class ExperimentConfig:
     output: str = setting("runs", help="the run folder is <output>/<name>")
     description: str = setting("", help="free text, shown in reports")
     first_stage: RunKind = setting("dense", help="the run that is re-ranked (or fused): dense, bm25 or a given run")
+    precision: Literal["float32", "bfloat16", "auto"] | None = setting(
+        None, help="the compute precision of every model stage at once (retriever.bf16, encode.dtype, reranker.bf16, "
+                   "reranker.rerank_dtype); auto: bfloat16 on a CPU that computes it natively (AVX512-BF16 or AMX) "
+                   "and no GPU, float32 elsewhere; null: each section's own")
     teacher: TeacherSection | None = setting(None, help="score the training queries' candidates with a teacher "
                                                         "before training: a section whose loss distils (kl, "
                                                         "margin-mse) trains on that scored file")

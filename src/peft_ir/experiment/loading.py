@@ -23,7 +23,7 @@ import yaml
 from peft_ir.errors import InputError
 from peft_ir.experiment.config import ExperimentConfig
 from peft_ir.experiment.schema import ConfigError, Origins, build, to_plain
-from peft_ir.experiment.validate import check_inputs, resolve_paths, validate
+from peft_ir.experiment.validate import check_inputs, resolve_paths, resolve_precision, validate
 
 SET = "--set"
 # overrides that leave what a config computes as it was: its `expect:` block still applies
@@ -179,7 +179,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), *, check_files:
     if data.get("name") is None:
         data["name"] = path.stem
     cfg = build(ExperimentConfig, data, "", origins)
-    cfg = resolve_paths(cfg, Path(cwd) if cwd is not None else Path.cwd())
+    cfg = resolve_precision(resolve_paths(cfg, Path(cwd) if cwd is not None else Path.cwd()), origins)
     validate(cfg, origins)
     if check_files:
         check_inputs(cfg, origins, notes)

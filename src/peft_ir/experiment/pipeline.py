@@ -26,6 +26,7 @@ from peft_ir.experiment.evaluation import evaluate_runs, fuse_measure, rerank_in
 from peft_ir.experiment.expect import check_expected
 from peft_ir.experiment.rundir import RunDir
 from peft_ir.experiment.tuning import resolve_tuning
+from peft_ir.precision import torch_dtype
 from peft_ir.settings import from_flat, to_flat
 from peft_ir.teacher.config import FUSION_PREFIX
 from peft_ir.training.checkpoints import SUMMARY_FILE
@@ -280,7 +281,7 @@ class Pipeline:
         if self._bi_encoder is None:
             from peft_ir.retriever.encoder import BiEncoder  # noqa: PLC0415
 
-            self._bi_encoder = BiEncoder(self._encoder_spec())
+            self._bi_encoder = BiEncoder(self._encoder_spec(), dtype=torch_dtype(self.cfg.encode.dtype))
         return self._bi_encoder
 
     def start_encoder(self) -> Any:
@@ -288,7 +289,8 @@ class Pipeline:
         if self._start_encoder is None:
             from peft_ir.retriever.encoder import BiEncoder  # noqa: PLC0415
 
-            self._start_encoder = BiEncoder(self._encoder_spec(trained=False))
+            self._start_encoder = BiEncoder(self._encoder_spec(trained=False),
+                                            dtype=torch_dtype(self.cfg.encode.dtype))
         return self._start_encoder
 
     def _encode(self, encoder: Any = None, output: Path | None = None) -> None:
@@ -446,7 +448,8 @@ class Pipeline:
         assert s is not None
         if self._cross_encoder is None:
             adapter = None if s.zero_shot else self.dir.reranker / "adapter"
-            self._cross_encoder = CrossEncoder(self._cross_encoder_spec(), adapter=adapter)
+            self._cross_encoder = CrossEncoder(self._cross_encoder_spec(), adapter=adapter,
+                                               dtype=torch_dtype(s.rerank_dtype))
         for t in sets:
             out = self.dir.run_file(t.name, "reranked")
             if out.exists():

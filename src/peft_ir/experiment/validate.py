@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from peft_ir.errors import PeftIRError
 from peft_ir.experiment.config import (AUTO, DEV_SET, NEGATIVE_SOURCES, TEACHER_RUNS, DataConfig, ExperimentConfig,
@@ -20,6 +22,8 @@ from peft_ir.experiment.expect import validate_expect
 from peft_ir.experiment.schema import Origins, fail
 from peft_ir.teacher.config import FUSION_PREFIX
 from peft_ir.training.tracking import contradiction, missing_package
+
+log = logging.getLogger(__name__)
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 IVF_FACTORY = re.compile(r"(?:^|,)\s*(?:IVF|IMI)")  # an inverted-file stage in a FAISS factory string
@@ -78,6 +82,41 @@ def resolve_paths(cfg: ExperimentConfig, cwd: Path) -> ExperimentConfig:
     return dataclasses.replace(cfg, data=data, output=_abs(cfg.output, cwd), **sections)
 
 
+PRECISION_KEYS = ("retriever.bf16", "encode.dtype", "reranker.bf16", "reranker.rerank_dtype")
+
+
+def resolve_precision(cfg: ExperimentConfig, origins: Origins) -> ExperimentConfig:
+    """`precision` written out into the sections' own settings (auto decided on this machine, and logged); a section
+    that sets one of them itself as well is refused: one place says how the run computes."""
+    if cfg.precision is None:
+        return cfg
+    defaults = {"retriever.bf16": False, "encode.dtype": "float32", "reranker.bf16": False,
+                "reranker.rerank_dtype": "float32"}
+    for key in PRECISION_KEYS:
+        section, name = key.split(".")
+        part = getattr(cfg, section)
+        if part is not None and getattr(part, name) != defaults[key]:
+            raise fail(key, origins, f"precision: {cfg.precision} sets it already; remove one of the two")
+    dtype = cfg.precision
+    if dtype == "auto":
+        import torch  # noqa: PLC0415
+
+        from peft_ir.precision import cpu_native_bf16  # noqa: PLC0415
+
+        gpu, native = torch.cuda.is_available(), cpu_native_bf16()
+        dtype = "bfloat16" if native and not gpu else "float32"
+        why = "a GPU is visible" if gpu else "this CPU computes bfloat16 natively" if native else \
+            "this CPU has no native bfloat16 (AVX512-BF16 or AMX)"
+        log.info("precision auto: %s (%s)", dtype, why)
+    bf16 = dtype == "bfloat16"
+    sections: dict[str, Any] = {"encode": dataclasses.replace(cfg.encode, dtype=dtype)}
+    if cfg.retriever is not None:
+        sections["retriever"] = dataclasses.replace(cfg.retriever, bf16=bf16)
+    if cfg.reranker is not None:
+        sections["reranker"] = dataclasses.replace(cfg.reranker, bf16=bf16, rerank_dtype=dtype)
+    return dataclasses.replace(cfg, **sections)
+
+
 def _needs_train(cfg: ExperimentConfig) -> bool:
     """Whether the training split is read: a model trains, or the fusion weight is chosen on its dev queries."""
     auto = cfg.reranker is not None and cfg.reranker.fuse_weight == AUTO
@@ -130,6 +169,7 @@ def validate(cfg: ExperimentConfig, origins: Origins) -> None:
                        "remove it or use an IVF factory (e.g. IVF4096,PQ64)")
     if cfg.search.fp16_index and cfg.search.device == "cpu":
         raise fail("search.fp16_index", origins, "applies to GPU search only, and search.device is cpu")
+    _float16_needs_gpu(cfg, origins)
     for key in ("encode.batch_size", "encode.max_length", "encode.chunk_size", "search.batch_size"):
         section, name = key.split(".")
         _positive(key, getattr(getattr(cfg, section), name), origins)
@@ -355,6 +395,19 @@ def is_beir_training(cfg: ExperimentConfig) -> bool:
     """Whether the training data is a BEIR folder (queries, qrels split, corpus) rather than a training file."""
     train = cfg.data.train
     return train is not None and (train == cfg.data.beir or Path(train).is_dir())
+
+
+def _float16_needs_gpu(cfg: ExperimentConfig, origins: Origins) -> None:
+    """encode.dtype / reranker.rerank_dtype float16 without a GPU: refused now, not when the model is loaded."""
+    wanted = [("encode.dtype", cfg.encode.dtype)]
+    if cfg.reranker is not None:
+        wanted.append(("reranker.rerank_dtype", cfg.reranker.rerank_dtype))
+    for key, dtype in wanted:
+        if dtype == "float16":
+            import torch  # noqa: PLC0415
+
+            if not torch.cuda.is_available():
+                raise fail(key, origins, "float16 needs a GPU, and torch sees none; on the CPU use bfloat16")
 
 
 def _positive(key: str, value: int, origins: Origins) -> None:

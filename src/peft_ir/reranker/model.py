@@ -33,6 +33,7 @@ from peft_ir.devices import device_for_process
 from peft_ir.errors import MismatchError, PeftIRError
 from peft_ir.fingerprint import model_fingerprint
 from peft_ir.models import attention_kwargs, loading_quietly, resolve_model
+from peft_ir.precision import autocast, check_dtype
 from peft_ir.reranker.config import COSINE_SCALE, CrossEncoderSpec, recorded_spec
 from peft_ir.tuning.arch import is_causal
 
@@ -97,9 +98,12 @@ def _pooler_pretrained(model: torch.nn.Module, path: str, missing_keys: Sequence
 class CrossEncoder:
     """Scores (query, passage) pairs with a (possibly tuned) sequence-classification model."""
 
-    def __init__(self, spec: CrossEncoderSpec, adapter: str | Path | None = None, device: str | None = None):
+    def __init__(self, spec: CrossEncoderSpec, adapter: str | Path | None = None, device: str | None = None,
+                 dtype: torch.dtype | None = None):
         self.spec = spec
         self.model, self.tokenizer = load_base(spec, device)
+        check_dtype(dtype, str(self.device))
+        self.dtype = dtype  # scoring runs under autocast to it (peft_ir.precision); the weights stay as loaded
         self.adapter = str(adapter) if adapter else None
         self.pooler_pretrained: bool = self.model.peft_ir_pooler_pretrained  # see _pooler_pretrained
         if adapter:
@@ -118,12 +122,15 @@ class CrossEncoder:
         return next(self.model.parameters()).device
 
     def fingerprint(self) -> str:
-        """A sampled sha256 over every parameter (base, added modules and head) plus the token limits."""
+        """A sampled sha256 over every parameter (base, added modules and head) plus the token limits, the head and
+        the compute precision where they are not the defaults."""
         extra = f"{self.spec.query_max_length}/{self.spec.passage_max_length}"
         if self.spec.query_prefix or self.spec.passage_prefix:
             extra += f"/{self.spec.query_prefix!r}/{self.spec.passage_prefix!r}"
         if not self.spec.classifies:
             extra += f"/{self.spec.head}"
+        if self.dtype is not None:  # scores computed in another precision are other scores (the score cache's key)
+            extra += f"/{self.dtype}"
         return model_fingerprint(self.model, extra)
 
     # --- tokenisation ---------------------------------------------------------------------------------------
@@ -196,7 +203,7 @@ class CrossEncoder:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(self.device, self.dtype):
                 for start in range(0, len(order), max(1, batch_size)):
                     idx = order[start:start + batch_size]
                     values = self.logits(self.collate([items[i] for i in idx])).float().cpu().tolist()

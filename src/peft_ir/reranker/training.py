@@ -29,6 +29,7 @@ from peft_ir.data.examples import load_examples
 from peft_ir.errors import PeftIRError
 from peft_ir.reranker.config import CROSS_ENCODER_SPEC_FILE, RerankerTrainConfig
 from peft_ir.reranker.model import CrossEncoder, describe_spec
+from peft_ir.training.args import eval_autocast
 from peft_ir.training.losses import CROSS_ENCODER, Loss, make_loss
 from peft_ir.training.skeleton import TrainingTask, run_training
 from peft_ir.training.tuned import TrainableOnlyCheckpoints
@@ -161,7 +162,8 @@ def _trainer_class():  # type: ignore[no-untyped-def]
             return optimizer
 
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):  # type: ignore[no-untyped-def]
-            value = self.shared_dev_ndcg()
+            with eval_autocast(self.args):
+                value = self.shared_dev_ndcg()
             metrics = {f"{metric_key_prefix}_dev_nDCG@10": value}
             self.log(metrics)
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)

@@ -44,6 +44,9 @@ def _check_encoder(out_dir: Path, manifest: dict) -> None:
     path = out_dir / ENCODER_SPEC_FILE
     if path.is_file():
         old = json.loads(path.read_text())
+        if old.get("compute_dtype", "float32") != manifest["compute_dtype"]:
+            raise MismatchError(f"{out_dir} holds embeddings computed in {old.get('compute_dtype', 'float32')}, not "
+                                f"{manifest['compute_dtype']}: resume with the same dtype, or use another --output")
         if old.get("fingerprint") != manifest["fingerprint"]:
             raise MismatchError(f"{out_dir} holds embeddings from encoder {old.get('model')} "
                                 f"(fingerprint {old.get('fingerprint')}), not from {manifest['model']} "
@@ -66,6 +69,7 @@ def encode_corpus(encoder: BiEncoder, docs: Iterable[Document], out_dir: str | P
             stale.unlink(missing_ok=True)
     manifest = encoder.manifest()
     manifest["fingerprint"] = manifest_fingerprint(manifest)
+    manifest["compute_dtype"] = encoder.compute_dtype  # provenance, outside the fingerprint: queries may differ
     _check_encoder(out_dir, manifest)
     log_device("encoding", encoder.model.device)
 

@@ -22,6 +22,7 @@ from peft_ir.devices import device_for_process
 from peft_ir.errors import PeftIRError
 from peft_ir.fingerprint import base_fingerprint, file_hash
 from peft_ir.models import attention_kwargs, loading_quietly, model_label, resolve_model
+from peft_ir.precision import autocast, check_dtype
 from peft_ir.retriever.config import EncoderSpec
 from peft_ir.tuning import load_tuned, merge_tuned
 from peft_ir.tuning.arch import is_causal
@@ -66,6 +67,9 @@ class BiEncoder:
                     pass  # adapters, prefixes and aside modules have no merge: they run as added modules
             self._set_hf_model(tuned)
             self.adapter_hash = file_hash(Path(spec.adapter))
+        check_dtype(dtype, device)
+        self.autocast_dtype = dtype if device == "cpu" else None  # the CPU computes bfloat16 under autocast
+        self.compute_dtype = str(dtype).removeprefix("torch.") if dtype is not None else "float32"
         if dtype is not None and device != "cpu":
             st.to(dtype)
         st.eval()
@@ -135,8 +139,9 @@ class BiEncoder:
 
     # -- encoding ----------------------------------------------------------------------------------------
     def _encode(self, texts: list[str], prefix: str, task: str, batch_size: int, progress: bool) -> np.ndarray:
-        out = self.model.encode(texts, prompt=prefix or None, task=task, batch_size=batch_size,
-                                show_progress_bar=progress, convert_to_numpy=True)
+        with autocast("cpu", self.autocast_dtype):
+            out = self.model.encode(texts, prompt=prefix or None, task=task, batch_size=batch_size,
+                                    show_progress_bar=progress, convert_to_numpy=True)
         return np.asarray(out, dtype=np.float32)
 
     def encode_queries(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -143,6 +144,17 @@ def check_precision(bf16: bool, fp16: bool) -> None:
                           "or train in float32")
     if bf16 and cuda and not torch.cuda.is_bf16_supported():
         raise PeftIRError(f"--bf16: {torch.cuda.get_device_name()} has no bfloat16 support; use --fp16")
+
+
+def eval_autocast(args: Any) -> AbstractContextManager[object]:
+    """Dev evaluation in the training's mixed precision: the Trainer autocasts its training steps only, so without
+    this the starting model and the checkpoints would be weighed in float32 while they train in bf16 / fp16."""
+    import torch  # noqa: PLC0415
+
+    from peft_ir.precision import autocast  # noqa: PLC0415
+
+    dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
+    return autocast(args.device, dtype)
 
 
 def check_attention(attn_implementation: str | None, tuning: TuningConfig) -> None:

@@ -21,7 +21,7 @@ from torch import nn
 from peft_ir.atomic import atomic_open
 from peft_ir.devices import device_for_process, log_device
 from peft_ir.errors import PeftIRError
-from peft_ir.training.args import ScheduleConfig, common_trainer_args
+from peft_ir.training.args import ScheduleConfig, common_trainer_args, eval_autocast
 from peft_ir.training.checkpoints import SUMMARY_FILE, prepare_run_dir
 from peft_ir.training.logging import JsonlMetrics, plot_curves, readable_console
 from peft_ir.training.selection import (
@@ -141,7 +141,8 @@ def run_training(cfg: ScheduleConfig, task: TrainingTask) -> dict[str, Any]:
         trainer.evaluate()  # the zero-step point of the curve: the untrained model, logged like every evaluation
     start = None
     if cfg.has_dev() and trainer.is_world_process_zero():
-        start = starting_point(out, task, tuned, evaluator, fresh=resume_from is None)
+        with eval_autocast(trainer.args):
+            start = starting_point(out, task, tuned, evaluator, fresh=resume_from is None)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     wall = time.perf_counter() - t0
     if not trainer.is_world_process_zero():  # one rank writes: two renaming onto one adapter folder collide
@@ -149,7 +150,8 @@ def run_training(cfg: ScheduleConfig, task: TrainingTask) -> dict[str, Any]:
 
     chosen = NO_DEV_SELECTION
     if start is not None:
-        chosen = select(cfg, task, tuned, out, start, has_best=trainer.state.best_model_checkpoint is not None)
+        with eval_autocast(trainer.args):
+            chosen = select(cfg, task, tuned, out, start, has_best=trainer.state.best_model_checkpoint is not None)
     own = task.summary_fields(trainer)
     save_tuned(tuned, out / ADAPTER_DIR, task.base_name)
     plot_curves(out / "metrics.jsonl", out / "curves.png", metric, title=task.curve_title(trainable / total))

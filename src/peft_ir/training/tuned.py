@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 from transformers import TrainerCallback
 
+from peft_ir.training.args import eval_autocast
 from peft_ir.tuning import load_trainable, save_tuned
 from peft_ir.tuning.checkpoint import ADAPTER_DIR
 
@@ -56,6 +57,11 @@ class TrainableOnlyCheckpoints:
         self.tuned = tuned
         self.base_name = base_name
         refuse_unsaved_best(self.args)  # type: ignore[attr-defined]
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        """Dev evaluation in the training's mixed precision (training/args.py's eval_autocast)."""
+        with eval_autocast(self.args):  # type: ignore[attr-defined]
+            return super().evaluate(*args, **kwargs)  # type: ignore[misc]
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Every checkpoint's model save: the trainable weights and their config, never a full model."""
