@@ -15,7 +15,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from machine import describe, publish  # noqa: E402
+from machine import describe, publish, time_rounds  # noqa: E402
 
 from peft_ir.data import iter_corpus  # noqa: E402
 
@@ -59,12 +58,7 @@ def main() -> None:
     for name in rerankers:
         variants[f"re-rank, {name}"] = lambda r=rerankers[name]: r.score(queries, texts, batch_size=args.batch_size)
     out = {k: fn() for k, fn in variants.items()}  # warm-up, and the outputs compared below
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(args.rounds):
-        for name, fn in variants.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+    times = time_rounds(variants, args.rounds)
     med = {k: statistics.median(v) for k, v in times.items()}
     cos = float(np.min(np.sum(out["encode, float32"] * out["encode, bfloat16"], axis=1)))
     gap = float(np.max(np.abs(np.array(out["re-rank, float32"]) - np.array(out["re-rank, bfloat16"]))))

@@ -12,14 +12,13 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from itertools import islice
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from machine import describe, publish  # noqa: E402
+from machine import describe, publish, time_rounds  # noqa: E402
 
 from peft_ir.data import iter_corpus  # noqa: E402
 from peft_ir.models import resolve_model  # noqa: E402
@@ -55,12 +54,7 @@ def main() -> None:
     }
     for fn in variants.values():  # warm-up
         fn()
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(args.rounds):
-        for name, fn in variants.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+    times = time_rounds(variants, args.rounds)
     med = {k: len(texts) / statistics.median(v) for k, v in times.items()}
     names = list(variants)
     lines = [

@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from machine import describe, publish  # noqa: E402
+from machine import describe, publish, time_rounds  # noqa: E402
 
 from peft_ir.data import iter_corpus, load_topics  # noqa: E402
 from peft_ir.fingerprint import manifest_fingerprint  # noqa: E402
@@ -94,12 +94,7 @@ def bench_corpus(label: str, emb: Path, queries: np.ndarray, hnsw_m: int, ef_sea
         return index.search(queries, hits)[1]
 
     results = {name: search(factory, ef) for name, factory, ef in variants}
-    times: dict[str, list[float]] = {name: [] for name, _, _ in variants}
-    for _ in range(rounds):
-        for name, factory, ef in variants:
-            t0 = time.perf_counter()
-            search(factory, ef)
-            times[name].append(time.perf_counter() - t0)
+    times = time_rounds({name: lambda f=factory, e=ef: search(f, e) for name, factory, ef in variants}, rounds)
     exact = results["Flat"]
     rows = []
     for name, factory, _ in variants:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 
@@ -42,3 +44,15 @@ def publish(text: str, output: str | Path | None) -> None:
     print(text)
     if output:
         write_result(text, output)
+
+
+def time_rounds(variants: Mapping[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Seconds per call of each variant, `rounds` times, the variants alternating within each round so that the
+    machine's drift touches all of them alike (call each once beforehand to warm up)."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
