@@ -117,6 +117,22 @@ def test_precision_auto_is_decided_by_this_machine_and_written_into_every_stage(
     assert cfg.retriever.bf16 is cfg.reranker.bf16 is (resolved == "bfloat16")
 
 
+def test_a_run_folders_resolved_precision_reloads_on_any_machine(tiny, monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`peft-ir run --check-expected RUN_DIR` reads config.resolved.yaml, whose sections carry what auto decided."""
+    import torch
+
+    from peft_ir import precision
+    from peft_ir.experiment.loading import to_yaml
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(precision, "cpu_native_bf16", lambda: True)
+    resolved = tmp_path / "config.resolved.yaml"
+    resolved.write_text(to_yaml(load_config(tiny(precision="auto"), check_files=False)))
+    monkeypatch.setattr(precision, "cpu_native_bf16", lambda: False)  # re-checked where auto would say float32
+    again = load_config(resolved, check_files=False)
+    assert again.encode.dtype == again.reranker.rerank_dtype == "bfloat16" and again.retriever.bf16
+
+
 def test_precision_by_name_and_its_conflicts(tiny, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import torch
 
@@ -125,8 +141,9 @@ def test_precision_by_name_and_its_conflicts(tiny, monkeypatch) -> None:  # type
         ("bfloat16", "bfloat16", True, True)
     plain = load_config(tiny(), check_files=False)
     assert plain.precision is None and plain.encode.dtype == "float32" and not plain.reranker.bf16
-    with pytest.raises(ConfigError, match=r"'encode.dtype'.*precision: auto sets it already"):
-        load_config(tiny(precision="auto", encode={"dtype": "bfloat16"}), check_files=False)
+    with pytest.raises(ConfigError, match=r"'encode.dtype'.*precision: float32 makes it float32; remove one"):
+        load_config(tiny(precision="float32", encode={"dtype": "bfloat16"}), check_files=False)
+    assert load_config(tiny(precision="bfloat16", encode={"dtype": "bfloat16"}), check_files=False).reranker.bf16
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match=r"'reranker.rerank_dtype'.*float16 needs a GPU"):
         load_config(tiny(reranker={"rerank_dtype": "float16"}), check_files=False)

@@ -37,7 +37,8 @@ HAND_WRITTEN = {("scifact", "retrieval"): {"hybrid-zero-shot", "iaa-l-0.5-kl", "
                                           "lora-0.5-kl", "adapter-0.5-kl"},
                 ("scifact", "rerank"): {"iaa-l-0.5-cosine", "iaa-l-0.5-cosine-kl", "lora-0.5-cosine",
                                         "adapter-0.5-cosine", "full-cosine"},
-                ("msmarco", "rerank"): {"iaa-l-0.5-cosine", "iaa-l-0.5-cosine-600", "iaa-l-0.5-cosine-kl"}}
+                ("msmarco", "rerank"): {"iaa-l-0.5-cosine", "iaa-l-0.5-cosine-600", "iaa-l-0.5-cosine-kl",
+                                        "iaa-l-0.5-cosine-kl-600"}}
 NOT_YET_RUN: set[tuple[str, str, str]] = set()  # (suite, task, stem)
 
 

@@ -86,19 +86,23 @@ PRECISION_KEYS = ("retriever.bf16", "encode.dtype", "reranker.bf16", "reranker.r
 
 
 def resolve_precision(cfg: ExperimentConfig, origins: Origins) -> ExperimentConfig:
-    """`precision` written out into the sections' own settings (auto decided on this machine, and logged); a section
-    that sets one of them itself as well is refused: one place says how the run computes."""
+    """`precision` written out into the sections' own settings (auto decided on this machine, and logged). A section
+    that sets one of them to something else is refused: one place says how the run computes. A config whose sections
+    all carry the precision already (a run folder's config.resolved.yaml) loads as it is, wherever auto was decided."""
     if cfg.precision is None:
         return cfg
     defaults = {"retriever.bf16": False, "encode.dtype": "float32", "reranker.bf16": False,
                 "reranker.rerank_dtype": "float32"}
-    for key in PRECISION_KEYS:
-        section, name = key.split(".")
-        part = getattr(cfg, section)
-        if part is not None and getattr(part, name) != defaults[key]:
-            raise fail(key, origins, f"precision: {cfg.precision} sets it already; remove one of the two")
+    values = {key: getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]) for key in PRECISION_KEYS
+              if getattr(cfg, key.split(".")[0]) is not None}
+
+    def as_dtype(key: str, value: Any) -> str:
+        return ("bfloat16" if value else "float32") if key.endswith(".bf16") else str(value)
+
     dtype = cfg.precision
-    if dtype == "auto":
+    if dtype == "auto" and {as_dtype(k, v) for k, v in values.items()} == {"bfloat16"}:
+        dtype = "bfloat16"  # resolved already (a run folder's record)
+    elif dtype == "auto":
         import torch  # noqa: PLC0415
 
         from peft_ir.precision import cpu_native_bf16  # noqa: PLC0415
@@ -108,6 +112,9 @@ def resolve_precision(cfg: ExperimentConfig, origins: Origins) -> ExperimentConf
         why = "a GPU is visible" if gpu else "this CPU computes bfloat16 natively" if native else \
             "this CPU has no native bfloat16 (AVX512-BF16 or AMX)"
         log.info("precision auto: %s (%s)", dtype, why)
+    for key, value in values.items():
+        if value != defaults[key] and as_dtype(key, value) != dtype:
+            raise fail(key, origins, f"precision: {cfg.precision} makes it {dtype}; remove one of the two")
     bf16 = dtype == "bfloat16"
     sections: dict[str, Any] = {"encode": dataclasses.replace(cfg.encode, dtype=dtype)}
     if cfg.retriever is not None:
