@@ -20,6 +20,7 @@ from peft_ir.experiment.config import (AUTO, DEV_SET, NEGATIVE_SOURCES, TEACHER_
                                        ModelSection, TestSet)
 from peft_ir.experiment.expect import validate_expect
 from peft_ir.experiment.schema import Origins, fail
+from peft_ir.settings import default_of
 from peft_ir.teacher.config import FUSION_PREFIX
 from peft_ir.training.tracking import contradiction, missing_package
 
@@ -91,10 +92,9 @@ def resolve_precision(cfg: ExperimentConfig, origins: Origins) -> ExperimentConf
     all carry the precision already (a run folder's config.resolved.yaml) loads as it is, wherever auto was decided."""
     if cfg.precision is None:
         return cfg
-    defaults = {"retriever.bf16": False, "encode.dtype": "float32", "reranker.bf16": False,
-                "reranker.rerank_dtype": "float32"}
-    values = {key: getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]) for key in PRECISION_KEYS
-              if getattr(cfg, key.split(".")[0]) is not None}
+    parts = {key: (getattr(cfg, key.split(".")[0]), key.split(".")[1]) for key in PRECISION_KEYS}
+    values = {key: getattr(part, name) for key, (part, name) in parts.items() if part is not None}
+    defaults = {key: default_of(type(part), name) for key, (part, name) in parts.items() if part is not None}
 
     def as_dtype(key: str, value: Any) -> str:
         return ("bfloat16" if value else "float32") if key.endswith(".bf16") else str(value)
