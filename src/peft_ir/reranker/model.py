@@ -101,8 +101,9 @@ class CrossEncoder:
     def __init__(self, spec: CrossEncoderSpec, adapter: str | Path | None = None, device: str | None = None,
                  dtype: torch.dtype | None = None):
         self.spec = spec
+        device = device or device_for_process()
+        check_dtype(dtype, device)  # before the model loads
         self.model, self.tokenizer = load_base(spec, device)
-        check_dtype(dtype, str(self.device))
         self.dtype = dtype  # scoring runs under autocast to it (peft_ir.precision); the weights stay as loaded
         self.adapter = str(adapter) if adapter else None
         self.pooler_pretrained: bool = self.model.peft_ir_pooler_pretrained  # see _pooler_pretrained

@@ -44,6 +44,7 @@ class BiEncoder:
         path = resolve_model(spec.model)
         model_kwargs = attention_kwargs(spec.attn_implementation) or None
         device = device or device_for_process()
+        check_dtype(dtype, device)  # before the model loads
         with loading_quietly():
             if (Path(path) / "modules.json").is_file():
                 st = SentenceTransformer(path, device=device, model_kwargs=model_kwargs)
@@ -67,7 +68,6 @@ class BiEncoder:
                     pass  # adapters, prefixes and aside modules have no merge: they run as added modules
             self._set_hf_model(tuned)
             self.adapter_hash = file_hash(Path(spec.adapter))
-        check_dtype(dtype, device)
         self.autocast_dtype = dtype if device == "cpu" else None  # the CPU computes bfloat16 under autocast
         self.compute_dtype = str(dtype).removeprefix("torch.") if dtype is not None else "float32"
         if dtype is not None and device != "cpu":
