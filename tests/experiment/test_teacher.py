@@ -213,6 +213,7 @@ def test_a_bm25_reranking_distils_a_hybrid_teacher_through_a_zero_shot_retriever
     ({"teacher": {**FUSION, "candidates": "reranked"}}, r"'teacher.candidates': expected one of dense, bm25, fused, file"),
     ({"teacher": {**FUSION, "teacher_weights": [1, 2, 3]}}, r"'teacher.teacher_weights': needs one weight per run"),
     ({"teacher": {**FUSION, "teacher_kind": "cross-encoder"}}, r"'teacher.teacher_kind': applies to a model teacher"),
+    ({"teacher": {**FUSION, "teacher_dtype": "bfloat16"}}, r"'teacher.teacher_dtype': applies to a model teacher"),
     ({"teacher": {"teacher": "TINY_MODEL", "depth": 5}}, r"'teacher.candidates': fused is a fusion teacher's own"),
     ({"teacher": {"depth": 5}}, r"'teacher.teacher': required key is missing"),
     ({"teacher": FUSION, "retriever": {"loss": "infonce", "negatives": None, "num_negatives": 0}},
@@ -323,3 +324,25 @@ def test_a_model_teacher_scores_a_training_file_the_reranker_distils(synthetic_b
     assert got == pytest.approx(list(20.0 * (p @ q)), rel=1e-4, abs=1e-4)
     train_cfg = pipeline._train_config(RerankerTrainConfig, pipeline.cfg.reranker, pipeline.dir.reranker)
     assert train_cfg.train == str(pipeline.dir.teacher_scored) and train_cfg.loss == "kl"
+
+
+def test_precision_reaches_a_model_teacher_and_not_a_fusion_teacher(synthetic_beir: Path, tiny_bert_dir: Path,
+                                                                   tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    model = {"teacher": str(tiny_bert_dir), "teacher_kind": "cross-encoder", "candidates": "bm25", "depth": 5}
+    cfg = load_config(write_yaml(tmp_path / "model.yaml", _config(synthetic_beir, tiny_bert_dir, tmp_path,
+                                                                  precision="bfloat16", teacher=model)))
+    assert cfg.teacher.teacher_dtype == "bfloat16" and cfg.encode.dtype == "bfloat16"
+    fused = load_config(write_yaml(tmp_path / "fused.yaml", _config(synthetic_beir, tiny_bert_dir, tmp_path,
+                                                                    precision="bfloat16")))
+    assert fused.teacher.teacher_dtype == "float32" and fused.encode.dtype == "bfloat16"  # its dense run: encode's
+    with pytest.raises(ConfigError, match=r"'teacher.teacher_dtype'.*precision: float32 makes it float32"):
+        load_config(write_yaml(tmp_path / "both.yaml", _config(synthetic_beir, tiny_bert_dir, tmp_path,
+                                                               precision="float32",
+                                                               teacher={**model, "teacher_dtype": "bfloat16"})))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"'teacher.teacher_dtype'.*float16 needs a GPU"):
+        load_config(write_yaml(tmp_path / "half.yaml", _config(synthetic_beir, tiny_bert_dir, tmp_path,
+                                                               teacher={**model, "teacher_dtype": "float16"})))

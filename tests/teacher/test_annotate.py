@@ -223,6 +223,38 @@ def test_teacher_scale_multiplies_every_score_and_is_recorded(tiny_bert_dir: Pat
     assert json.loads(record_path(scaled).read_text())["teacher"]["scale"] == 20.0
 
 
+@pytest.mark.parametrize("kind", ["bi-encoder", "cross-encoder"])
+def test_teacher_dtype_bfloat16_scores_close_to_float32_and_is_recorded(tiny_bert_dir: Path, tmp_path: Path,
+                                                                        kind: str) -> None:
+    teacher = str(tiny_bert_dir if kind == "bi-encoder" else _classifier_folder(tiny_bert_dir, tmp_path / "ce"))
+    train = _pooled_training_file(tmp_path / "train.jsonl", queries=3, pool=5)
+    out = tmp_path / "scored.jsonl"
+    scores, fingerprints = {}, set()
+    for dtype in ("float32", "bfloat16"):  # the same output path: the float32 file is not reused for bfloat16
+        s = annotate(AnnotateConfig(train=str(train), output=str(out), progress=False,
+                                    scorer=TeacherConfig(teacher=teacher, teacher_dtype=dtype)))
+        assert not s.reused
+        scores[dtype] = [p["score"] for line in _lines(out) for p in line["passages"]]
+        record = json.loads(record_path(out).read_text())
+        assert record["teacher"]["kind"] == kind and record["teacher"].get("dtype", "float32") == dtype
+        fingerprints.add(record["fingerprint"])
+    assert len(fingerprints) == 2  # the teacher's fingerprint tells the precisions apart
+    assert scores["bfloat16"] != scores["float32"]  # computed in bfloat16, not silently in float32
+    np.testing.assert_allclose(scores["bfloat16"], scores["float32"], rtol=0.05, atol=0.05)
+
+
+def test_teacher_dtype_float16_on_the_cpu_and_for_a_fusion_teacher_is_refused_before_any_work(
+        hand_made: dict[str, Path], tiny_bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(annotate_module, "build_plan", _never_loaded)
+    with pytest.raises(PeftIRError, match="float16 needs a GPU"):
+        annotate(_cfg(tmp_path / "out.jsonl", str(tiny_bert_dir), hand_made["beir"], hand_made["a"],
+                      teacher_dtype="float16"))
+    with pytest.raises(PeftIRError, match="a fusion teacher reads scores from its runs"):
+        annotate(_cfg(tmp_path / "out.jsonl", f"fusion:{hand_made['a']},{hand_made['b']}", hand_made["beir"],
+                      hand_made["a"], teacher_dtype="bfloat16"))
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 def test_an_interrupted_annotation_resumes_to_the_same_bytes(synthetic_beir: Path, synthetic_runs: dict,
                                                              tiny_bert_dir: Path, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch,

@@ -151,8 +151,8 @@ class ExperimentConfig:
     first_stage: RunKind = setting("dense", help="the run that is re-ranked (or fused): dense, bm25 or a given run")
     precision: Literal["float32", "bfloat16", "auto"] | None = setting(
         None, help="the compute precision of every model stage at once (retriever.bf16, encode.dtype, reranker.bf16, "
-                   "reranker.rerank_dtype); auto: bfloat16 on a CPU that computes it natively (AVX512-BF16 or AMX) "
-                   "and no GPU, float32 elsewhere; null: each section's own")
+                   "reranker.rerank_dtype, a model teacher's teacher.teacher_dtype); auto: bfloat16 on a CPU that "
+                   "computes it natively (AVX512-BF16 or AMX) and no GPU, float32 elsewhere; null: each section's own")
     teacher: TeacherSection | None = setting(None, help="score the training queries' candidates with a teacher "
                                                         "before training: a section whose loss distils (kl, "
                                                         "margin-mse) trains on that scored file")

@@ -83,7 +83,7 @@ def resolve_paths(cfg: ExperimentConfig, cwd: Path) -> ExperimentConfig:
     return dataclasses.replace(cfg, data=data, output=_abs(cfg.output, cwd), **sections)
 
 
-PRECISION_KEYS = ("retriever.bf16", "encode.dtype", "reranker.bf16", "reranker.rerank_dtype")
+PRECISION_KEYS = ("retriever.bf16", "encode.dtype", "reranker.bf16", "reranker.rerank_dtype", "teacher.teacher_dtype")
 
 
 def resolve_precision(cfg: ExperimentConfig, origins: Origins) -> ExperimentConfig:
@@ -93,6 +93,8 @@ def resolve_precision(cfg: ExperimentConfig, origins: Origins) -> ExperimentConf
     if cfg.precision is None:
         return cfg
     parts = {key: (getattr(cfg, key.split(".")[0]), key.split(".")[1]) for key in PRECISION_KEYS}
+    if cfg.teacher_fusion() is not None:  # a fusion teacher reads its runs' scores: it computes nothing
+        del parts["teacher.teacher_dtype"]
     values = {key: getattr(part, name) for key, (part, name) in parts.items() if part is not None}
     defaults = {key: default_of(type(part), name) for key, (part, name) in parts.items() if part is not None}
 
@@ -121,6 +123,8 @@ def resolve_precision(cfg: ExperimentConfig, origins: Origins) -> ExperimentConf
         sections["retriever"] = dataclasses.replace(cfg.retriever, bf16=bf16)
     if cfg.reranker is not None:
         sections["reranker"] = dataclasses.replace(cfg.reranker, bf16=bf16, rerank_dtype=dtype)
+    if "teacher.teacher_dtype" in parts and cfg.teacher is not None:
+        sections["teacher"] = dataclasses.replace(cfg.teacher, teacher_dtype=dtype)
     return dataclasses.replace(cfg, **sections)
 
 
@@ -372,8 +376,9 @@ def _validate_teacher(cfg: ExperimentConfig, origins: Origins) -> None:
         if t.teacher_weights is not None and len(t.teacher_weights) != len(fusion):
             raise fail("teacher.teacher_weights", origins, f"needs one weight per run ({len(fusion)}), got "
                        f"{t.teacher_weights}")
-        if t.teacher_kind != "auto":
-            raise fail("teacher.teacher_kind", origins, "applies to a model teacher, not to a fusion of runs")
+        for name, default in (("teacher_kind", "auto"), ("teacher_dtype", "float32")):
+            if getattr(t, name) != default:
+                raise fail(f"teacher.{name}", origins, "applies to a model teacher, not to a fusion of runs")
     else:
         if t.candidates == "fused":
             raise fail("teacher.candidates", origins, "fused is a fusion teacher's own ranking, and this teacher is "
@@ -405,10 +410,13 @@ def is_beir_training(cfg: ExperimentConfig) -> bool:
 
 
 def _float16_needs_gpu(cfg: ExperimentConfig, origins: Origins) -> None:
-    """encode.dtype / reranker.rerank_dtype float16 without a GPU: refused now, not when the model is loaded."""
+    """encode.dtype / reranker.rerank_dtype / teacher.teacher_dtype float16 without a GPU: refused now, not when the
+    model is loaded."""
     wanted = [("encode.dtype", cfg.encode.dtype)]
     if cfg.reranker is not None:
         wanted.append(("reranker.rerank_dtype", cfg.reranker.rerank_dtype))
+    if cfg.teacher is not None:
+        wanted.append(("teacher.teacher_dtype", cfg.teacher.teacher_dtype))
     for key, dtype in wanted:
         if dtype == "float16":
             import torch  # noqa: PLC0415

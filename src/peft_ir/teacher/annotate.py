@@ -30,6 +30,7 @@ from peft_ir.data import BeirDataset, iter_corpus, ranked, read_run, read_traini
 from peft_ir.data.textfile import iter_tsv
 from peft_ir.errors import InputError, PeftIRError
 from peft_ir.fingerprint import file_hash, text_id
+from peft_ir.precision import check_dtype, torch_dtype
 from peft_ir.teacher import teachers
 from peft_ir.teacher.config import AnnotateConfig
 from peft_ir.teacher.teachers import Block, Teacher, load_teacher, resolve_teacher
@@ -260,8 +261,9 @@ def _line(item: Item, scores: Sequence[float]) -> str:
 
 def annotate(cfg: AnnotateConfig, device: str = "cpu") -> AnnotateStats:
     """Write the scored file at cfg.output (resuming a partial one); returns counts and the teacher's record."""
-    plan = build_plan(cfg)
     source = resolve_teacher(cfg.scorer)
+    check_dtype(torch_dtype(source.dtype), device)  # float16 on the CPU: refused before the inputs are read
+    plan = build_plan(cfg)
     output = Path(cfg.output)
     partial, meta = partial_paths(output)
     settings = {"format": FORMAT, "inputs": plan.inputs, "teacher": source.record(),

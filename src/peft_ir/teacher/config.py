@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from peft_ir.precision import ComputeDtype
 from peft_ir.settings import setting
 
 TeacherKind = Literal["auto", "cross-encoder", "bi-encoder"]
@@ -40,6 +41,10 @@ class TeacherConfig:
     teacher_passage_max_length: int | None = setting(None, help="passage tokens the teacher keeps (default: as "
                                                                 "its training output records, else the model's "
                                                                 "default)")
+    teacher_dtype: ComputeDtype = setting("float32", help="precision a model teacher scores in: bfloat16 (on the CPU "
+                                                         "under autocast: about 2x faster where the CPU computes it "
+                                                         "natively, README 'bfloat16 on the CPU') or float16 (GPU "
+                                                         "only); recorded with the teacher")
     teacher_batch_size: int = setting(32, help="pairs (cross-encoder) or texts (bi-encoder) scored per batch")
     teacher_scale: float = setting(1.0, help="multiply every teacher score by this (recorded): e.g. 20 puts a cosine "
                                              "bi-encoder on the 20 x cosine scale of the cosine re-ranking head and of "

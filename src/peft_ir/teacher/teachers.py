@@ -31,6 +31,7 @@ from peft_ir.data.textfile import read_json_object
 from peft_ir.errors import InputError, PeftIRError
 from peft_ir.fingerprint import file_hash
 from peft_ir.models import resolve_model
+from peft_ir.precision import torch_dtype
 from peft_ir.reranker.config import CROSS_ENCODER_SPEC_FILE, CrossEncoderSpec
 from peft_ir.retriever.config import ENCODER_SPEC_FILE, EncoderSpec
 from peft_ir.teacher.config import FUSION_PREFIX, TeacherConfig, fusion_runs
@@ -79,6 +80,7 @@ class TeacherSource:
     runs: tuple[str, ...] = ()
     weights: tuple[float, ...] | None = None
     scale: float = 1.0  # every score is multiplied by it (--teacher-scale)
+    dtype: str = "float32"  # a model teacher's compute precision (--teacher-dtype)
 
     def record(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind, "path": self.path}
@@ -89,6 +91,8 @@ class TeacherSource:
             out |= {"model": self.model, "adapter": self.adapter, "spec": self.spec}
         if self.scale != 1.0:  # recorded only when set: records written before the setting existed stay current
             out["scale"] = self.scale
+        if self.dtype != "float32":  # likewise
+            out["dtype"] = self.dtype
         return out
 
 
@@ -101,7 +105,12 @@ def resolve_teacher(cfg: TeacherConfig) -> TeacherSource:
     scale = cfg.teacher_scale
     if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < scale < math.inf:
         raise PeftIRError(f"--teacher-scale must be a positive number, got {scale!r}")
-    return dataclasses.replace(_resolve(cfg), scale=float(scale))
+    source = _resolve(cfg)
+    if cfg.teacher_dtype != "float32":
+        if source.kind == "fusion":
+            raise PeftIRError(f"--teacher-dtype {cfg.teacher_dtype} is a model teacher's precision; a fusion teacher "
+                              "reads scores from its runs")
+    return dataclasses.replace(source, scale=float(scale), dtype=cfg.teacher_dtype)
 
 
 def _resolve(cfg: TeacherConfig) -> TeacherSource:
@@ -205,7 +214,7 @@ class CrossEncoderTeacher:
         from peft_ir.reranker.model import CrossEncoder  # noqa: PLC0415
 
         self.encoder = CrossEncoder(CrossEncoderSpec(model=source.model, **source.spec), adapter=source.adapter,
-                                    device=device)
+                                    device=device, dtype=torch_dtype(source.dtype))
         self.batch_size = batch_size
 
     def fingerprint(self) -> str:
@@ -227,7 +236,8 @@ class BiEncoderTeacher:
         from peft_ir.retriever.config import EncoderSpec  # noqa: PLC0415
         from peft_ir.retriever.encoder import BiEncoder  # noqa: PLC0415
 
-        self.encoder = BiEncoder(EncoderSpec(model=source.model, adapter=source.adapter, **source.spec), device=device)
+        self.encoder = BiEncoder(EncoderSpec(model=source.model, adapter=source.adapter, **source.spec), device=device,
+                                 dtype=torch_dtype(source.dtype))
         self.batch_size = batch_size
         self._rows: dict[str, int] | None = None  # docid -> row of the prepared passage vectors
         self._chunks: list[Any] = []
@@ -236,7 +246,9 @@ class BiEncoderTeacher:
         from peft_ir.fingerprint import manifest_fingerprint  # noqa: PLC0415
 
         manifest = self.encoder.manifest()
-        return manifest_fingerprint(manifest) + f"/{manifest['query_max_length']}/{manifest['passage_max_length']}"
+        lengths = f"/{manifest['query_max_length']}/{manifest['passage_max_length']}"
+        dtype = "" if self.encoder.compute_dtype == "float32" else f"/{self.encoder.compute_dtype}"
+        return manifest_fingerprint(manifest) + lengths + dtype
 
     def prepare(self, passages: Sequence[tuple[str, str]], store: Path, progress: bool = False) -> None:
         """Encode `passages` (distinct docids, in a fixed order) in chunks of PASSAGE_CHUNK, each saved in `store`
