@@ -105,12 +105,7 @@ def resolve_teacher(cfg: TeacherConfig) -> TeacherSource:
     scale = cfg.teacher_scale
     if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < scale < math.inf:
         raise PeftIRError(f"--teacher-scale must be a positive number, got {scale!r}")
-    source = _resolve(cfg)
-    if cfg.teacher_dtype != "float32":
-        if source.kind == "fusion":
-            raise PeftIRError(f"--teacher-dtype {cfg.teacher_dtype} is a model teacher's precision; a fusion teacher "
-                              "reads scores from its runs")
-    return dataclasses.replace(source, scale=float(scale), dtype=cfg.teacher_dtype)
+    return dataclasses.replace(_resolve(cfg), scale=float(scale), dtype=cfg.teacher_dtype)
 
 
 def _resolve(cfg: TeacherConfig) -> TeacherSource:
@@ -151,6 +146,9 @@ def _resolve(cfg: TeacherConfig) -> TeacherSource:
 def _fusion(cfg: TeacherConfig) -> TeacherSource:
     if cfg.teacher_kind != "auto":
         raise PeftIRError(f"--teacher-kind {cfg.teacher_kind} does not apply to a fusion teacher")
+    if cfg.teacher_dtype != "float32":
+        raise PeftIRError(f"--teacher-dtype {cfg.teacher_dtype} is a model teacher's precision; a fusion teacher "
+                          "reads scores from its runs")
     runs = fusion_runs(cfg.teacher)
     if runs is None or len(runs) < 2 or not all(runs):
         raise PeftIRError(f"--teacher {cfg.teacher!r}: a fusion teacher needs two or more run files, "
