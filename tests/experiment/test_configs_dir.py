@@ -18,6 +18,8 @@ ALL = sorted(CONFIGS.rglob("*.yaml"))
 # configs/paper pins the sizes the paper publishes (Ma et al. 2022, IAA-L) instead of a budget: stem -> (sizes,
 # share of BERT-base in % by our count)
 PAPER_SIZES = {"iaa-l-0.5": ({"r": 12, "ar": 12}, 0.63), "iaa-l-6.7": ({"r": 50, "ar": 300}, 6.76)}
+# Configs whose teacher is another config's trained model: its run folder exists only where that config has run.
+TEACHER_FROM_A_RUN = {"iaa-l-0.5-cosine-960-kl-full": REPO / "runs/scifact/retrieval/full-900-seed1/retriever"}
 
 
 def _id(path: Path) -> str:
@@ -26,9 +28,10 @@ def _id(path: Path) -> str:
 
 def _inputs_at_hand(path: Path) -> bool:
     """The embedded SciFact is always here, ../shared/data only beside the development checkout, the paper's
-    MS MARCO files (and bert-base-uncased) only where someone fetched them."""
+    MS MARCO files (and bert-base-uncased) only where someone fetched them, a teacher run only where it ran."""
     suite = path.relative_to(CONFIGS).parts[0]
-    return suite != "paper" and (suite != "msmarco" or SHARED_DATA.is_dir())
+    teacher = TEACHER_FROM_A_RUN.get(path.stem)
+    return suite != "paper" and (suite != "msmarco" or SHARED_DATA.is_dir()) and (teacher is None or teacher.is_dir())
 
 
 # Configs written by hand beside the generated ones (configs/generate.py), each with its own expect: block once it
@@ -38,13 +41,14 @@ HAND_WRITTEN = {("scifact", "retrieval"): {"hybrid-zero-shot", "iaa-l-0.5-kl", "
                                           "full-900", "lora-0.5-900", "adapter-0.5-900"},
                 ("scifact", "rerank"): {"iaa-l-0.5-cosine", "iaa-l-0.5-cosine-kl", "lora-0.5-cosine",
                                         "adapter-0.5-cosine", "full-cosine", "iaa-l-0.5-cosine-960",
-                                        "lora-0.5-cosine-960", "adapter-0.5-cosine-960", "full-cosine-960"},
+                                        "lora-0.5-cosine-960", "adapter-0.5-cosine-960", "full-cosine-960",
+                                        "iaa-l-0.5-cosine-960-kl-full"},
                 ("scifact", "pipeline"): {"iaa-l-0.5-900-hybrid-cosine-960"},
                 ("msmarco", "rerank"): {"iaa-l-0.5-cosine", "iaa-l-0.5-cosine-600", "iaa-l-0.5-cosine-kl",
                                         "iaa-l-0.5-cosine-kl-600"}}
 NOT_YET_RUN: set[tuple[str, str, str]] = {  # (suite, task, stem)
     ("scifact", "rerank", "lora-0.5-cosine-960"), ("scifact", "rerank", "adapter-0.5-cosine-960"),
-    ("scifact", "rerank", "full-cosine-960")}
+    ("scifact", "rerank", "full-cosine-960"), ("scifact", "rerank", "iaa-l-0.5-cosine-960-kl-full")}
 
 
 def test_there_is_one_config_per_method_budget_and_task() -> None:
@@ -70,6 +74,8 @@ def test_config_validates(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if path.name.startswith("base-"):  # bases leave the method to the files that extend them
         overrides = [f"{'reranker' if 'rerank' in path.name else 'retriever'}.method=full"]
     cfg = load_config(path, overrides, check_files=_inputs_at_hand(path))
+    if path.stem in TEACHER_FROM_A_RUN:  # the folder whose absence skips the file checks is the one it names
+        assert cfg.teacher is not None and REPO / (cfg.teacher.teacher or "") == TEACHER_FROM_A_RUN[path.stem]
     if path.stem in HAND_WRITTEN.get((path.parts[-3], path.parent.name), set()):
         assert cfg.name == path.stem  # named by its file, and carries the numbers it produced
         assert bool(cfg.expect) != ((path.parts[-3], path.parent.name, path.stem) in NOT_YET_RUN)
