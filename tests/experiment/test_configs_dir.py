@@ -19,7 +19,10 @@ ALL = sorted(CONFIGS.rglob("*.yaml"))
 # share of BERT-base in % by our count)
 PAPER_SIZES = {"iaa-l-0.5": ({"r": 12, "ar": 12}, 0.63), "iaa-l-6.7": ({"r": 50, "ar": 300}, 6.76)}
 # Configs whose teacher is another config's trained model: its run folder exists only where that config has run.
-TEACHER_FROM_A_RUN = {"iaa-l-0.5-cosine-960-kl-full": REPO / "runs/scifact/retrieval/full-900-seed1/retriever"}
+TEACHER_FROM_A_RUN = {stem: REPO / "runs/scifact/retrieval/full-900-seed1/retriever"
+                      for stem in ("iaa-l-0.5-cosine-960-kl-full", "iaa-l-0.5-cosine-960-kl-full-t2",
+                                   "lora-0.5-cosine-960-kl-full", "adapter-0.5-cosine-960-kl-full",
+                                   "full-cosine-960-kl-full")}
 
 
 def _id(path: Path) -> str:
@@ -41,14 +44,17 @@ HAND_WRITTEN = {("scifact", "retrieval"): {"hybrid-zero-shot", "iaa-l-0.5-kl", "
                                           "full-900", "lora-0.5-900", "adapter-0.5-900"},
                 ("scifact", "rerank"): {"iaa-l-0.5-cosine", "iaa-l-0.5-cosine-kl", "lora-0.5-cosine",
                                         "adapter-0.5-cosine", "full-cosine", "iaa-l-0.5-cosine-960",
-                                        "lora-0.5-cosine-960", "adapter-0.5-cosine-960", "full-cosine-960",
-                                        "iaa-l-0.5-cosine-960-kl-full"},
+                                        "iaa-l-0.5-cosine-960-kl-full", "iaa-l-0.5-cosine-960-kl-full-t2",
+                                        "lora-0.5-cosine-960-kl-full", "adapter-0.5-cosine-960-kl-full",
+                                        "full-cosine-960-kl-full"},
                 ("scifact", "pipeline"): {"iaa-l-0.5-900-hybrid-cosine-960"},
+                ("msmarco", "retrieval"): {"iaa-l-0.5-kl"},
                 ("msmarco", "rerank"): {"iaa-l-0.5-cosine", "iaa-l-0.5-cosine-600", "iaa-l-0.5-cosine-kl",
                                         "iaa-l-0.5-cosine-kl-600"}}
 NOT_YET_RUN: set[tuple[str, str, str]] = {  # (suite, task, stem)
-    ("scifact", "rerank", "lora-0.5-cosine-960"), ("scifact", "rerank", "adapter-0.5-cosine-960"),
-    ("scifact", "rerank", "full-cosine-960")}
+    ("scifact", "rerank", "lora-0.5-cosine-960-kl-full"),
+    ("scifact", "rerank", "adapter-0.5-cosine-960-kl-full"), ("scifact", "rerank", "full-cosine-960-kl-full"),
+    ("msmarco", "retrieval", "iaa-l-0.5-kl")}
 
 
 def test_there_is_one_config_per_method_budget_and_task() -> None:
