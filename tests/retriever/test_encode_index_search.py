@@ -95,6 +95,24 @@ def test_search_refuses_a_mismatched_encoder(encoder: BiEncoder, tmp_path: Path,
     assert shards[0].manifest["fingerprint"] in str(info.value)
 
 
+def test_query_precision_other_than_the_corpus_is_used_and_logged(encoder: BiEncoder, tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    encode_corpus(encoder, DOCS[:10], tmp_path / "emb", chunk_size=8, progress=False)  # float32, as recorded
+    build_index(tmp_path / "emb", tmp_path / "idx", "Flat", progress=False)
+    shards = load_shards([tmp_path / "idx"])
+    assert shards[0].manifest["compute_dtype"] == "float32"
+    with caplog.at_level("WARNING", logger="peft_ir.indexing.search"):
+        alike = encoder_for(shards)
+    assert alike.compute_dtype == "float32" and not caplog.records
+    with caplog.at_level("WARNING", logger="peft_ir.indexing.search"):
+        bf16 = encoder_for(shards, dtype="bfloat16")
+    assert bf16.compute_dtype == "bfloat16"
+    assert "queries are encoded in bfloat16" in caplog.text and "--dtype float32" in caplog.text
+    q = ["word number 3", "title 7"]
+    assert not np.array_equal(bf16.encode_queries(q), alike.encode_queries(q))  # the precision asked for is used
+    np.testing.assert_allclose(bf16.encode_queries(q), alike.encode_queries(q), atol=0.05)
+
+
 def test_encoding_folder_refuses_another_encoder(encoder: BiEncoder, tmp_path: Path) -> None:
     encode_corpus(encoder, DOCS[:10], tmp_path / "emb", chunk_size=8, progress=False)
     other = BiEncoder(EncoderSpec(model=encoder.spec.model, normalize=False), device="cpu")

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import get_args
 
 from peft_ir.cli.flags import add_flags, config_from_args
 from peft_ir.devices import DEVICE_CHOICES, parse_device
 from peft_ir.indexing.config import IndexConfig, SearchConfig
+from peft_ir.precision import ComputeDtype
 from peft_ir.retriever.config import EncodeConfig, EncoderSpec
 
 
 def add_query_encoder_flags(p: argparse.ArgumentParser) -> None:
-    """Search-time flags: the query encoder (by default the index's) and an --nprobe override."""
+    """Search-time flags: the query encoder (by default the index's), its precision and an --nprobe override."""
     p.add_argument("--model", default=None, help="query encoder (default: the one recorded in the index)")
     p.add_argument("--adapter", default=None, help="query-side adapter (default: the one recorded in the index)")
+    p.add_argument("--dtype", choices=get_args(ComputeDtype), default="float32",
+                   help="the query encoder's compute precision, as encode's --dtype (a warning says when it differs "
+                        "from the corpus's, recorded in the index)")
     p.add_argument("--nprobe", type=int, default=None,
                    help="IVF lists probed per query (default: the one recorded when the index was built); IVF "
                         "indexes only")
@@ -82,7 +87,7 @@ def run_search(args: argparse.Namespace) -> int:
     from peft_ir.indexing.search import dense_search, encoder_for, load_shards
 
     shards = load_shards(args.index, args.device, args.nprobe, fp16=args.fp16_index)
-    encoder = encoder_for(shards, args.model, args.adapter)
+    encoder = encoder_for(shards, args.model, args.adapter, args.dtype)
     run = dense_search(encoder, shards, load_topics(args.topics, args.split), args.hits, args.batch_size)
     write_run(run, args.output, tag=args.tag, hits=args.hits)
     nprobe = f", nprobe {shards[0].nprobe}" if shards[0].nprobe is not None else ""

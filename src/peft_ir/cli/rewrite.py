@@ -111,7 +111,7 @@ def run_vector_prf(args: argparse.Namespace) -> int:
     from peft_ir.rewrite.vector_prf import index_is_normalised, prf_run, vector_prf_search
 
     shards = load_shards(args.index, args.device, args.nprobe, fp16=args.fp16_index)
-    encoder = encoder_for(shards, args.model, args.adapter)
+    encoder = encoder_for(shards, args.model, args.adapter, args.dtype)
     index = shards[0] if len(shards) == 1 else _ShardSet(shards)
     topics = load_topics(args.topics, args.split)
     qids = list(topics)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -9,7 +10,10 @@ from tqdm.auto import tqdm
 
 from peft_ir.data.trec import Run
 from peft_ir.indexing.dense import DenseIndex, search_shards
+from peft_ir.precision import ComputeDtype, torch_dtype
 from peft_ir.retriever.encoder import BiEncoder, spec_from_manifest
+
+log = logging.getLogger(__name__)
 
 
 def load_shards(paths: Sequence[str | Path], device: str = "auto", nprobe: int | None = None,
@@ -27,13 +31,21 @@ def load_shards(paths: Sequence[str | Path], device: str = "auto", nprobe: int |
     return shards
 
 
-def encoder_for(shards: Sequence[DenseIndex], model: str | None = None, adapter: str | None = None) -> BiEncoder:
-    """The query encoder recorded in the index manifest, unless the user names another (then it is checked)."""
+def encoder_for(shards: Sequence[DenseIndex], model: str | None = None, adapter: str | None = None,
+                dtype: ComputeDtype = "float32") -> BiEncoder:
+    """The query encoder recorded in the index manifest, unless the user names another (then it is checked), computing
+    in `dtype`. A precision other than the corpus's is allowed (queries are few; the scores move in the third
+    decimal) but logged, so that a run is not compared with one encoded alike without knowing."""
     spec = spec_from_manifest(shards[0].manifest, model)
     if adapter is not None:
         spec.adapter = adapter
-    encoder = BiEncoder(spec)
+    encoder = BiEncoder(spec, dtype=torch_dtype(dtype))
     shards[0].check_encoder(encoder.manifest())
+    corpus_dtype = shards[0].manifest.get("compute_dtype", "float32")
+    if corpus_dtype != encoder.compute_dtype:
+        log.warning("queries are encoded in %s, the corpus of %s was encoded in %s: scores differ slightly from "
+                    "encoding both alike (--dtype %s matches them)", encoder.compute_dtype, shards[0].path,
+                    corpus_dtype, corpus_dtype)
     return encoder
 
 
