@@ -37,6 +37,7 @@ retriever:
 # Measured results each suite's zero-shot run must reproduce (`peft-ir run` checks them; results/README.md).
 ZERO_SHOT_EXPECT = {
     "scifact": "expect: {test: {dense: {nDCG@10: 0.6451, R@100: 0.9250, R@1000: 0.9933}}}  # SciFact test, 2026-12-01\n",
+    "msmarco": "expect: {dl19: {dense: {nDCG@10: 0.6407, RR(rel=2)@10: 0.7477, R(rel=2)@1000: 0.8271}}}  # DL19, 2026-12-03\n",
 }
 
 
