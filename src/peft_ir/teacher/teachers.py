@@ -31,7 +31,7 @@ from peft_ir.data.textfile import read_json_object
 from peft_ir.errors import InputError, PeftIRError
 from peft_ir.fingerprint import file_hash
 from peft_ir.models import resolve_model
-from peft_ir.precision import torch_dtype
+from peft_ir.precision import ComputeDtype, torch_dtype
 from peft_ir.reranker.config import CROSS_ENCODER_SPEC_FILE, CrossEncoderSpec
 from peft_ir.retriever.config import ENCODER_SPEC_FILE, EncoderSpec
 from peft_ir.teacher.config import FUSION_PREFIX, TeacherConfig, fusion_runs
@@ -80,7 +80,7 @@ class TeacherSource:
     runs: tuple[str, ...] = ()
     weights: tuple[float, ...] | None = None
     scale: float = 1.0  # every score is multiplied by it (--teacher-scale)
-    dtype: str = "float32"  # a model teacher's compute precision (--teacher-dtype)
+    dtype: ComputeDtype = "float32"  # a model teacher's compute precision (--teacher-dtype)
 
     def record(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind, "path": self.path}
