@@ -34,8 +34,8 @@ def load_shards(paths: Sequence[str | Path], device: str = "auto", nprobe: int |
 def encoder_for(shards: Sequence[DenseIndex], model: str | None = None, adapter: str | None = None,
                 dtype: ComputeDtype = "float32") -> BiEncoder:
     """The query encoder recorded in the index manifest, unless the user names another (then it is checked), computing
-    in `dtype`. A precision other than the corpus's is allowed (queries are few; the scores move in the third
-    decimal) but logged, so that a run is not compared with one encoded alike without knowing."""
+    in `dtype`. A precision other than the corpus's is allowed (queries are few, the corpus may have been encoded on
+    a GPU) but logged, so that a run is not compared with one encoded alike without knowing."""
     spec = spec_from_manifest(shards[0].manifest, model)
     if adapter is not None:
         spec.adapter = adapter
