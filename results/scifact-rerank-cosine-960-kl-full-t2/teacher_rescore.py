@@ -5,24 +5,13 @@ python results/scifact-rerank-cosine-960-kl-full-t2/teacher_rescore.py \
     runs/scifact/rerank/iaa-l-0.5-cosine-960-kl-full/runs/test.bm25.trec data/scifact/qrels/test.tsv
 The teacher's 1,000-deep dense run is read as scores; a BM25 candidate outside it is put last.
 """
-import collections
-import csv
 import sys
 
-import ir_measures
-from ir_measures import nDCG
+from peft_ir.data import load_qrels, ranked, read_run
+from peft_ir.eval.evaluate import evaluate
+from peft_ir.eval.measures import parse_measures
 
-dense: dict[str, dict[str, float]] = collections.defaultdict(dict)
-for line in open(sys.argv[1]):
-    q, _, d, _, s, _ = line.split()
-    dense[q][d] = float(s)
-run: dict[str, dict[str, float]] = collections.defaultdict(dict)
-missing = 0
-for line in open(sys.argv[2]):
-    q, _, d, r, _, _ = line.split()
-    if int(r) <= 20:
-        missing += d not in dense[q]
-        run[q][d] = dense[q].get(d, -1e9)
-qrels = [ir_measures.Qrel(r[0], r[1], int(r[2])) for r in csv.reader(open(sys.argv[3]), delimiter="\t")
-         if r[2].isdigit()]
-print(f"pairs outside the teacher's run: {missing}", ir_measures.calc_aggregate([nDCG @ 10], qrels, run))
+dense, bm25 = read_run(sys.argv[1]), read_run(sys.argv[2])
+run = {q: {d: dense.get(q, {}).get(d, -1e9) for d, _ in ranked(hits, 20)} for q, hits in bm25.items()}
+missing = sum(d not in dense.get(q, {}) for q, hits in run.items() for d in hits)
+print(f"pairs outside the teacher's run: {missing}", evaluate(load_qrels(sys.argv[3]), run, parse_measures(["nDCG@10"])))

@@ -18,23 +18,21 @@ ALL = sorted(CONFIGS.rglob("*.yaml"))
 # configs/paper pins the sizes the paper publishes (Ma et al. 2022, IAA-L) instead of a budget: stem -> (sizes,
 # share of BERT-base in % by our count)
 PAPER_SIZES = {"iaa-l-0.5": ({"r": 12, "ar": 12}, 0.63), "iaa-l-6.7": ({"r": 50, "ar": 300}, 6.76)}
-# Configs whose teacher is another config's trained model: its run folder exists only where that config has run.
-TEACHER_FROM_A_RUN = {stem: REPO / "runs/scifact/retrieval/full-900-seed1/retriever"
-                      for stem in ("iaa-l-0.5-cosine-960-kl-full", "iaa-l-0.5-cosine-960-kl-full-t2",
-                                   "lora-0.5-cosine-960-kl-full", "adapter-0.5-cosine-960-kl-full",
-                                   "full-cosine-960-kl-full")}
 
 
 def _id(path: Path) -> str:
     return str(path.relative_to(CONFIGS))
 
 
-def _inputs_at_hand(path: Path) -> bool:
+def _inputs_at_hand(path: Path, overrides: list[str]) -> bool:
     """The embedded SciFact is always here, ../shared/data only beside the development checkout, the paper's
-    MS MARCO files (and bert-base-uncased) only where someone fetched them, a teacher run only where it ran."""
+    MS MARCO files (and bert-base-uncased) only where someone fetched them, a teacher that is another config's trained
+    model (under runs/) only where that config has run."""
     suite = path.relative_to(CONFIGS).parts[0]
-    teacher = TEACHER_FROM_A_RUN.get(path.stem)
-    return suite != "paper" and (suite != "msmarco" or SHARED_DATA.is_dir()) and (teacher is None or teacher.is_dir())
+    teacher = load_config(path, overrides, check_files=False).teacher
+    folder = (REPO / teacher.teacher).resolve() if teacher is not None and teacher.teacher else None
+    from_a_run = folder is not None and REPO / "runs" in folder.parents
+    return suite != "paper" and (suite != "msmarco" or SHARED_DATA.is_dir()) and (not from_a_run or folder.is_dir())
 
 
 # Configs written by hand beside the generated ones (configs/generate.py), each with its own expect: block once it
@@ -77,9 +75,7 @@ def test_config_validates(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     overrides = []
     if path.name.startswith("base-"):  # bases leave the method to the files that extend them
         overrides = [f"{'reranker' if 'rerank' in path.name else 'retriever'}.method=full"]
-    cfg = load_config(path, overrides, check_files=_inputs_at_hand(path))
-    if path.stem in TEACHER_FROM_A_RUN:  # the folder whose absence skips the file checks is the one it names
-        assert cfg.teacher is not None and REPO / (cfg.teacher.teacher or "") == TEACHER_FROM_A_RUN[path.stem]
+    cfg = load_config(path, overrides, check_files=_inputs_at_hand(path, overrides))
     if path.stem in HAND_WRITTEN.get((path.parts[-3], path.parent.name), set()):
         assert cfg.name == path.stem  # named by its file, and carries the numbers it produced
         assert bool(cfg.expect) != ((path.parts[-3], path.parent.name, path.stem) in NOT_YET_RUN)

@@ -109,8 +109,9 @@ def test_query_precision_other_than_the_corpus_is_used_and_logged(encoder: BiEnc
     assert bf16.compute_dtype == "bfloat16"
     assert "queries are encoded in bfloat16" in caplog.text and "--dtype float32" in caplog.text
     q = ["word number 3", "title 7"]
-    assert not np.array_equal(bf16.encode_queries(q), alike.encode_queries(q))  # the precision asked for is used
-    np.testing.assert_allclose(bf16.encode_queries(q), alike.encode_queries(q), atol=0.05)
+    in_bf16, in_fp32 = bf16.encode_queries(q), alike.encode_queries(q)
+    assert not np.array_equal(in_bf16, in_fp32)  # the precision asked for is used
+    np.testing.assert_allclose(in_bf16, in_fp32, atol=0.05)
 
 
 def test_encoding_folder_refuses_another_encoder(encoder: BiEncoder, tmp_path: Path) -> None:
