@@ -4,18 +4,17 @@ at random (seed 0), at temperatures 1, 2 and 4 (results/rerank-head.md, section 
 python results/scifact-rerank-cosine-960-kl-full-t2/teacher_softmax_mass.py \
     runs/scifact/rerank/iaa-l-0.5-cosine-960-kl-full/teacher/train.scored.jsonl
 """
-import json
 import math
 import random
 import statistics
 import sys
 
+from peft_ir.data.training import read_training
+
 rng = random.Random(0)
 mass: dict[float, list[float]] = {t: [] for t in (1.0, 2.0, 4.0)}
-for line in open(sys.argv[1]):
-    passages = json.loads(line)["passages"]
-    pos = [p["score"] for p in passages if p.get("label", 0) > 0]
-    neg = [p["score"] for p in passages if p.get("label", 0) <= 0]
+for ex in read_training(sys.argv[1], "scored"):  # refuses a malformed line with file, line and field
+    pos, neg = ex.positive_scores or [], ex.negative_scores or []
     if not pos or len(neg) < 7:
         continue
     group = [pos[0], *rng.sample(neg, 7)]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from peft_ir.data import Document
 from peft_ir.errors import MismatchError, PeftIRError
@@ -112,6 +113,20 @@ def test_query_precision_other_than_the_corpus_is_used_and_logged(encoder: BiEnc
     in_bf16, in_fp32 = bf16.encode_queries(q), alike.encode_queries(q)
     assert not np.array_equal(in_bf16, in_fp32)  # the precision asked for is used
     np.testing.assert_allclose(in_bf16, in_fp32, atol=0.05)
+
+
+def test_queries_are_encoded_in_the_corpus_precision_by_default(encoder: BiEncoder, tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    bf16 = BiEncoder(encoder.spec, device="cpu", dtype=torch.bfloat16)
+    encode_corpus(bf16, DOCS[:10], tmp_path / "emb", chunk_size=8, progress=False)
+    build_index(tmp_path / "emb", tmp_path / "idx", "Flat", progress=False)
+    shards = load_shards([tmp_path / "idx"])
+    assert shards[0].manifest["compute_dtype"] == "bfloat16"
+    with caplog.at_level("WARNING", logger="peft_ir.indexing.search"):
+        default = encoder_for(shards)
+    assert default.compute_dtype == "bfloat16" and not [r for r in caplog.records if r.levelname == "WARNING"]
+    q = ["word number 3"]
+    np.testing.assert_array_equal(default.encode_queries(q), bf16.encode_queries(q))
 
 
 def test_encoding_folder_refuses_another_encoder(encoder: BiEncoder, tmp_path: Path) -> None:

@@ -17,9 +17,9 @@ def add_query_encoder_flags(p: argparse.ArgumentParser) -> None:
     """Search-time flags: the query encoder (by default the index's), its precision and an --nprobe override."""
     p.add_argument("--model", default=None, help="query encoder (default: the one recorded in the index)")
     p.add_argument("--adapter", default=None, help="query-side adapter (default: the one recorded in the index)")
-    p.add_argument("--dtype", choices=get_args(ComputeDtype), default="float32",
-                   help="the query encoder's compute precision, as encode's --dtype (a warning says when it differs "
-                        "from the corpus's, recorded in the index)")
+    p.add_argument("--dtype", choices=get_args(ComputeDtype), default=None,
+                   help="the query encoder's compute precision, as encode's --dtype (default: the corpus's, recorded "
+                        "in the index; a warning says when it differs)")
     p.add_argument("--nprobe", type=int, default=None,
                    help="IVF lists probed per query (default: the one recorded when the index was built); IVF "
                         "indexes only")

@@ -32,16 +32,17 @@ def load_shards(paths: Sequence[str | Path], device: str = "auto", nprobe: int |
 
 
 def encoder_for(shards: Sequence[DenseIndex], model: str | None = None, adapter: str | None = None,
-                dtype: ComputeDtype = "float32") -> BiEncoder:
+                dtype: ComputeDtype | None = None) -> BiEncoder:
     """The query encoder recorded in the index manifest, unless the user names another (then it is checked), computing
-    in `dtype`. A precision other than the corpus's is allowed (queries are few, the corpus may have been encoded on
-    a GPU) but logged, so that a run is not compared with one encoded alike without knowing."""
+    in `dtype`, by default the corpus's (recorded in the manifest), so that queries and passages are encoded alike. A
+    precision other than the corpus's is allowed (e.g. a corpus encoded in float16 on a GPU, searched on a CPU) but
+    logged, so that a run is not compared with one encoded alike without knowing."""
     spec = spec_from_manifest(shards[0].manifest, model)
     if adapter is not None:
         spec.adapter = adapter
-    encoder = BiEncoder(spec, dtype=torch_dtype(dtype))
-    shards[0].check_encoder(encoder.manifest())
     corpus_dtype = shards[0].manifest.get("compute_dtype", "float32")
+    encoder = BiEncoder(spec, dtype=torch_dtype(dtype or corpus_dtype))
+    shards[0].check_encoder(encoder.manifest())
     if corpus_dtype != encoder.compute_dtype:
         log.warning("queries are encoded in %s, the corpus of %s was encoded in %s: scores differ slightly from "
                     "encoding both alike (--dtype %s matches them)", encoder.compute_dtype, shards[0].path,
