@@ -43,7 +43,7 @@ HAND_WRITTEN = {("scifact", "retrieval"): {"hybrid-zero-shot", "iaa-l-0.5-kl", "
                 ("scifact", "rerank"): {"iaa-l-0.5-cosine", "iaa-l-0.5-cosine-kl", "lora-0.5-cosine",
                                         "adapter-0.5-cosine", "full-cosine", "iaa-l-0.5-cosine-960",
                                         "iaa-l-0.5-cosine-960-kl-full", "iaa-l-0.5-cosine-960-kl-full-t2",
-                                        "iaa-l-0.5-cosine-960-kl-full-seed1",
+                                        "iaa-l-0.5-cosine-960-kl-full-seed1", "iaa-l-0.5-cosine-960-kl-full-seed2",
                                         "lora-0.5-cosine-960-kl-full", "adapter-0.5-cosine-960-kl-full",
                                         "full-cosine-960-kl-full"},
                 ("scifact", "pipeline"): {"iaa-l-0.5-900-hybrid-cosine-960"},
