@@ -96,19 +96,32 @@ def test_search_refuses_a_mismatched_encoder(encoder: BiEncoder, tmp_path: Path,
     assert shards[0].manifest["fingerprint"] in str(info.value)
 
 
-def test_query_precision_other_than_the_corpus_is_used_and_logged(encoder: BiEncoder, tmp_path: Path,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
-    encode_corpus(encoder, DOCS[:10], tmp_path / "emb", chunk_size=8, progress=False)  # float32, as recorded
+def _flat_index_by(encoder: BiEncoder, tmp_path: Path) -> list[DenseIndex]:
+    """Ten documents encoded by `encoder` (its precision recorded in the manifest) into a loaded Flat index."""
+    encode_corpus(encoder, DOCS[:10], tmp_path / "emb", chunk_size=8, progress=False)
     build_index(tmp_path / "emb", tmp_path / "idx", "Flat", progress=False)
     shards = load_shards([tmp_path / "idx"])
-    assert shards[0].manifest["compute_dtype"] == "float32"
+    assert shards[0].manifest["compute_dtype"] == encoder.compute_dtype
+    return shards
+
+
+def _query_encoder(shards: list[DenseIndex], caplog: pytest.LogCaptureFixture,
+                   dtype: str | None = None) -> tuple[BiEncoder, str]:
+    """encoder_for's choice, and the text of the warnings it logged."""
+    caplog.clear()
     with caplog.at_level("WARNING", logger="peft_ir.indexing.search"):
-        alike = encoder_for(shards)
-    assert alike.compute_dtype == "float32" and not [r for r in caplog.records if r.levelname == "WARNING"]
-    with caplog.at_level("WARNING", logger="peft_ir.indexing.search"):
-        bf16 = encoder_for(shards, dtype="bfloat16")
+        chosen = encoder_for(shards, dtype=dtype)  # type: ignore[arg-type]
+    return chosen, " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_query_precision_other_than_the_corpus_is_used_and_logged(encoder: BiEncoder, tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    shards = _flat_index_by(encoder, tmp_path)  # float32
+    alike, warned = _query_encoder(shards, caplog)
+    assert alike.compute_dtype == "float32" and not warned
+    bf16, warned = _query_encoder(shards, caplog, "bfloat16")
     assert bf16.compute_dtype == "bfloat16"
-    assert "queries are encoded in bfloat16" in caplog.text and "--dtype float32" in caplog.text
+    assert "queries are encoded in bfloat16" in warned and "--dtype float32" in warned
     q = ["word number 3", "title 7"]
     in_bf16, in_fp32 = bf16.encode_queries(q), alike.encode_queries(q)
     assert not np.array_equal(in_bf16, in_fp32)  # the precision asked for is used
@@ -118,13 +131,9 @@ def test_query_precision_other_than_the_corpus_is_used_and_logged(encoder: BiEnc
 def test_queries_are_encoded_in_the_corpus_precision_by_default(encoder: BiEncoder, tmp_path: Path,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     bf16 = BiEncoder(encoder.spec, device="cpu", dtype=torch.bfloat16)
-    encode_corpus(bf16, DOCS[:10], tmp_path / "emb", chunk_size=8, progress=False)
-    build_index(tmp_path / "emb", tmp_path / "idx", "Flat", progress=False)
-    shards = load_shards([tmp_path / "idx"])
-    assert shards[0].manifest["compute_dtype"] == "bfloat16"
-    with caplog.at_level("WARNING", logger="peft_ir.indexing.search"):
-        default = encoder_for(shards)
-    assert default.compute_dtype == "bfloat16" and not [r for r in caplog.records if r.levelname == "WARNING"]
+    shards = _flat_index_by(bf16, tmp_path)
+    default, warned = _query_encoder(shards, caplog)
+    assert default.compute_dtype == "bfloat16" and not warned
     q = ["word number 3"]
     np.testing.assert_array_equal(default.encode_queries(q), bf16.encode_queries(q))
 
