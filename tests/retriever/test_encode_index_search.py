@@ -138,6 +138,16 @@ def test_queries_are_encoded_in_the_corpus_precision_by_default(encoder: BiEncod
     np.testing.assert_array_equal(default.encode_queries(q), bf16.encode_queries(q))
 
 
+def test_a_float16_corpus_searched_on_the_cpu_gets_float32_queries(encoder: BiEncoder, tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture,
+                                                                    cpu_only: None) -> None:
+    shards = _flat_index_by(encoder, tmp_path)
+    shards[0].manifest["compute_dtype"] = "float16"  # as encoded on a GPU; this machine's search runs on the CPU
+    chosen, warned = _query_encoder(shards, caplog)
+    assert chosen.compute_dtype == "float32"  # float16 is refused on the CPU: the default must not ask for it
+    assert "the corpus of" in warned and "was encoded in float16" in warned
+
+
 def test_encoding_folder_refuses_another_encoder(encoder: BiEncoder, tmp_path: Path) -> None:
     encode_corpus(encoder, DOCS[:10], tmp_path / "emb", chunk_size=8, progress=False)
     other = BiEncoder(EncoderSpec(model=encoder.spec.model, normalize=False), device="cpu")

@@ -19,7 +19,7 @@ def add_query_encoder_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter", default=None, help="query-side adapter (default: the one recorded in the index)")
     p.add_argument("--dtype", choices=get_args(ComputeDtype), default=None,
                    help="the query encoder's compute precision, as encode's --dtype (default: the corpus's, recorded "
-                        "in the index; a warning says when it differs)")
+                        "in the index, float32 for a float16 corpus on the CPU; a warning says when it differs)")
     p.add_argument("--nprobe", type=int, default=None,
                    help="IVF lists probed per query (default: the one recorded when the index was built); IVF "
                         "indexes only")

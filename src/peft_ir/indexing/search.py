@@ -9,6 +9,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from peft_ir.data.trec import Run
+from peft_ir.devices import device_for_process
 from peft_ir.indexing.dense import DenseIndex, search_shards
 from peft_ir.precision import ComputeDtype, torch_dtype
 from peft_ir.retriever.encoder import BiEncoder, spec_from_manifest
@@ -34,14 +35,16 @@ def load_shards(paths: Sequence[str | Path], device: str = "auto", nprobe: int |
 def encoder_for(shards: Sequence[DenseIndex], model: str | None = None, adapter: str | None = None,
                 dtype: ComputeDtype | None = None) -> BiEncoder:
     """The query encoder recorded in the index manifest, unless the user names another (then it is checked), computing
-    in `dtype`, by default the corpus's (recorded in the manifest), so that queries and passages are encoded alike. A
-    precision other than the corpus's is allowed (e.g. a corpus encoded in float16 on a GPU, searched on a CPU) but
-    logged, so that a run is not compared with one encoded alike without knowing."""
+    in `dtype`, by default the corpus's (recorded in the manifest), so that queries and passages are encoded alike;
+    a float16 corpus searched on the CPU, which has no float16 path, gets float32 queries. A precision other than the
+    corpus's is allowed but logged, so that a run is not compared with one encoded alike without knowing."""
     spec = spec_from_manifest(shards[0].manifest, model)
     if adapter is not None:
         spec.adapter = adapter
     corpus_dtype = shards[0].manifest.get("compute_dtype", "float32")
-    encoder = BiEncoder(spec, dtype=torch_dtype(dtype or corpus_dtype))
+    if dtype is None:
+        dtype = "float32" if corpus_dtype == "float16" and device_for_process() == "cpu" else corpus_dtype
+    encoder = BiEncoder(spec, dtype=torch_dtype(dtype))
     shards[0].check_encoder(encoder.manifest())
     if corpus_dtype != encoder.compute_dtype:
         log.warning("queries are encoded in %s, the corpus of %s was encoded in %s: scores differ slightly from "
