@@ -15,7 +15,7 @@ rng = random.Random(0)
 mass: dict[float, list[float]] = {t: [] for t in (1.0, 2.0, 4.0)}
 for ex in read_training(sys.argv[1], "scored"):  # refuses a malformed line with file, line and field
     pos, neg = ex.positive_scores or [], ex.negative_scores or []
-    if not pos or len(neg) < 7:
+    if len(neg) < 7:  # every scored example has a positive (read_training refuses one without)
         continue
     group = [pos[0], *rng.sample(neg, 7)]
     for t, values in mass.items():

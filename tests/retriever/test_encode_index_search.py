@@ -12,6 +12,7 @@ from peft_ir.data import Document
 from peft_ir.errors import MismatchError, PeftIRError
 from peft_ir.indexing.dense import DenseIndex, build_index, search_shards
 from peft_ir.indexing.search import dense_search, encoder_for, load_shards
+from peft_ir.precision import ComputeDtype
 from peft_ir.retriever.config import EncoderSpec
 from peft_ir.retriever.encode import encode_corpus, iter_embeddings
 from peft_ir.retriever.encoder import BiEncoder
@@ -106,11 +107,11 @@ def _flat_index_by(encoder: BiEncoder, tmp_path: Path) -> list[DenseIndex]:
 
 
 def _query_encoder(shards: list[DenseIndex], caplog: pytest.LogCaptureFixture,
-                   dtype: str | None = None) -> tuple[BiEncoder, str]:
+                   dtype: ComputeDtype | None = None) -> tuple[BiEncoder, str]:
     """encoder_for's choice, and the text of the warnings it logged."""
     caplog.clear()
     with caplog.at_level("WARNING", logger="peft_ir.indexing.search"):
-        chosen = encoder_for(shards, dtype=dtype)  # type: ignore[arg-type]
+        chosen = encoder_for(shards, dtype=dtype)
     return chosen, " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
 
 

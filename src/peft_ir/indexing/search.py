@@ -42,9 +42,10 @@ def encoder_for(shards: Sequence[DenseIndex], model: str | None = None, adapter:
     if adapter is not None:
         spec.adapter = adapter
     corpus_dtype = shards[0].manifest.get("compute_dtype", "float32")
+    device = device_for_process()
     if dtype is None:
-        dtype = "float32" if corpus_dtype == "float16" and device_for_process() == "cpu" else corpus_dtype
-    encoder = BiEncoder(spec, dtype=torch_dtype(dtype))
+        dtype = "float32" if corpus_dtype == "float16" and device == "cpu" else corpus_dtype
+    encoder = BiEncoder(spec, device=device, dtype=torch_dtype(dtype))
     shards[0].check_encoder(encoder.manifest())
     if corpus_dtype != encoder.compute_dtype:
         log.warning("queries are encoded in %s, the corpus of %s was encoded in %s: scores differ slightly from "
