@@ -1,6 +1,6 @@
 """Lay committed result folders out as run folders that `peft-ir report` reads (the machine's run folders did not
-survive between sessions): config.resolved.yaml, metrics.json, retriever/summary.json (from retriever-summary.json)
-and retriever/metrics.jsonl (log.txt's metric lines).
+survive between sessions): config.resolved.yaml, metrics.json, PART/summary.json (from PART-summary.json) and
+PART/metrics.jsonl (log.txt's metric lines), PART being retriever or reranker, whichever summary the folder holds.
 
     python rebuild_run_dirs.py OUT RESULT_DIR...    then    peft-ir report --output DIR OUT/<name>...
 """
@@ -35,15 +35,15 @@ def main(out: Path, sources: list[Path]) -> None:
     for src in sources:
         name = json.loads((src / "metrics.json").read_text(encoding="utf-8"))["name"]
         run = out / name
-        (run / "retriever").mkdir(parents=True, exist_ok=True)
+        part = "reranker" if (src / "reranker-summary.json").is_file() else "retriever"
+        (run / part).mkdir(parents=True, exist_ok=True)
         shutil.copy(src / "config.resolved.yaml", run)
         shutil.copy(src / "metrics.json", run)
-        shutil.copy(src / "retriever-summary.json", run / "retriever" / "summary.json")
-        summary = json.loads((src / "retriever-summary.json").read_text(encoding="utf-8"))
+        shutil.copy(src / f"{part}-summary.json", run / part / "summary.json")
+        summary = json.loads((src / f"{part}-summary.json").read_text(encoding="utf-8"))
         rows, origin = curve(src, name, summary)
         if rows:
-            (run / "retriever" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows),
-                                                             encoding="utf-8")
+            (run / part / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         print(run, origin)
 
 

@@ -97,19 +97,22 @@ def test_table_groups_seeds_marks_significance_and_convergence(fake_runs: list[P
 
 
 def fake_rerank_run(root: Path, *, method: str, level: float, bm25_seed: str = "bm25", seed: int = 42,
-                    **settings: Any) -> Path:
-    """A finished re-ranking run folder over a BM25 first stage whose per-query values come from `bm25_seed`;
-    `settings` go into its reranker section."""
+                    fused_level: float | None = None, **settings: Any) -> Path:
+    """A finished re-ranking run folder over a BM25 first stage whose per-query values come from `bm25_seed`, judged
+    by its re-ranker fused with BM25 when `fused_level` is given; `settings` go into its reranker section."""
+    levels = [("bm25", 0.60, bm25_seed), ("reranked", level, f"{method}{seed}{settings}")]
+    if fused_level is not None:
+        levels.append(("reranked-fused", fused_level, f"fused {method}{seed}{settings}"))
     pq = {kind: {q: min(1.0, max(0.0, lv + rng.uniform(-0.05, 0.05))) for q in QIDS}
-          for kind, lv, rng in (("bm25", 0.60, random.Random(bm25_seed)),
-                                ("reranked", level, random.Random(f"{method}{seed}{settings}")))}
+          for kind, lv, rng in ((kind, lv, random.Random(tag)) for kind, lv, tag in levels)}
     root.mkdir(parents=True)
     (root / "config.resolved.yaml").write_text(yaml.safe_dump({
         "name": root.name, "seed": seed, "first_stage": "bm25", "retriever": None,
         "reranker": {"method": method, "budget": "0.5%", "tuning": {}, **settings}}))
     runs = {kind: {"file": f"runs/test.{kind}.trec", "means": {"nDCG@10": sum(v.values()) / len(QIDS)},
                    "per_query": {"nDCG@10": v}} for kind, v in pq.items()}
-    (root / "metrics.json").write_text(json.dumps({"name": root.name, "final": "reranked", "sets": {"test": {
+    final = "reranked" if fused_level is None else "reranked-fused"
+    (root / "metrics.json").write_text(json.dumps({"name": root.name, "final": final, "sets": {"test": {
         "measures": ["nDCG@10"], "runs": runs}}}))
     (root / "reranker").mkdir()
     (root / "reranker" / "summary.json").write_text(json.dumps({"method": method, "share": 0.01, "steps": 20}))
@@ -130,6 +133,28 @@ def test_rerank_table_shows_the_shared_first_stage_and_marks_against_it(tmp_path
     other = fake_rerank_run(tmp_path / "adapter", method="adapter", level=0.80, bm25_seed="another bm25")
     text = build_report([*runs, other], tmp_path / "report2")
     assert "(first stage)" not in text and "§" not in "".join(_row(text, "iaa-l 0.5%"))
+
+
+def test_fused_rerankers_get_a_second_table_of_the_reranker_alone(tmp_path: Path) -> None:
+    # fused far above BM25, the re-ranker alone ranking exactly as BM25 (its values drawn from BM25's seed): only
+    # the alone table can show the latter
+    runs = [fake_rerank_run(tmp_path / "iaa-l", method="iaa-l", level=0.60, fused_level=0.80, bm25_seed="iaa-l42{}"),
+            fake_rerank_run(tmp_path / "lora", method="lora", level=0.70, fused_level=0.75, bm25_seed="iaa-l42{}")]
+    text = build_report(runs, tmp_path / "report")
+    fused_part, alone_part = text.split("## Re-ranking: the re-ranker alone")
+    col = _row(fused_part, "method").index("nDCG@10")
+
+    def mean_of(kind: str) -> float:
+        return json.loads((runs[0] / "metrics.json").read_text())["sets"]["test"]["runs"][kind]["means"]["nDCG@10"]
+
+    fused, alone = _row(fused_part, "iaa-l 0.5%")[col], _row(alone_part, "iaa-l 0.5%")[col]
+    # ‡ marks the two apart in each table: IAA-L ahead of LoRA fused, behind it alone; § only where BM25 differs
+    assert fused == f"{mean_of('reranked-fused'):.4f}‡§" and alone == f"{mean_of('reranked'):.4f}‡"
+    assert _row(alone_part, "bm25 (first stage)")[col].rstrip("‡") == f"{mean_of('bm25'):.4f}" == alone.rstrip("‡")
+    assert _row(alone_part, "lora 0.5%")[col].endswith("‡§")
+    # runs judged by the re-ranker alone already: one table
+    plain = build_report([fake_rerank_run(tmp_path / "unfused", method="lora", level=0.7)], tmp_path / "report2")
+    assert "the re-ranker alone" not in plain
 
 
 def test_runs_of_one_method_that_differ_in_more_than_the_seed_are_not_averaged(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ other trained PEFT method of the same task (for the best method: the runner-up),
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from peft_ir.experiment.results import (
 )
 
 FULL = "full"
+RERANKED = "reranked"  # the run kind of the re-ranker's own ranking
 
 
 def shared_columns(runs: list[RunResult]) -> list[tuple[str, str]]:
@@ -119,6 +121,33 @@ def task_table(groups: list[Group], columns: list[tuple[str, str]], alpha: float
     return "\n".join(lines) + "\n"
 
 
+_NOTE = ("Values are means over the judged test queries of each run's final run (mean ± std over seeds where a method "
+         "has several runs). trainable: trained / base parameters (a cross-encoder's head included); method share: the "
+         "method's own parameters; head (pooler): a cross-encoder's new head, with in brackets the part of it that is "
+         "the pooler when the pooler trains (a pretrained pooler stays frozen). † differs from full fine-tuning, ‡ from "
+         "the best other PEFT method (for the best one: from the runner-up), § from the untrained baseline (the "
+         "zero-shot model; in re-ranking, the first stage that every run re-ranked); paired t-tests on per-query "
+         "values, Holm-corrected, p < {alpha}. Best dev, steps and train (s), the training's wall time: from each "
+         "run's training summary; kept: the weights each training saved (a checkpoint replaces the starting model only "
+         "when it beats it on the dev queries by a one-sided paired t-test, or a margin; the starting model "
+         "otherwise); steps to {converged}: the first logged step whose dev metric reaches {converged} of that run's "
+         "best.")
+_ALONE_NOTE = ("The same runs judged by the re-ranker's own ranking, before its fusion with the first stage (the "
+               "`reranked` run of each folder); columns and marks as in the table above, tested anew on these "
+               "values.")
+
+
+def rerankers_alone(runs: list[RunResult]) -> list[RunResult]:
+    """The re-ranking runs seen through their re-ranker alone (`reranked` as the final run), where some were judged
+    by the re-ranker fused with its first stage: the fused table hides whether the re-ranker beats that first stage
+    on its own. [] when no run was fused, or one lacks the re-ranker's own run on a test set."""
+    if all(r.metrics["final"] == RERANKED for r in runs):
+        return []
+    if not all(RERANKED in body["runs"] for r in runs for body in r.metrics["sets"].values()):
+        return []
+    return [dataclasses.replace(r, metrics={**r.metrics, "final": RERANKED}) for r in runs]
+
+
 def build_report(run_dirs: list[str | Path], output: str | Path, *, alpha: float = 0.05,
                  skip_incomplete: bool = False) -> str:
     """Write report.md, curves.png and share_vs_effectiveness.png into `output`; returns the markdown."""
@@ -141,34 +170,23 @@ def build_report(run_dirs: list[str | Path], output: str | Path, *, alpha: float
         lines += [f"Skipped (not finished): {', '.join(skipped)}.", ""]
     for task in dict.fromkeys(r.task for r in runs):
         task_runs = [r for r in runs if r.task == task]
-        columns = shared_columns(task_runs)
-        baseline = first_stage_baseline(task_runs) if task == "rerank" else None
-        groups = group_runs(([baseline] if baseline else []) + task_runs)
-        lines += [f"## {'Re-ranking' if task == 'rerank' else 'Retrieval'}", ""]
-        lines.append(task_table(groups, columns, alpha).rstrip())
-        lines += ["",
-                  "Values are means over the judged test queries of each run's final run (mean ± std over seeds "
-                  "where a method has several runs). trainable: trained / base parameters (a cross-encoder's "
-                  "head included); method share: the method's own parameters; head (pooler): a cross-encoder's "
-                  "new head, with in brackets the part of it that is the pooler when the pooler trains (a "
-                  "pretrained pooler stays frozen). "
-                  f"† differs from full fine-tuning, ‡ from the best other PEFT method (for the best one: from the "
-                  "runner-up), § from the untrained baseline (the zero-shot model; in re-ranking, the first stage "
-                  "that every run re-ranked); paired t-tests on per-query values, "
-                  f"Holm-corrected, p < {alpha}. "
-                  "Best dev, steps and train (s), the training's wall time: from each run's training summary; "
-                  "kept: the weights each training saved (a checkpoint replaces the starting model only when it "
-                  "beats it on the dev queries by a one-sided paired t-test, or a margin; the starting model "
-                  "otherwise); "
-                  f"steps to {CONVERGED:.0%}: the first logged step whose dev metric reaches {CONVERGED:.0%} of "
-                  "that run's best."
-                  + (" A best dev over several seeds averages different dev splits (each seed held out its own "
-                     "queries; set dev_seed to share one)." if any(g.mixes_dev_sets() for g in groups) else ""),
-                  ""]
-        if columns:
-            png = out / f"share_vs_effectiveness{'' if task == runs[0].task else '-' + task}.png"
-            plot_share_vs_effectiveness(groups, columns[0], png)
-            lines += [f"![{columns[0][1]} against trainable share]({png.name})", ""]
+        tables = [("Re-ranking" if task == "rerank" else "Retrieval", task_runs, _NOTE)]
+        alone = rerankers_alone(task_runs) if task == "rerank" else []
+        if alone:
+            tables.append(("Re-ranking: the re-ranker alone", alone, _ALONE_NOTE))
+        for title, table_runs, note in tables:
+            columns = shared_columns(table_runs)
+            baseline = first_stage_baseline(table_runs) if task == "rerank" else None
+            groups = group_runs(([baseline] if baseline else []) + table_runs)
+            lines += [f"## {title}", "", task_table(groups, columns, alpha).rstrip(), "",
+                      note.format(alpha=alpha, converged=f"{CONVERGED:.0%}")
+                      + (" A best dev over several seeds averages different dev splits (each seed held out its own "
+                         "queries; set dev_seed to share one)." if any(g.mixes_dev_sets() for g in groups) else ""),
+                      ""]
+            if columns and table_runs is task_runs:
+                png = out / f"share_vs_effectiveness{'' if task == runs[0].task else '-' + task}.png"
+                plot_share_vs_effectiveness(groups, columns[0], png)
+                lines += [f"![{columns[0][1]} against trainable share]({png.name})", ""]
     curves = out / "curves.png"
     if plot_learning_curves(runs, curves):
         lines += ["## Learning curves", "", f"![dev metric and training loss against steps]({curves.name})", ""]
