@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -123,6 +124,16 @@ def log_device(doing: str, device: str | torch.device) -> None:
     """One line per stage: "training on cuda:0 (NVIDIA ...)", with the rank under torchrun."""
     rank = os.environ.get("RANK") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
     log.info("%s%s on %s", f"rank {rank}: " if rank is not None else "", doing, describe_device(device))
+
+
+def close_process_group() -> None:
+    """Tear down the torch.distributed process group a torchrun stage opened (transformers' Trainer opens one and
+    leaves it open). A process that exits with it alive can die with SIGABRT ("terminate called without an active
+    exception") when gloo's worker threads meet the interpreter's teardown, after its work is done, and torchrun
+    then reports the whole run as failed. A process that never imported torch.distributed has none to close."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def usable_cpus() -> int:

@@ -281,3 +281,29 @@ def test_ddp_and_resume_tests_launch_on_gloo_and_cpu_where_cuda_is_visible(monke
                                                            "reliability/kills.py")}
     for path, text in source.items():
         assert "cpu_env(" in text and "dict(os.environ" not in text, path  # every subprocess launch uses it
+
+
+@pytest.mark.parametrize("outcome", ["done", "error"])
+def test_the_cli_closes_the_process_group_a_stage_opened(outcome: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A torchrun rank that exits with transformers' process group still open can abort in the interpreter's
+    teardown after its work is done (gloo's threads), failing the run: the CLI closes the group on every exit."""
+    import torch.distributed as dist
+
+    import peft_ir.cli.eval as eval_cli
+    from peft_ir.cli import main
+
+    def stage(args: object) -> int:  # stands in for a command whose training opened the group
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+        if outcome == "error":
+            raise PeftIRError("bad input")
+        return 0
+
+    monkeypatch.setattr(eval_cli, "run_eval", stage)
+    try:
+        code = main(["eval", "--qrels", "q", "--run", "r"])
+        assert code == (0 if outcome == "done" else 2)
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 
+from peft_ir.devices import close_process_group
 from peft_ir.errors import PeftIRError
 
 # One entry per command module; adding a command group touches this list only.
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"peft-ir {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        close_process_group()  # before the interpreter's teardown, which gloo's threads can abort
 
 
 if __name__ == "__main__":
