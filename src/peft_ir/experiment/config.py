@@ -20,6 +20,7 @@ from peft_ir.settings import default_of, flat_dataclass, setting
 from peft_ir.teacher.config import AnnotateConfig, fusion_runs
 
 RunKind = Literal["dense", "bm25", "run"]   # a first-stage run: dense search, BM25, or a given run file
+RERANKED = "reranked"                       # the run kind of the re-ranker's own ranking
 RERANKED_FUSED = "reranked-fused"           # the run kind of a re-ranker fused with its first stage (fuse_weight)
 AUTO = "auto"                               # reranker.fuse_weight chosen on the dev queries
 DEV_SET = "rerank-dev"                      # names the runs of the re-ranker's dev queries (fuse_weight: auto)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from peft_ir.atomic import atomic_open
-from peft_ir.experiment.config import AUTO, RERANKED_FUSED, ExperimentConfig
+from peft_ir.experiment.config import AUTO, RERANKED, RERANKED_FUSED, ExperimentConfig
 from peft_ir.experiment.expect import expected_measures
 from peft_ir.experiment.rundir import RunDir
 from peft_ir.training.checkpoints import SUMMARY_FILE
@@ -29,7 +29,7 @@ def final_kind(cfg: ExperimentConfig) -> str:
     else the first stage."""
     if cfg.reranker and cfg.reranker.fuse_weight is not None:
         return RERANKED_FUSED
-    return "reranked" if cfg.reranker else rerank_input_kind(bool(cfg.fuse), cfg.first_stage)
+    return RERANKED if cfg.reranker else rerank_input_kind(bool(cfg.fuse), cfg.first_stage)
 
 
 def evaluate_runs(cfg: ExperimentConfig, produced: dict[str, dict[str, Path]], rundir: RunDir) -> dict[str, Any]:

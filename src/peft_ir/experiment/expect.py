@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from peft_ir.errors import PeftIRError
-from peft_ir.experiment.config import RERANKED_FUSED, ExperimentConfig
+from peft_ir.experiment.config import RERANKED, RERANKED_FUSED, ExperimentConfig
 from peft_ir.experiment.schema import Origins, fail
 
 
@@ -36,7 +36,7 @@ class Check:
 def produced_kinds(cfg: ExperimentConfig) -> list[str]:
     """Every run kind the experiment evaluates."""
     fused_rerank = cfg.reranker is not None and cfg.reranker.fuse_weight is not None
-    return (cfg.run_kinds() + (["fused"] if cfg.fuse else []) + (["reranked"] if cfg.reranker else [])
+    return (cfg.run_kinds() + (["fused"] if cfg.fuse else []) + ([RERANKED] if cfg.reranker else [])
             + ([RERANKED_FUSED] if fused_rerank else []))
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from peft_ir.errors import PeftIRError
-from peft_ir.experiment.config import AUTO, DEV_SET, RERANKED_FUSED, ExperimentConfig, ModelSection, TestSet
+from peft_ir.experiment.config import AUTO, DEV_SET, RERANKED, RERANKED_FUSED, ExperimentConfig, ModelSection, TestSet
 from peft_ir.experiment.evaluation import evaluate_runs, fuse_measure, rerank_input_kind, write_run_report
 from peft_ir.experiment.expect import check_expected
 from peft_ir.experiment.rundir import RunDir
@@ -98,7 +98,7 @@ class Pipeline:
             out.append(Stage(f"train reranker: {_describe(cfg.reranker)}", [d.reranker / SUMMARY_FILE],
                              self._train_reranker))
         if cfg.reranker:
-            out.append(Stage(f"re-rank the top {cfg.reranker.hits}", [d.run_file(t.name, "reranked") for t in tests],
+            out.append(Stage(f"re-rank the top {cfg.reranker.hits}", [d.run_file(t.name, RERANKED) for t in tests],
                              lambda: self._rerank(tests)))
             w = cfg.reranker.fuse_weight
             if w == AUTO:
@@ -107,7 +107,7 @@ class Pipeline:
                 out += [Stage(f"the re-ranker's {cfg.reranker.dev_queries} dev queries (held out of the training "
                               f"split)", [d.dev_topics, d.dev_qrels], self._dev_queries),
                         Stage("first stage of the dev queries", first, self._dev_first_stage),
-                        Stage("re-rank the dev queries", [d.run_file(DEV_SET, "reranked")],
+                        Stage("re-rank the dev queries", [d.run_file(DEV_SET, RERANKED)],
                               lambda: self._rerank([dev])),
                         Stage(f"choose the fusion weight on the dev queries ({fuse_measure(self.cfg)})",
                               [d.fuse_weight], self._choose_fuse_weight)]
@@ -451,7 +451,7 @@ class Pipeline:
             self._cross_encoder = CrossEncoder(self._cross_encoder_spec(), adapter=adapter,
                                                dtype=torch_dtype(s.rerank_dtype))
         for t in sets:
-            out = self.dir.run_file(t.name, "reranked")
+            out = self.dir.run_file(t.name, RERANKED)
             if out.exists():
                 continue
             corpus = self.cfg.data.corpus
@@ -509,7 +509,7 @@ class Pipeline:
         s = self.cfg.reranker
         assert s is not None
         dev = self._dev_set()
-        choice = choose_fuse_weight(read_run(self._rerank_input(dev)), read_run(self.dir.run_file(DEV_SET, "reranked")),
+        choice = choose_fuse_weight(read_run(self._rerank_input(dev)), read_run(self.dir.run_file(DEV_SET, RERANKED)),
                                     load_qrels(dev.qrels), fuse_measure(self.cfg), hits=s.hits, keep_rest=s.keep_rest)
         with atomic_open(self.dir.fuse_weight) as fh:
             json.dump(choice.to_json(), fh, indent=1)
@@ -534,7 +534,7 @@ class Pipeline:
         assert s is not None
         weight = self.fuse_weight()
         for t in self.cfg.data.test:
-            write_fused_reranked(self._rerank_input(t), self.dir.run_file(t.name, "reranked"), weight, s.hits,
+            write_fused_reranked(self._rerank_input(t), self.dir.run_file(t.name, RERANKED), weight, s.hits,
                                  self.dir.run_file(t.name, RERANKED_FUSED), keep_rest=s.keep_rest,
                                  tag=f"{self.cfg.name}-{RERANKED_FUSED}")
         if weight == 0.0:
@@ -547,7 +547,7 @@ class Pipeline:
             if self.cfg.fuse:
                 files["fused"] = self.dir.run_file(t.name, "fused")
             if self.cfg.reranker:
-                files["reranked"] = self.dir.run_file(t.name, "reranked")
+                files[RERANKED] = self.dir.run_file(t.name, RERANKED)
                 if self.cfg.reranker.fuse_weight is not None:
                     files[RERANKED_FUSED] = self.dir.run_file(t.name, RERANKED_FUSED)
             produced[t.name] = files

@@ -16,13 +16,13 @@ from pathlib import Path
 
 from peft_ir.atomic import atomic_open
 from peft_ir.errors import PeftIRError
+from peft_ir.experiment.config import RERANKED
 from peft_ir.experiment.plots import plot_learning_curves, plot_share_vs_effectiveness
 from peft_ir.experiment.results import (
     CONVERGED, FIRST_STAGE, ZERO_SHOT, Group, RunResult, first_stage_baseline, group_runs, load_run, tell_apart,
 )
 
 FULL = "full"
-RERANKED = "reranked"  # the run kind of the re-ranker's own ranking
 
 
 def shared_columns(runs: list[RunResult]) -> list[tuple[str, str]]:
