@@ -46,7 +46,7 @@ HAND_WRITTEN = {("scifact", "retrieval"): {"hybrid-zero-shot", "iaa-l-0.5-kl", "
                                         "iaa-l-0.5-cosine-960-kl-full-seed1", "iaa-l-0.5-cosine-960-kl-full-seed2",
                                         "lora-0.5-cosine-960-kl-full", "lora-0.5-cosine-960-kl-full-seed1",
                                         "lora-0.5-cosine-960-kl-full-seed2", "adapter-0.5-cosine-960-kl-full",
-                                        "full-cosine-960-kl-full"},
+                                        "adapter-0.5-cosine-960-kl-full-seed1", "full-cosine-960-kl-full"},
                 ("scifact", "pipeline"): {"iaa-l-0.5-900-hybrid-cosine-960"},
                 ("msmarco", "retrieval"): {"iaa-l-0.5-kl"},
                 ("msmarco", "rerank"): {"iaa-l-0.5-cosine", "iaa-l-0.5-cosine-600", "iaa-l-0.5-cosine-kl",
