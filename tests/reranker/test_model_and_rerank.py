@@ -38,6 +38,25 @@ def test_head_is_seeded_and_lengths_are_capped(tiny_bert_dir: Path) -> None:
     assert batched == pytest.approx(single, abs=1e-5)
 
 
+def test_rerank_logs_how_many_texts_the_limits_cut(synthetic_beir: Path, synthetic_runs: dict, tiny_bert_dir: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    run, topics, passages = load_inputs(synthetic_runs["test"], synthetic_beir, synthetic_beir, hits=10)
+    depth = {d for hits in run.values() for d, _ in sorted(hits.items(), key=lambda x: -x[1])[:10]}
+    tok = CrossEncoder(_spec(tiny_bert_dir)).tokenizer
+    lengths = sorted(len(tok(passages[d], add_special_tokens=False)["input_ids"]) for d in depth)
+    limit = lengths[len(lengths) // 2]
+    long_docs = sum(n > limit for n in lengths)
+    assert 0 < long_docs < len(depth)  # both kinds at this limit, so a wrong count cannot pass
+    ce = CrossEncoder(CrossEncoderSpec(model=str(tiny_bert_dir), query_max_length=1, passage_max_length=limit))
+    with caplog.at_level("INFO", logger="peft_ir.reranker.model"):
+        rerank(run, topics, passages, ce, hits=10)
+    assert (f"re-ranking: {long_docs} of {len(depth)} distinct passages longer than {limit} tokens were truncated"
+            in caplog.text)
+    queries = {topics[q] for q in run}
+    multi = sum(len(tok(q, add_special_tokens=False)["input_ids"]) > 1 for q in queries)
+    assert f"{multi} of {len(queries)} distinct queries longer than 1 tokens" in caplog.text
+
+
 def _perturb(model: torch.nn.Module) -> None:
     """Move every trainable weight off its (identity) initialisation so a lost weight would change the scores."""
     g = torch.Generator().manual_seed(1)

@@ -170,10 +170,18 @@ def test_a_pretrained_pooler_stays_frozen_and_a_never_trained_one_trains(
 
 
 def test_no_dev_queries_trains_without_evaluation_and_keeps_the_last_step(
-        synthetic_beir: Path, synthetic_runs: dict, tiny_ce_dir: Path, tmp_path: Path) -> None:
+        synthetic_beir: Path, synthetic_runs: dict, tiny_ce_dir: Path, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "nodev"
-    s = train_reranker(_cfg(synthetic_beir, synthetic_runs["train"], tiny_ce_dir, out, dev_queries=0, max_steps=6,
-                            save_steps=3))
+    with caplog.at_level("INFO", logger="peft_ir.reranker.model"):
+        s = train_reranker(_cfg(synthetic_beir, synthetic_runs["train"], tiny_ce_dir, out, dev_queries=0,
+                                max_steps=6, save_steps=3, cross_encoder=CrossEncoderSpec(
+                                    model=str(tiny_ce_dir), query_max_length=8, passage_max_length=2)))
+    # every training passage is longer than 2 tokens, and the log says how many distinct ones there are
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("training: ")]
+    assert len(lines) == 2 and "distinct passages longer than 2 tokens" in lines[1]
+    n = int(lines[1].split()[1])
+    assert n > 1 and lines[1].startswith(f"training: {n} of {n} distinct")
     assert s["steps"] == 6 and s["dev_queries"] == 0 and s["best_dev"] is None and s["final_dev"] is None
     assert s["selection"] == "last step (no dev queries)"
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

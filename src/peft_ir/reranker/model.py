@@ -150,6 +150,19 @@ class CrossEncoder:
             out.append((pair.ids, pair.type_ids, _segments(pair.special_tokens_mask, len(q.ids))))
         return out
 
+    def log_truncated(self, queries: Sequence[str], passages: Sequence[str], what: str) -> None:
+        """Say how many of the distinct queries and passages their limit cuts: a silent cut costs effectiveness
+        unnoticed (SciFact's abstracts, a median 314 tokens, keep under half their text at 128)."""
+        spec = self.spec
+        for kind, texts, prefix, limit in (("queries", queries, spec.query_prefix, spec.query_max_length),
+                                           ("passages", passages, spec.passage_prefix, spec.passage_max_length)):
+            unique = list(dict.fromkeys(texts))
+            if unique:
+                enc = self._pairs.encode_batch([prefix + t for t in unique], add_special_tokens=False)
+                cut = sum(len(e.ids) > limit for e in enc)
+                log.info("%s: %d of %d distinct %s longer than %d tokens were truncated", what, cut, len(unique),
+                         kind, limit)
+
     def collate(self, items: Sequence[tuple[list[int], list[int], list[int]]]) -> dict[str, torch.Tensor]:
         """Pad to the longest pair of this batch only, on the tokenizer's padding side, built in one scatter rather
         than row by row: the mask of real tokens, in row-major order, is exactly where the concatenated ids go."""

@@ -132,6 +132,7 @@ def rerank(run: Run, topics: Mapping[str, str], passages: Mapping[str, str], enc
     stats.queries, stats.pairs = len(depth), sum(len(v) for v in depth.values())
     if todo:
         log_device("re-ranking", encoder.device)
+        encoder.log_truncated([topics[q] for q in depth], [passages[d] for _, d, _ in todo], "re-ranking")
     for start in range(0, len(todo), CHUNK):
         chunk = todo[start:start + CHUNK]
 

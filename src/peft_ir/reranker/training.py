@@ -236,6 +236,8 @@ class RerankerTask(TrainingTask):
     def build_model(self, device: str) -> torch.nn.Module:
         cfg = self.cfg
         self.encoder = CrossEncoder(cfg.cross_encoder, device=device)
+        self.encoder.log_truncated([r["query"] for r in self.rows], [p for r in self.rows for p in r["passages"]],
+                                   "training")
         self.tuning = cfg.tuning
         resolved = self.tuning.train_pooler is None
         if resolved:  # (the cosine head's bare encoder has no task head for a pooler to join)
