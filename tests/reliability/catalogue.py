@@ -7,6 +7,7 @@ where it says so, log a warning that counts what was skipped.
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -156,6 +157,10 @@ REJECTED = [
     Rejected("run: mistyped rank", read_run, "run.trec", "1 Q0 d1 1 2.0 t\n1 Q0 d2 x 1.0 t\n", 2, "rank", "integer"),
     Rejected("run: missing field", read_run, "run.trec", "1 Q0 d1 1 2.0 t\n1 Q0 d2 2 1.0\n", 2, "tag", "6 whitespace"),
     Rejected("run: non-UTF-8 bytes", read_run, "run.trec", b"1 Q0 d1 1 2.0 t\n1 Q0 d\xff 2 1.0 t\n", 2, None, "UTF-8"),
+    Rejected("run: truncated gzip (the line where reading failed)", read_run, "run.trec.gz",
+             gzip.compress(b"1 Q0 d1 1 2.0 t\n1 Q0 d2 2 1.0 t\n")[:-8], 3, None, "unreadable gzip"),
+    Rejected("run: gzipped, a bad line inside", read_run, "run.trec.gz",
+             gzip.compress(b"1 Q0 d1 1 2.0 t\n1 Q0 d2 2 abc t\n"), 2, "score", "number"),
     # MS MARCO collection
     Rejected("collection: duplicate pid", collection, "collection.tsv", "1\tpassage\n1\tagain\n", 2, "pid", "duplicate"),
     Rejected("collection: missing text", collection, "collection.tsv", "1\tpassage\n2\n", 2, "passage", "missing"),
@@ -183,6 +188,10 @@ TOLERATED = [
               BOM + b'{"_id": "1", "text": "a"}\r\n{"_id": "2", "text": "b"}\r\n', _warns({"1": "a", "2": "b"})),
     Tolerated("run: BOM and CRLF", read_run, "run.trec", BOM + b"1 Q0 d1 1 2.0 t\r\n1 Q0 d2 2 1.0 t\r\n",
               _warns({"1": {"d1": 2.0, "d2": 1.0}})),
+    Tolerated("run: gzipped, told by its first bytes whatever its name", read_run, "run.trec",
+              gzip.compress(b"1 Q0 d1 1 2.0 t\n1 Q0 d2 2 1.0 t\n"), _warns({"1": {"d1": 2.0, "d2": 1.0}})),
+    Tolerated("TREC qrels: gzipped", _qrels, "qrels.txt.gz", gzip.compress(b"1 0 d1 1\n1 0 d2 0\n"),
+              _warns({"1": {"d1": 1, "d2": 0}})),
     Tolerated("TREC qrels: BOM and CRLF", _qrels, "qrels.txt", BOM + b"1 0 d1 1\r\n1 0 d2 0\r\n",
               _warns({"1": {"d1": 1, "d2": 0}})),
     Tolerated("topics: BOM and CRLF", load_topics, "topics.tsv", BOM + b"1\tquery one\r\n", _warns({"1": "query one"})),

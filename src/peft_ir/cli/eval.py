@@ -27,12 +27,12 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a run against qrels")
     _common(p)
-    p.add_argument("--run", required=True, help="TREC run file (6 columns)")
+    p.add_argument("--run", required=True, help="TREC run file (6 columns; plain or gzipped)")
     p.add_argument("--per-query", action="store_true", help="also print one row per query")
     p.set_defaults(func=run_eval)
 
     c = sub.add_parser("compare", help="compare runs: paired t-tests against the first, Holm-corrected")
-    c.add_argument("runs", nargs="+", metavar="RUN", help="TREC runs; the first is the baseline")
+    c.add_argument("runs", nargs="+", metavar="RUN", help="TREC runs (plain or gzipped); the first is the baseline")
     _common(c)
     c.add_argument("--alpha", type=float, default=0.05)
     c.add_argument("--names", nargs="+", help="display names (default: file names)")

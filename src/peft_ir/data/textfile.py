@@ -1,34 +1,52 @@
-"""Line-oriented reading with exact error locations: BOM and CRLF tolerated, bad UTF-8 named by line."""
+"""Line-oriented reading with exact error locations: BOM, CRLF and gzip tolerated, bad UTF-8 named by line."""
 
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from peft_ir.errors import InputError
 
 T = TypeVar("T")
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    """The file's bytes, gunzipped when it is gzip (told by its first bytes, not its name: runs and qrels are
+    passed around as .gz, as Anserini's and our committed results are)."""
+    with open(path, "rb") as fh:
+        gzipped = fh.read(2) == GZIP_MAGIC
+    return gzip.open(path, "rb") if gzipped else open(path, "rb")
+
+
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """Yield (1-based line number, line without its end) for every non-blank line of a UTF-8 text file."""
+    """Yield (1-based line number, line without its end) for every non-blank line of a UTF-8 text file, plain or
+    gzipped."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, None, None, "file not found")
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(path, lineno, None, f"not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})") from None
-            line = line.rstrip("\r\n")
-            if line.strip():
-                yield lineno, line
+    with _open_binary(path) as fh:
+        lineno = 0
+        try:
+            for lineno, raw in enumerate(fh, start=1):
+                if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InputError(path, lineno, None, f"not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})") from None
+                line = line.rstrip("\r\n")
+                if line.strip():
+                    yield lineno, line
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # a truncated or corrupt .gz
+            raise InputError(path, lineno + 1, None, f"unreadable gzip data ({exc})") from None
 
 
 def read_json_object(path: str | Path) -> dict[str, Any]:
