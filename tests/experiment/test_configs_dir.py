@@ -48,7 +48,7 @@ HAND_WRITTEN = {("scifact", "retrieval"): {"hybrid-zero-shot", "iaa-l-0.5-kl", "
                                         "lora-0.5-cosine-960-kl-full-seed2", "adapter-0.5-cosine-960-kl-full",
                                         "adapter-0.5-cosine-960-kl-full-seed1", "adapter-0.5-cosine-960-kl-full-seed2",
                                         "full-cosine-960-kl-full", "full-cosine-960-kl-full-seed1",
-                                        "full-cosine-960-kl-full-seed2"},
+                                        "full-cosine-960-kl-full-seed2", "iaa-l-0.5-cosine-960-kl-full-p220"},
                 ("scifact", "pipeline"): {"iaa-l-0.5-900-hybrid-cosine-960"},
                 ("msmarco", "retrieval"): {"iaa-l-0.5-kl"},
                 ("msmarco", "rerank"): {"iaa-l-0.5-cosine", "iaa-l-0.5-cosine-600", "iaa-l-0.5-cosine-kl",
