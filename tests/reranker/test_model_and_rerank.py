@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from peft_ir.data import BeirDataset, load_corpus, read_run, write_corpus
-from peft_ir.data.trec import write_topics
+from peft_ir.data.trec import ranked, write_topics
 from peft_ir.errors import InputError, PeftIRError
 from peft_ir.reranker.config import CrossEncoderSpec
 from peft_ir.reranker.model import CrossEncoder
@@ -41,7 +41,7 @@ def test_head_is_seeded_and_lengths_are_capped(tiny_bert_dir: Path) -> None:
 def test_rerank_logs_how_many_texts_the_limits_cut(synthetic_beir: Path, synthetic_runs: dict, tiny_bert_dir: Path,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     run, topics, passages = load_inputs(synthetic_runs["test"], synthetic_beir, synthetic_beir, hits=10)
-    depth = {d for hits in run.values() for d, _ in sorted(hits.items(), key=lambda x: -x[1])[:10]}
+    depth = {d for hits in run.values() for d, _ in ranked(hits, 10)}  # the passages rerank scores
     tok = CrossEncoder(_spec(tiny_bert_dir)).tokenizer
     lengths = sorted(len(tok(passages[d], add_special_tokens=False)["input_ids"]) for d in depth)
     limit = lengths[len(lengths) // 2]
