@@ -152,7 +152,7 @@ class CrossEncoder:
 
     def log_truncated(self, queries: Sequence[str], passages: Sequence[str], what: str) -> None:
         """Say how many of the distinct queries and passages their limit cuts: a silent cut costs effectiveness
-        unnoticed (SciFact's abstracts, a median 314 tokens, keep under half their text at 128)."""
+        unnoticed (at 128 tokens a typical SciFact abstract, 314 tokens, keeps under half its text)."""
         spec = self.spec
         for kind, texts, prefix, limit in (("queries", queries, spec.query_prefix, spec.query_max_length),
                                            ("passages", passages, spec.passage_prefix, spec.passage_max_length)):
