@@ -124,6 +124,30 @@ def test_a_training_file_gets_its_own_passages_scored(hand_made: dict[str, Path]
                                                                     (text_id("n two"), 0)]
 
 
+@pytest.mark.parametrize("kind", ["cross-encoder", "bi-encoder"])
+def test_a_model_teacher_logs_how_many_texts_its_limits_cut(kind: str, tiny_bert_dir: Path, tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """Of two distinct queries and three distinct passages ("one two" twice), one of each is over 6 tokens whether
+    the special tokens count (a bi-encoder's limit includes them) or not (a cross-encoder's pair template adds
+    them after each text's own limit)."""
+    flag = tmp_path / "flag.jsonl"
+    rows = [{"query": "short", "pos": ["one two"], "neg": ["one two three four five six seven eight nine ten"]},
+            {"query": "a much longer query than the limit of six", "pos": ["three"], "neg": ["one two"]}]
+    flag.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = AnnotateConfig(train=str(flag), output=str(tmp_path / "scored.jsonl"), progress=False,
+                         scorer=TeacherConfig(teacher=str(tiny_bert_dir), teacher_kind=kind,
+                                              teacher_query_max_length=6, teacher_passage_max_length=6))
+    with caplog.at_level("INFO"):
+        annotate(cfg)
+    distinct = "distinct " if kind == "cross-encoder" else ""  # each encoder's own wording
+    assert f"teacher: 1 of 2 {distinct}queries longer than 6 tokens were truncated" in caplog.text
+    assert f"teacher: 1 of 3 {distinct}passages longer than 6 tokens were truncated" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        annotate(cfg)  # up to date: nothing is scored, nothing is counted
+    assert "truncated" not in caplog.text
+
+
 class _Interrupt(Exception):
     pass
 

@@ -163,9 +163,10 @@ class BiEncoder:
         limit = self.max_length(kind)
         return sum(len(x) > limit for x in ids)
 
-    def log_truncated(self, truncated: int, total: int, kind: TextKind) -> None:
-        """Say how much text the limit cut: a silent cut of long queries costs effectiveness unnoticed."""
-        log.info("%d of %d %s longer than %d tokens were truncated", truncated, total,
+    def log_truncated(self, truncated: int, total: int, kind: TextKind, what: str | None = None) -> None:
+        """Say how much text the limit cut (`what`: the stage, as a prefix): a silent cut of long queries costs
+        effectiveness unnoticed."""
+        log.info("%s%d of %d %s longer than %d tokens were truncated", f"{what}: " if what else "", truncated, total,
                  "queries" if kind == "query" else "passages", self.max_length(kind))
 
     # -- identity ----------------------------------------------------------------------------------------

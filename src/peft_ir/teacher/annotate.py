@@ -292,9 +292,14 @@ def annotate(cfg: AnnotateConfig, device: str = "cpu") -> AnnotateStats:
     stats.resumed_from = start
     if start:
         log.info("%s: resuming after %d of %d queries", output, start, len(plan.items))
-    prepare = getattr(teacher, "prepare", None)
-    if prepare is not None and start < len(plan.items):
-        prepare(_distinct_passages(plan.items), passage_store(output), cfg.progress)
+    if start < len(plan.items):
+        passages = _distinct_passages(plan.items)
+        log_truncated = getattr(teacher, "log_truncated", None)
+        if log_truncated is not None:
+            log_truncated([it.query for it in plan.items], [text for _, text in passages])
+        prepare = getattr(teacher, "prepare", None)
+        if prepare is not None:
+            prepare(passages, passage_store(output), cfg.progress)
     _score_into(partial, plan.items, start, teacher, source.scale, cfg.progress)
     stats.scored_queries = len(plan.items) - start
     stats.record = settings | {"queries": stats.queries, "passages": stats.passages}

@@ -59,7 +59,7 @@ class Block:
 class Teacher(Protocol):
     """A scorer. A teacher that needs the whole file first also has `prepare(passages, store, progress)`, called
     before `score` with every distinct (docid, text) in file order and a folder for resumable work
-    (BiEncoderTeacher)."""
+    (BiEncoderTeacher). A model teacher also has `log_truncated(queries, passages)`: how many its limits cut."""
 
     def fingerprint(self) -> str: ...
 
@@ -218,6 +218,9 @@ class CrossEncoderTeacher:
     def fingerprint(self) -> str:
         return self.encoder.fingerprint()
 
+    def log_truncated(self, queries: Sequence[str], passages: Sequence[str]) -> None:
+        self.encoder.log_truncated(queries, passages, "teacher")
+
     def score(self, blocks: Sequence[Block]) -> list[list[float]]:
         queries = [b.query for b in blocks for _ in b.passages]
         texts = [t for b in blocks for _, t in b.passages]
@@ -247,6 +250,11 @@ class BiEncoderTeacher:
         lengths = f"/{manifest['query_max_length']}/{manifest['passage_max_length']}"
         dtype = "" if self.encoder.compute_dtype == "float32" else f"/{self.encoder.compute_dtype}"
         return manifest_fingerprint(manifest) + lengths + dtype
+
+    def log_truncated(self, queries: Sequence[str], passages: Sequence[str]) -> None:
+        for kind, texts in (("query", list(dict.fromkeys(queries))), ("passage", list(dict.fromkeys(passages)))):
+            if texts:
+                self.encoder.log_truncated(self.encoder.count_truncated(texts, kind), len(texts), kind, "teacher")
 
     def prepare(self, passages: Sequence[tuple[str, str]], store: Path, progress: bool = False) -> None:
         """Encode `passages` (distinct docids, in a fixed order) in chunks of PASSAGE_CHUNK, each saved in `store`
