@@ -60,6 +60,28 @@ def test_tiles_follow_the_memory_budget() -> None:
     assert search.rows_per_tile(10 ** 9) == 1                          # never zero
 
 
+@pytest.mark.parametrize("ties", [False, True])
+def test_no_temporary_outgrows_the_score_tile(ties: bool) -> None:
+    """The tile budget holds: nothing a search allocates is larger than one tile of float32 scores (counting each
+    row's candidates above the cut with a sum over a boolean tile allocated an int64 copy, twice the tile: 833 MiB
+    beyond the stored vectors for a 256 MiB tile on an H200, bench/results/gpu_check.md)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from peft_ir.indexing.dense import TorchExactSearch
+
+    rng = np.random.default_rng(0)
+    corpus = (rng.integers(-2, 3, size=(4_000, 8)) if ties else rng.standard_normal((4_000, 8))).astype(np.float32)
+    queries = (rng.integers(-2, 3, size=(16, 8)) if ties else rng.standard_normal((16, 8))).astype(np.float32)
+    tile_bytes = 4 * 16 * 1_000
+    search = TorchExactSearch(_flat(corpus), [torch.device("cpu")], tile_bytes=tile_bytes)
+    assert search.rows_per_tile(16) == 1_000
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        _, rows = search.search(queries, 50)
+    largest = max(event.cpu_memory_usage for event in prof.events())
+    assert largest == tile_bytes  # the score tile itself, and nothing larger
+    assert np.array_equal(rows, _full_sort(queries, corpus, 50)[1])
+
+
 def test_float16_storage_gives_the_same_top_ids_on_well_separated_data() -> None:
     from peft_ir.indexing.dense import TorchExactSearch
 

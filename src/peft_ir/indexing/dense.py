@@ -269,17 +269,25 @@ class TorchExactSearch:
 
 def _topk_lowest_rows(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """torch.topk along dim 1, except that of the scores tied at the cut the lowest columns are kept (topk's choice
-    among ties is unspecified), so that the selection does not depend on how the corpus was tiled."""
-    values, cols = scores.topk(k, dim=1)
-    cut = values[:, -1:]
-    tied = ((scores >= cut).sum(dim=1) > k).nonzero().squeeze(1)  # queries with more candidates than places
-    if len(tied):
-        s, c = scores[tied], cut[tied]
-        take = s > c
-        equal = s == c
-        take |= equal & (equal.cumsum(dim=1) <= k - take.sum(dim=1, keepdim=True))
-        fixed = take.nonzero()[:, 1].view(len(tied), k)
-        cols[tied], values[tied] = fixed, s.gather(1, fixed)
+    among ties is unspecified), so that the selection does not depend on how the corpus was tiled.
+
+    A query has more candidates than places exactly when its (k+1)-th best score equals its k-th: one topk of k + 1
+    finds them, with no tile-sized temporary (counting `scores >= cut` per row would cast a boolean tile to int64,
+    twice the score tile's own memory). Tied queries, rare, are then redone one row at a time."""
+    import torch  # noqa: PLC0415
+
+    if k >= scores.shape[1]:
+        values, cols = scores.topk(k, dim=1)
+        return values, cols
+    values, cols = scores.topk(k + 1, dim=1)
+    tied = (values[:, k] == values[:, k - 1]).nonzero().squeeze(1).tolist()
+    values, cols = values[:, :k].contiguous(), cols[:, :k].contiguous()
+    for i in tied:
+        row, cut = scores[i], values[i, k - 1]
+        above = (row > cut).nonzero().squeeze(1)
+        level = (row == cut).nonzero().squeeze(1)[:k - len(above)]
+        pick = torch.cat([above, level]).sort().values
+        cols[i], values[i] = pick, row[pick]
     return values, cols
 
 
