@@ -1,9 +1,11 @@
-"""CPU bfloat16 against float32 for scoring: does `encode.dtype` / `rerank --dtype bfloat16` pay on this CPU?
+"""CPU bfloat16 against float32: does `precision: bfloat16` (encode.dtype, rerank --dtype, --bf16) pay on this CPU?
 
-The same all-MiniLM-L6-v2 encodes the same SciFact passages (BiEncoder, max length 256) and re-ranks the same pairs
-(CrossEncoder, cosine head, 32 + 128 tokens) in float32 and under bfloat16 autocast; the variants alternate within
-each round and we report medians and the ratio of medians, all from one run, with whether the CPU computes bfloat16
-natively (peft_ir.precision.cpu_native_bf16). oneDNN's ONEDNN_MAX_CPU_ISA (e.g. AVX512_CORE, AVX2) makes this
+The same all-MiniLM-L6-v2 encodes the same SciFact passages (BiEncoder, max length 256), re-ranks the same pairs
+(CrossEncoder, cosine head, 32 + 128 tokens) and, with `--train-batch N` (N > 0), takes one full fine-tuning step
+of the bi-encoder as `--bf16` training does (MultipleNegativesRankingLoss over N queries, N positives and N other
+passages at 256 tokens, the forward pass under autocast, backward, AdamW) in float32 and under bfloat16 autocast;
+the variants alternate within each round and we report medians and the ratio of medians, all from one run, with
+whether the CPU computes bfloat16 natively (peft_ir.precision.cpu_native_bf16). oneDNN's ONEDNN_MAX_CPU_ISA (e.g. AVX512_CORE, AVX2) makes this
 CPU behave like one without native bfloat16, as the conditions line records.
 
     python bench/cpu_bf16.py --docs 256 --rounds 5 --output bench/results/cpu_bf16.md
@@ -18,6 +20,7 @@ import sys
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -26,6 +29,9 @@ from machine import describe, publish, time_rounds  # noqa: E402
 
 from peft_ir.data import iter_corpus  # noqa: E402
 
+if TYPE_CHECKING:
+    import torch
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -33,6 +39,7 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--train-batch", type=int, default=0, help="queries per training step (0: no training variant)")
     ap.add_argument("--output", default=None)
     args = ap.parse_args()
 
@@ -57,6 +64,13 @@ def main() -> None:
         variants[f"encode, {name}"] = lambda e=encoders[name]: e.encode_passages(texts, batch_size=args.batch_size)
     for name in rerankers:
         variants[f"re-rank, {name}"] = lambda r=rerankers[name]: r.score(queries, texts, batch_size=args.batch_size)
+    if args.train_batch > 0:
+        n = args.train_batch
+        if len(texts) < 2 * n:
+            raise SystemExit(f"--train-batch {n} needs --docs >= {2 * n}")
+        batch = (queries[:n], texts[:n], texts[n:2 * n])
+        for name, dtype in (("float32", None), ("bfloat16", torch.bfloat16)):
+            variants[f"train step, {name}"] = training_step(batch, dtype)
     out = {k: fn() for k, fn in variants.items()}  # warm-up, and the outputs compared below
     times = time_rounds(variants, args.rounds)
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -68,10 +82,13 @@ def main() -> None:
         f"Machine: {describe()}; native bfloat16: {'yes' if cpu_native_bf16() else 'no'}"
         + (f"; oneDNN limited to ONEDNN_MAX_CPU_ISA={isa}" if isa else ""), "",
         f"Command: `{'ONEDNN_MAX_CPU_ISA=' + isa + ' ' if isa else ''}python bench/cpu_bf16.py --docs {args.docs} "
-        f"--batch-size {args.batch_size} --rounds {args.rounds}`", "",
+        f"--batch-size {args.batch_size} --rounds {args.rounds}"
+        + (f" --train-batch {args.train_batch}" if args.train_batch > 0 else "") + "`", "",
         f"{len(texts)} SciFact passages (title + text): encoded at max length 256, and re-ranked as {len(texts)} pairs "
-        f"(cosine head, 32 + 128 tokens), batch size {args.batch_size}, all-MiniLM-L6-v2; variants alternate within "
-        f"each of {args.rounds} rounds.", "",
+        f"(cosine head, 32 + 128 tokens), batch size {args.batch_size}, all-MiniLM-L6-v2"
+        + (f"; one full fine-tuning step of the bi-encoder on {args.train_batch} queries + {args.train_batch} "
+           f"positives + {args.train_batch} other passages (max length 256)" if args.train_batch > 0 else "")
+        + f"; variants alternate within each of {args.rounds} rounds.", "",
         "| variant | s (median) | all rounds (s) |", "|---|---:|---|",
     ]
     for k in variants:
@@ -80,8 +97,40 @@ def main() -> None:
               f"- encode, float32 / bfloat16 time: **{med['encode, float32'] / med['encode, bfloat16']:.2f}x**; "
               f"lowest cosine between a passage's two vectors {cos:.5f}",
               f"- re-rank, float32 / bfloat16 time: **{med['re-rank, float32'] / med['re-rank, bfloat16']:.2f}x**; "
-              f"largest score difference {gap:.4f} (scores are 20 x a cosine)", ""]
+              f"largest score difference {gap:.4f} (scores are 20 x a cosine)"]
+    if args.train_batch > 0:
+        lines.append(f"- train step, float32 / bfloat16 time: "
+                     f"**{med['train step, float32'] / med['train step, bfloat16']:.2f}x**")
+    lines.append("")
     publish("\n".join(lines), args.output)
+
+
+def training_step(batch: tuple[list[str], list[str], list[str]], dtype: torch.dtype | None) -> Callable[[], float]:
+    """One full fine-tuning step of a fresh MiniLM bi-encoder per call, as the Trainer takes it with `--bf16` on the
+    CPU (autocast around the forward pass and the loss; float32 weights, gradients and AdamW): returns the loss."""
+    import torch
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    from peft_ir.precision import autocast
+    from peft_ir.retriever.config import EncoderSpec
+    from peft_ir.retriever.encoder import BiEncoder
+
+    torch.manual_seed(0)
+    st = BiEncoder(EncoderSpec(passage_max_length=256), device="cpu").model
+    st.max_seq_length = 256
+    st.train()
+    loss_fn = MultipleNegativesRankingLoss(st, scale=20.0)
+    opt = torch.optim.AdamW([p for p in st.parameters() if p.requires_grad], lr=2e-5)
+    features = [st.tokenize(texts) for texts in batch]
+
+    def step() -> float:
+        with autocast("cpu", dtype):
+            loss = loss_fn(features, None)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss.detach())
+    return step
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ manifest, the score cache's key), float16 is refused on the CPU, and dev evaluat
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -36,6 +37,36 @@ def test_precision_names_and_float16_on_the_cpu() -> None:
         assert not torch.is_autocast_enabled("cpu")
     with autocast("cpu", torch.bfloat16):
         assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bfloat16_on_a_cpu_that_emulates_it_is_warned_once(native: bool, monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    """An AVX2 CPU emulates bfloat16, a training step 11x slower than float32 (bench/results/cpu_bf16.md): said
+    once, by the first stage that computes in it, and never where the CPU has it natively or a GPU computes."""
+    from peft_ir import precision
+    from peft_ir.training.args import ScheduleConfig, common_trainer_args
+
+    monkeypatch.setattr(precision, "cpu_native_bf16", lambda: native)
+    monkeypatch.setattr(precision, "_said_emulated", False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "without native bfloat16" in r.getMessage()]
+
+    with caplog.at_level(logging.WARNING, logger="peft_ir.precision"):
+        check_dtype(None, "cpu")
+        check_dtype(torch.bfloat16, "cuda:0")
+        common_trainer_args(ScheduleConfig(train="x", output=str(tmp_path)), tmp_path, "eval_m")
+        assert said() == []  # float32, a GPU, training without --bf16
+        check_dtype(torch.bfloat16, "cpu")
+        common_trainer_args(ScheduleConfig(train="x", output=str(tmp_path), bf16=True), tmp_path, "eval_m")
+        assert [m.split(" in bfloat16")[0] for m in said()] == ([] if native else ["scoring"])  # once per process
+        monkeypatch.setattr(precision, "_said_emulated", False)
+        common_trainer_args(ScheduleConfig(train="x", output=str(tmp_path), bf16=True), tmp_path, "eval_m")
+        assert [m.split(" in bfloat16")[0] for m in said()] == ([] if native else ["scoring", "training"])
+    if not native:
+        assert "precision: auto" in said()[0] and "float32 is faster" in said()[0]
 
 
 def test_bfloat16_encoding_on_the_cpu_is_close_to_float32_and_recorded(cpu_only, tiny_bert_dir: Path,

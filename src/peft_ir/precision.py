@@ -9,6 +9,7 @@ whatever the compute type. Training has its own `bf16` / `fp16` (the Trainer's m
 
 from __future__ import annotations
 
+import logging
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Literal
 
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     import torch
 
 ComputeDtype = Literal["float32", "bfloat16", "float16"]
+log = logging.getLogger(__name__)
+_said_emulated = False  # warn_emulated_bf16 speaks once per process
 
 
 def torch_dtype(name: ComputeDtype | None) -> torch.dtype | None:
@@ -35,6 +38,21 @@ def check_dtype(dtype: torch.dtype | None, device: str) -> None:
 
     if dtype is torch.float16 and str(device) == "cpu":
         raise PeftIRError("float16 needs a GPU; on the CPU use bfloat16 (native on AVX512-BF16 / AMX CPUs)")
+    if dtype is torch.bfloat16 and str(device) == "cpu":
+        warn_emulated_bf16("scoring")
+
+
+def warn_emulated_bf16(what: str) -> None:
+    """Warn, once per process, that `what` runs in bfloat16 on a CPU that emulates it: oneDNN's emulation is slower
+    than float32, not faster (a training step 11x slower on an AVX2 machine, bench/results/cpu_bf16.md), which a
+    run would otherwise show only in its step times. Not refused: the result is the same, only slower."""
+    global _said_emulated
+    if _said_emulated or cpu_native_bf16():
+        return
+    _said_emulated = True
+    log.warning("%s in bfloat16 on a CPU without native bfloat16 (AVX512-BF16 or AMX): it is emulated, several times "
+                "slower than float32 (bench/results/cpu_bf16.md). On this CPU float32 is faster: `precision: auto` "
+                "chooses it (or --set precision=float32; without --bf16 / --dtype bfloat16 on the command line)", what)
 
 
 def cpu_native_bf16() -> bool:

@@ -206,7 +206,11 @@ def common_trainer_args(cfg: ScheduleConfig, output_dir: Path, metric: str) -> d
     """
     import torch  # noqa: PLC0415
 
+    from peft_ir.precision import warn_emulated_bf16  # noqa: PLC0415
+
     cuda = torch.cuda.is_available()
+    if cfg.bf16 and not cuda:
+        warn_emulated_bf16("training")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     workers = dataloader_workers(cuda, world)
     return dict(
