@@ -5,8 +5,8 @@ The same all-MiniLM-L6-v2 encodes the same SciFact passages (BiEncoder, max leng
 of the bi-encoder as `--bf16` training does (MultipleNegativesRankingLoss over N queries, N positives and N other
 passages at 256 tokens, the forward pass under autocast, backward, AdamW) in float32 and under bfloat16 autocast;
 the variants alternate within each round and we report medians and the ratio of medians, all from one run, with
-whether the CPU computes bfloat16 natively (peft_ir.precision.cpu_native_bf16). oneDNN's ONEDNN_MAX_CPU_ISA (e.g. AVX512_CORE, AVX2) makes this
-CPU behave like one without native bfloat16, as the conditions line records.
+whether the CPU computes bfloat16 natively (peft_ir.precision.cpu_native_bf16). oneDNN's ONEDNN_MAX_CPU_ISA (e.g.
+AVX512_CORE, AVX2) makes this CPU behave like one without native bfloat16, as the conditions line records.
 
     python bench/cpu_bf16.py --docs 256 --rounds 5 --output bench/results/cpu_bf16.md
 """
