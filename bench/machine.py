@@ -25,6 +25,10 @@ def describe() -> str:
         mem = f", {kb / 1024**2:.0f} GiB RAM"
     except (OSError, StopIteration):
         pass
+    # the same model name can hide different vector units (an AVX2 and an AVX512-BF16 "AMD EPYC" were both lent)
+    from peft_ir.precision import cpu_native_bf16
+
+    cpu += f" ({torch.backends.cpu.get_cpu_capability()}{', native bfloat16' if cpu_native_bf16() else ''})"
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{cpu}, {os.cpu_count()} cores{mem}, {gpu}; Python {platform.python_version()}, "
             f"torch {torch.__version__}, threads {torch.get_num_threads()}")
