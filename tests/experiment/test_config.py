@@ -3,6 +3,7 @@ missing files, inconsistent sections."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,25 @@ def test_precision_by_name_and_its_conflicts(tiny, monkeypatch) -> None:  # type
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match=r"'reranker.rerank_dtype'.*float16 needs a GPU"):
         load_config(tiny(reranker={"rerank_dtype": "float16"}), check_files=False)
+
+
+def test_a_config_computing_in_emulated_bfloat16_is_warned_before_any_stage(tiny, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    """`peft-ir run` (and --check) say at load that the stages will run in bfloat16 on a CPU that emulates it (a
+    training step 11x slower, bench/results/cpu_bf16.md); re-checking a finished run's record says nothing."""
+    import torch
+
+    from peft_ir import precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(precision, "cpu_native_bf16", lambda: False)
+    monkeypatch.setattr(precision, "_said_emulated", False)
+    with caplog.at_level(logging.WARNING, logger="peft_ir.precision"):
+        load_config(tiny(precision="bfloat16"), check_files=False)  # --check-expected: nothing will compute
+        load_config(tiny())  # float32
+        assert "bfloat16" not in caplog.text
+        load_config(tiny(precision="bfloat16"))
+    assert ("this config computes (retriever.bf16, encode.dtype, reranker.bf16, reranker.rerank_dtype) in bfloat16 "
+            "on a CPU without native bfloat16") in caplog.text
 
 
 def test_unreachable_budget_is_refused_before_any_work(tiny) -> None:  # type: ignore[no-untyped-def]

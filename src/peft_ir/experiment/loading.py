@@ -23,7 +23,13 @@ import yaml
 from peft_ir.errors import InputError
 from peft_ir.experiment.config import ExperimentConfig
 from peft_ir.experiment.schema import ConfigError, Origins, build, to_plain
-from peft_ir.experiment.validate import check_inputs, resolve_paths, resolve_precision, validate
+from peft_ir.experiment.validate import (
+    check_inputs,
+    resolve_paths,
+    resolve_precision,
+    validate,
+    warn_emulated_precision,
+)
 
 SET = "--set"
 # overrides that leave what a config computes as it was: its `expect:` block still applies
@@ -181,8 +187,9 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), *, check_files:
     cfg = build(ExperimentConfig, data, "", origins)
     cfg = resolve_precision(resolve_paths(cfg, Path(cwd) if cwd is not None else Path.cwd()), origins)
     validate(cfg, origins)
-    if check_files:
+    if check_files:  # a run (or --check) about to compute, not a finished run's record
         check_inputs(cfg, origins, notes)
+        warn_emulated_precision(cfg)
     return cfg
 
 

@@ -92,15 +92,9 @@ def resolve_precision(cfg: ExperimentConfig, origins: Origins) -> ExperimentConf
     all carry the precision already (a run folder's config.resolved.yaml) loads as it is, wherever auto was decided."""
     if cfg.precision is None:
         return cfg
-    parts = {key: (getattr(cfg, key.split(".")[0]), key.split(".")[1]) for key in PRECISION_KEYS}
-    if cfg.teacher_fusion() is not None:  # a fusion teacher reads its runs' scores: it computes nothing
-        del parts["teacher.teacher_dtype"]
+    parts = _precision_parts(cfg)
     values = {key: getattr(part, name) for key, (part, name) in parts.items() if part is not None}
     defaults = {key: default_of(type(part), name) for key, (part, name) in parts.items() if part is not None}
-
-    def as_dtype(key: str, value: Any) -> str:
-        return ("bfloat16" if value else "float32") if key.endswith(".bf16") else str(value)
-
     dtype = cfg.precision
     if dtype == "auto" and {as_dtype(k, v) for k, v in values.items()} == {"bfloat16"}:
         dtype = "bfloat16"  # resolved already (a run folder's record)
@@ -126,6 +120,34 @@ def resolve_precision(cfg: ExperimentConfig, origins: Origins) -> ExperimentConf
     if "teacher.teacher_dtype" in parts and cfg.teacher is not None:
         sections["teacher"] = dataclasses.replace(cfg.teacher, teacher_dtype=dtype)
     return dataclasses.replace(cfg, **sections)
+
+
+def _precision_parts(cfg: ExperimentConfig) -> dict[str, tuple[Any, str]]:
+    """Each precision setting's key -> (its section, or None when absent; the field's name)."""
+    parts = {key: (getattr(cfg, key.split(".")[0]), key.split(".")[1]) for key in PRECISION_KEYS}
+    if cfg.teacher_fusion() is not None:  # a fusion teacher reads its runs' scores: it computes nothing
+        del parts["teacher.teacher_dtype"]
+    return parts
+
+
+def as_dtype(key: str, value: Any) -> str:
+    """A precision setting's value as a type name (the sections' `bf16` flags are booleans)."""
+    return ("bfloat16" if value else "float32") if key.endswith(".bf16") else str(value)
+
+
+def warn_emulated_precision(cfg: ExperimentConfig) -> None:
+    """Before the first stage: say whether the config computes in bfloat16 on a CPU that only emulates it (several
+    times slower than float32), rather than leave it to the first stage's step times."""
+    bf16 = [key for key, (part, name) in _precision_parts(cfg).items()
+            if part is not None and as_dtype(key, getattr(part, name)) == "bfloat16"]
+    if not bf16:
+        return
+    import torch  # noqa: PLC0415
+
+    from peft_ir.precision import warn_emulated_bf16  # noqa: PLC0415
+
+    if not torch.cuda.is_available():
+        warn_emulated_bf16(f"this config computes ({', '.join(bf16)})")
 
 
 def _needs_train(cfg: ExperimentConfig) -> bool:
