@@ -96,7 +96,7 @@ def resolve_precision(cfg: ExperimentConfig, origins: Origins) -> ExperimentConf
     values = {key: getattr(part, name) for key, (part, name) in parts.items() if part is not None}
     defaults = {key: default_of(type(part), name) for key, (part, name) in parts.items() if part is not None}
     dtype = cfg.precision
-    if dtype == "auto" and {as_dtype(k, v) for k, v in values.items()} == {"bfloat16"}:
+    if dtype == "auto" and {_as_dtype(k, v) for k, v in values.items()} == {"bfloat16"}:
         dtype = "bfloat16"  # resolved already (a run folder's record)
     elif dtype == "auto":
         import torch  # noqa: PLC0415
@@ -109,7 +109,7 @@ def resolve_precision(cfg: ExperimentConfig, origins: Origins) -> ExperimentConf
             "this CPU has no native bfloat16 (AVX512-BF16 or AMX)"
         log.info("precision auto: %s (%s)", dtype, why)
     for key, value in values.items():
-        if value != defaults[key] and as_dtype(key, value) != dtype:
+        if value != defaults[key] and _as_dtype(key, value) != dtype:
             raise fail(key, origins, f"precision: {cfg.precision} makes it {dtype}; remove one of the two")
     bf16 = dtype == "bfloat16"
     sections: dict[str, Any] = {"encode": dataclasses.replace(cfg.encode, dtype=dtype)}
@@ -130,7 +130,7 @@ def _precision_parts(cfg: ExperimentConfig) -> dict[str, tuple[Any, str]]:
     return parts
 
 
-def as_dtype(key: str, value: Any) -> str:
+def _as_dtype(key: str, value: Any) -> str:
     """A precision setting's value as a type name (the sections' `bf16` flags are booleans)."""
     return ("bfloat16" if value else "float32") if key.endswith(".bf16") else str(value)
 
@@ -139,7 +139,7 @@ def warn_emulated_precision(cfg: ExperimentConfig) -> None:
     """Before the first stage: say whether the config computes in bfloat16 on a CPU that only emulates it (several
     times slower than float32), rather than leave it to the first stage's step times."""
     bf16 = [key for key, (part, name) in _precision_parts(cfg).items()
-            if part is not None and as_dtype(key, getattr(part, name)) == "bfloat16"]
+            if part is not None and _as_dtype(key, getattr(part, name)) == "bfloat16"]
     if not bf16:
         return
     import torch  # noqa: PLC0415
