@@ -1,6 +1,7 @@
 """Lay committed result folders out as run folders that `peft-ir report` reads (the machine's run folders did not
 survive between sessions): config.resolved.yaml, metrics.json, PART/summary.json (from PART-summary.json) and
-PART/metrics.jsonl (log.txt's metric lines), PART being retriever or reranker, whichever summary the folder holds.
+PART/metrics.jsonl (log.txt's metric lines), PART being retriever or reranker, whichever summary the folder holds;
+a folder without either summary (a zero-shot run, nothing trained) gets the first two only.
 
     python rebuild_run_dirs.py OUT RESULT_DIR...    then    peft-ir report --output DIR OUT/<name>...
 """
@@ -36,9 +37,13 @@ def main(out: Path, sources: list[Path]) -> None:
         name = json.loads((src / "metrics.json").read_text(encoding="utf-8"))["name"]
         run = out / name
         part = "reranker" if (src / "reranker-summary.json").is_file() else "retriever"
-        (run / part).mkdir(parents=True, exist_ok=True)
+        run.mkdir(parents=True, exist_ok=True)
         shutil.copy(src / "config.resolved.yaml", run)
         shutil.copy(src / "metrics.json", run)
+        if not (src / f"{part}-summary.json").is_file():
+            print(run, "untrained: no summary, no curve")
+            continue
+        (run / part).mkdir(exist_ok=True)
         shutil.copy(src / f"{part}-summary.json", run / part / "summary.json")
         summary = json.loads((src / f"{part}-summary.json").read_text(encoding="utf-8"))
         rows, origin = curve(src, name, summary)

@@ -80,7 +80,8 @@ def test_table_groups_seeds_marks_significance_and_convergence(fake_runs: list[P
     # the untrained model
     assert iaa[col].endswith("‡§") and "†" not in iaa[col]
     assert full[col].endswith("§") and "†" not in full[col]  # the baseline of † is not marked against itself
-    assert zero[col].endswith("†‡") and zero[2] == ""  # untrained: no share, and no § against itself
+    # untrained: no share, no § against itself, and no ‡: it is §'s baseline, outside ‡'s Holm family
+    assert zero[col].endswith("†") and zero[2] == ""
     assert lora[2] == "0.500%" and full[2] == "100.000%"
     # steps to 95 % of the best dev metric: iaa-l's seeds reach 0.76 at steps 10 and 20 (shown with their mean),
     # lora 0.665 only at 20
@@ -94,6 +95,23 @@ def test_table_groups_seeds_marks_significance_and_convergence(fake_runs: list[P
         data = (tmp_path / "report" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
         assert f"]({png})" in text
+
+
+def test_the_best_method_family_holds_the_trained_rows_only(fake_runs: list[Path], tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # ‡'s Holm correction runs over full FT, IAA-L and LoRA (3 tests), not the zero-shot row: a fourth test would make
+    # every ‡ p-value more conservative than the comparisons it actually reports
+    import peft_ir.eval
+    sizes: list[int] = []
+    real = peft_ir.eval.holm
+
+    def spy(p_values: list[float]) -> list[float]:
+        sizes.append(len(p_values))
+        return real(p_values)
+
+    monkeypatch.setattr(peft_ir.eval, "holm", spy)
+    build_report(fake_runs, tmp_path / "report")
+    assert sizes and set(sizes) == {3}  # one call per measure; † and § go through compare's own reference to holm
 
 
 def fake_rerank_run(root: Path, *, method: str, level: float, bm25_seed: str = "bm25", seed: int = 42,
@@ -150,7 +168,7 @@ def test_fused_rerankers_get_a_second_table_of_the_reranker_alone(tmp_path: Path
     fused, alone = _row(fused_part, "iaa-l 0.5%")[col], _row(alone_part, "iaa-l 0.5%")[col]
     # ‡ marks the two apart in each table: IAA-L ahead of LoRA fused, behind it alone; § only where BM25 differs
     assert fused == f"{mean_of('reranked-fused'):.4f}‡§" and alone == f"{mean_of('reranked'):.4f}‡"
-    assert _row(alone_part, "bm25 (first stage)")[col].rstrip("‡") == f"{mean_of('bm25'):.4f}" == alone.rstrip("‡")
+    assert _row(alone_part, "bm25 (first stage)")[col] == f"{mean_of('bm25'):.4f}" == alone.rstrip("‡")
     assert _row(alone_part, "lora 0.5%")[col].endswith("‡§")
     # runs judged by the re-ranker alone already: one table
     plain = build_report([fake_rerank_run(tmp_path / "unfused", method="lora", level=0.7)], tmp_path / "report2")

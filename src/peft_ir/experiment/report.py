@@ -3,7 +3,8 @@
 Runs are grouped by task (retrieval or re-ranking) and method label (method + budget); runs of one group that
 differ only in seed give mean ± std, and their per-query values are averaged before the paired t-tests.
 † marks a Holm-corrected paired t-test against full fine-tuning (when a `full` run is present); ‡ against the best
-other trained PEFT method of the same task (for the best method: the runner-up), Holm-corrected across methods;
+other trained PEFT method of the same task (for the best method: the runner-up), Holm-corrected across the trained
+methods (PEFT and full fine-tuning; an untrained row is §'s baseline, not one of ‡'s comparisons);
 § against the untrained baseline: the zero-shot model, or for re-ranking the first-stage run that every run re-ranked
 (a BM25 run, say), which the table then shows as its own row.
 """
@@ -52,10 +53,11 @@ def significance(groups: list[Group], columns: list[tuple[str, str]], alpha: flo
             others = [g.label for g in groups if g is not base]
             cmp = compare({base.label: pq[base.label], **{label: pq[label] for label in others}}, alpha)
             marks[mark] |= {(label, test_set, m) for label in others for m in measures if cmp.significant(label, m)}
-        peft = [g for g in groups if g.method != FULL and g.runs[0].summary]  # trained methods, not baselines
+        trained = [g for g in groups if g.runs[0].summary]  # not the untrained baselines, which § compares with
+        peft = [g for g in trained if g.method != FULL]
         for m in measures:
             tested, raw = [], []
-            for g in groups:
+            for g in trained:
                 rivals = [o for o in peft if o is not g]
                 if not rivals:
                     continue
@@ -125,7 +127,7 @@ _NOTE = ("Values are means over the judged test queries of each run's final run 
          "has several runs). trainable: trained / base parameters (a cross-encoder's head included); method share: the "
          "method's own parameters; head (pooler): a cross-encoder's new head, with in brackets the part of it that is "
          "the pooler when the pooler trains (a pretrained pooler stays frozen). † differs from full fine-tuning, ‡ from "
-         "the best other PEFT method (for the best one: from the runner-up), § from the untrained baseline (the "
+         "the best other PEFT method (for the best one: from the runner-up; trained rows only), § from the untrained baseline (the "
          "zero-shot model; in re-ranking, the first stage that every run re-ranked); paired t-tests on per-query "
          "values, Holm-corrected, p < {alpha}. Best dev, steps and train (s), the training's wall time: from each "
          "run's training summary; kept: the weights each training saved (a checkpoint replaces the starting model only "
