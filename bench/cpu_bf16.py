@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from machine import describe, publish, time_rounds  # noqa: E402
+from train_step import mnrl_step  # noqa: E402
 
 from peft_ir.data import iter_corpus  # noqa: E402
 
@@ -106,31 +107,16 @@ def main() -> None:
 
 
 def training_step(batch: tuple[list[str], list[str], list[str]], dtype: torch.dtype | None) -> Callable[[], float]:
-    """One full fine-tuning step of a fresh MiniLM bi-encoder per call, as the Trainer takes it with `--bf16` on the
-    CPU (autocast around the forward pass and the loss; float32 weights, gradients and AdamW): returns the loss."""
+    """One full fine-tuning step of a fresh MiniLM bi-encoder per call (train_step.py's step, autocast when `dtype`)."""
     import torch
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-    from peft_ir.precision import autocast
     from peft_ir.retriever.config import EncoderSpec
     from peft_ir.retriever.encoder import BiEncoder
 
     torch.manual_seed(0)
     st = BiEncoder(EncoderSpec(passage_max_length=256), device="cpu").model
     st.max_seq_length = 256
-    st.train()
-    loss_fn = MultipleNegativesRankingLoss(st, scale=20.0)
-    opt = torch.optim.AdamW([p for p in st.parameters() if p.requires_grad], lr=2e-5)
-    features = [st.tokenize(texts) for texts in batch]
-
-    def step() -> float:
-        with autocast("cpu", dtype):
-            loss = loss_fn(features, None)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return float(loss.detach())
-    return step
+    return mnrl_step(st, batch, lr=2e-5, dtype=dtype)
 
 
 if __name__ == "__main__":

@@ -27,11 +27,15 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+if TYPE_CHECKING:
+    import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("full", "bitfit", "prefix", "adapter", "lora", "mam", "iaa-s", "iaa-l", "iaa-m")
@@ -84,10 +88,35 @@ def enable_checkpointing(st: Any) -> None:
         st.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
+def mnrl_step(st: Any, texts: tuple[list[str], list[str], list[str]], lr: float,
+              dtype: torch.dtype | None = None) -> Callable[[], float]:
+    """One training step per call as the Trainer takes it: MultipleNegativesRankingLoss (scale 20) over (queries,
+    positives, negatives), each part padded to its longest text, the forward pass and loss under `--bf16`-style
+    autocast when `dtype` is given (float32 weights, gradients and AdamW over the trainable parameters); returns
+    the loss. Shared with cpu_bf16.py, so both benchmarks time the same step."""
+    import torch  # noqa: PLC0415
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss  # noqa: PLC0415
+
+    from peft_ir.precision import autocast  # noqa: PLC0415
+
+    st.train()
+    loss_fn = MultipleNegativesRankingLoss(st, scale=20.0)
+    opt = torch.optim.AdamW([p for p in st.parameters() if p.requires_grad], lr=lr)
+    features = [st.tokenize(part) for part in texts]
+
+    def step() -> float:
+        with autocast("cpu", dtype):
+            loss = loss_fn(features, None)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss.detach())
+    return step
+
+
 def child(args: argparse.Namespace) -> dict[str, Any]:
     """Time `args.steps` steps after one warm-up step of one method on one model; print and return JSON."""
     import torch  # noqa: PLC0415
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss  # noqa: PLC0415
 
     from peft_ir.retriever.config import EncoderSpec  # noqa: PLC0415
     from peft_ir.retriever.encoder import BiEncoder  # noqa: PLC0415
@@ -111,23 +140,15 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     if checkpointed != (len(layers) if args.checkpointing == "on" else 0):
         raise SystemExit(f"{method}: {checkpointed} of {len(layers)} layers checkpointed with checkpointing "
                          f"{args.checkpointing}")
-    st.train()
-    loss_fn = MultipleNegativesRankingLoss(st, scale=20.0)
-    params = [p for p in st.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-5)
-    q, p, n = batch(Path(args.data), args.batch_size)
-    features = [st.tokenize(texts) for texts in (q, p, n)]  # padded to each part's longest text, as in training
+    step = mnrl_step(st, batch(Path(args.data), args.batch_size), lr=1e-5)
     times, first_loss = [], None
     for i in range(args.steps + 1):
         t0 = time.perf_counter()
-        loss = loss_fn(features, None)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        loss = step()
         if i:  # the first step allocates the optimizer state and warms the allocator
             times.append(time.perf_counter() - t0)
         else:
-            first_loss = loss.item()
+            first_loss = loss
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out.update({"trainable": trainable, "total": total, "times": times, "rss_mib": rss_kib / 1024,
                 "loss": first_loss, "layers": len(layers), "checkpointed": checkpointed,
