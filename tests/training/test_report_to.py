@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,27 @@ def test_yaml_report_to_reaches_the_training_config(synthetic_beir: Path, tiny_b
     pipeline = Pipeline(cfg, progress=False, echo=lambda line: None)
     train = pipeline._train_config(RetrieverTrainConfig, cfg.retriever, pipeline.dir.retriever)
     assert train.report_to == ["tensorboard"] and Path(train.output).is_relative_to(pipeline.dir.root)
+
+
+def test_wandb_and_mlflow_write_in_the_run_folder_and_a_users_setting_is_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from peft_ir.training import tracking
+
+    for var in ("WANDB_DIR", "MLFLOW_TRACKING_URI"):  # set, then deleted: recorded, so the test's own values go too
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
+    monkeypatch.setattr(tracking, "_pointed", {})
+    tracking.point_local_files(["tensorboard"], tmp_path / "a")  # nothing else asked: nothing set
+    assert "WANDB_DIR" not in os.environ and "MLFLOW_TRACKING_URI" not in os.environ
+    first, second = tmp_path / "retriever", tmp_path / "reranker"
+    tracking.point_local_files(["wandb", "mlflow"], first)
+    assert os.environ["WANDB_DIR"] == str(first / "wandb") and (first / "wandb").is_dir()
+    assert os.environ["MLFLOW_TRACKING_URI"] == (first / "mlruns").resolve().as_uri()
+    # the next training of the same process (a run's re-ranker after its retriever) moves what we set ...
+    tracking.point_local_files(["wandb", "mlflow"], second)
+    assert os.environ["WANDB_DIR"] == str(second / "wandb")
+    assert os.environ["MLFLOW_TRACKING_URI"] == (second / "mlruns").resolve().as_uri()
+    # ... but never what the user set
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    tracking.point_local_files(["mlflow"], first)
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://tracking.example:5000"

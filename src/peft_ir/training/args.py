@@ -85,7 +85,8 @@ class ScheduleConfig:
                                                        "cost of a second forward pass per layer")
     report_to: list[Tracker] = setting(
         default_factory=list, help="experiment trackers the trainer logs to: tensorboard (event files in "
-                                   "<output>/tensorboard), wandb, mlflow; default none (wandb and mlflow: pip "
+                                   "<output>/tensorboard), wandb (<output>/wandb), mlflow (<output>/mlruns) unless "
+                                   "WANDB_DIR / MLFLOW_TRACKING_URI are set; default none (wandb and mlflow: pip "
                                    "install them first)")
 
     def dev_split_seed(self) -> int:

@@ -28,7 +28,7 @@ from peft_ir.training.selection import (
     KEPT_BEST, KEPT_LAST, NO_DEV_SELECTION, START_DIR, START_SCORES, decide, describe, read_start, restore_start,
     save_start,
 )
-from peft_ir.training.tracking import point_tensorboard
+from peft_ir.training.tracking import point_local_files, point_tensorboard
 from peft_ir.tuning import save_tuned, trainable_parameters
 from peft_ir.tuning.checkpoint import ADAPTER_DIR
 
@@ -132,6 +132,7 @@ def run_training(cfg: ScheduleConfig, task: TrainingTask) -> dict[str, Any]:
     metric = task.dev_metric
     loss, evaluator = task.loss(), task.evaluator()
     args = task.training_arguments(common_trainer_args(cfg, ckpt_dir, metric))
+    point_local_files(cfg.report_to, out)
     trainer = task.trainer_class()(args=args, train_dataset=dataset, callbacks=[JsonlMetrics(out / "metrics.jsonl")],
                                    tuned=tuned, base_name=task.base_name, **task.trainer_kwargs(loss, evaluator))
     point_tensorboard(trainer, out)
