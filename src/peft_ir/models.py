@@ -43,9 +43,15 @@ def hub_id(name_or_path: str | None) -> str | None:
     if name_or_path in (None, "", DEFAULT_MODEL) or str(name_or_path) == resolve_model(None):
         return DEFAULT_HUB_ID
     name = str(name_or_path)
-    if name == BERT_BASE_CONFIG or Path(name).exists() or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name):
+    if name == BERT_BASE_CONFIG or Path(name).exists() or not hub_shaped(name):
         return None
     return name
+
+
+def hub_shaped(name: str) -> bool:
+    """Whether `name` can name a Hub repository ("name" or "owner/name"): `runs/x/retriever`, with two slashes,
+    can only be a local path, so a missing one is a missing folder, never something to fetch."""
+    return re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) is not None
 def check_attention(name: str | None) -> None:
     """Refuse a flash attention implementation whose package is not installed, before any model is loaded."""
     package = FLASH_PACKAGES.get(name or "")

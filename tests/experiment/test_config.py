@@ -270,3 +270,19 @@ def test_training_data_named_by_id(tiny, tmp_path: Path, tevatron_hf_dir: Path, 
         load_config(tiny(data={"train": "hf:not a/hub/id"}, **file_like), check_files=False)
     with pytest.raises(ConfigError, match=r"'reranker.negatives': a training file carries its own negatives"):
         load_config(tiny(data={"train": "hf:org/absent"}, retriever={"negatives": None}), check_files=False)
+
+
+def test_check_notes_a_hub_name_it_cannot_read_but_refuses_a_missing_path(tiny, tmp_path: Path,  # type: ignore
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--check` on a machine without a Hub model notes that it is fetched at run time; a name with two slashes
+    can only be a path (another run's output, say), so its absence fails the check as it would fail the run."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.chdir(tmp_path)
+    notes: list[str] = []
+    load_config(tiny(retriever={"model": "org/absent"}), notes=notes)
+    assert len(notes) == 1 and notes[0].startswith("retriever.model: 'org/absent' is not at hand here")
+    with pytest.raises(ConfigError, match=r"'retriever.model': .*runs/teacher/retriever"):
+        load_config(tiny(retriever={"model": "runs/teacher/retriever"}), notes=[])

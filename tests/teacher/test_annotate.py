@@ -387,7 +387,9 @@ def _never_loaded(*args, **kwargs):  # type: ignore[no-untyped-def]
     ({"teacher": "fusion:{a},{beir}/nope.trec"}, InputError, "run file not found"),
     ({"teacher_weights": [1.0]}, PeftIRError, "1 weight(s) for 2 runs"),
     ({"teacher": "{beir}"}, InputError, "not a model folder"),
-    ({"teacher": "{beir}/no-such-model"}, PeftIRError, "nor a hub model in the local cache"),
+    ({"teacher": "no-such-owner/no-such-model"}, PeftIRError, "nor a hub model in the local cache"),
+    # two slashes: only a path can look like this, so it is a missing folder, never a model to fetch
+    ({"teacher": "{beir}/no-such-model"}, InputError, "no such folder (a path, not a Hub name)"),
     ({"teacher_kind": "bi-encoder"}, PeftIRError, "does not apply to a fusion teacher"),
     ({"teacher_scale": 0.0}, PeftIRError, "--teacher-scale must be a positive number, got 0.0"),
     ({"teacher_scale": float("inf")}, PeftIRError, "--teacher-scale must be a positive number, got inf"),
@@ -403,6 +405,15 @@ def test_bad_inputs_are_refused_before_the_teacher_loads(hand_made: dict[str, Pa
     with pytest.raises(error) as info:
         annotate(_cfg(tmp_path / "out.jsonl", teacher, hand_made["beir"], Path(run) if run else None, **settings))
     assert fragment in str(info.value)
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_an_unfinished_training_is_named_as_such(hand_made: dict[str, Path], tmp_path: Path) -> None:
+    # a teacher run that was killed (another config's, say): say to finish it, not that the folder is no model
+    folder = tmp_path / "teacher-run" / "retriever"
+    (folder / "checkpoints" / "checkpoint-20").mkdir(parents=True)
+    with pytest.raises(InputError, match="an unfinished training .*run that training again to finish it"):
+        annotate(_cfg(tmp_path / "out.jsonl", str(folder), hand_made["beir"], hand_made["a"], depth=3))
     assert not (tmp_path / "out.jsonl").exists()
 
 

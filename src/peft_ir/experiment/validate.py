@@ -551,7 +551,7 @@ def check_inputs(cfg: ExperimentConfig, origins: Origins, notes: list[str] | Non
 
 def _is_local(model: str | None) -> bool:
     """A model named by a path (or the embedded default), as opposed to a Hub name fetched at run time."""
-    from peft_ir.models import resolve_model  # noqa: PLC0415
+    from peft_ir.models import hub_shaped, resolve_model  # noqa: PLC0415
 
     name = resolve_model(model)
-    return Path(name).exists() or name.startswith(("/", "./", "../", "~"))
+    return Path(name).exists() or name.startswith(("/", "./", "../", "~")) or not hub_shaped(name)

@@ -30,11 +30,12 @@ from typing import Any, Literal, Protocol
 from peft_ir.data.textfile import read_json_object
 from peft_ir.errors import InputError, PeftIRError
 from peft_ir.fingerprint import file_hash
-from peft_ir.models import resolve_model
+from peft_ir.models import hub_shaped, resolve_model
 from peft_ir.precision import ComputeDtype, torch_dtype
 from peft_ir.reranker.config import CROSS_ENCODER_SPEC_FILE, CrossEncoderSpec
 from peft_ir.retriever.config import ENCODER_SPEC_FILE, EncoderSpec
 from peft_ir.teacher.config import FUSION_PREFIX, TeacherConfig, fusion_runs
+from peft_ir.training.checkpoints import CHECKPOINTS_DIR
 from peft_ir.tuning.checkpoint import ADAPTER_DIR
 
 Kind = Literal["cross-encoder", "bi-encoder", "fusion"]
@@ -124,6 +125,10 @@ def _resolve(cfg: TeacherConfig) -> TeacherSource:
         if (path / ENCODER_SPEC_FILE).is_file():
             return _trained(cfg, path, "bi-encoder", ENCODER_SPEC_FILE)
         config = path / "config.json"
+        if not config.is_file() and (path / CHECKPOINTS_DIR).is_dir():
+            raise InputError(path, None, None, f"an unfinished training ({CHECKPOINTS_DIR}/, but no "
+                                               f"{CROSS_ENCODER_SPEC_FILE} or {ENCODER_SPEC_FILE} yet): run that "
+                                               "training again to finish it (it resumes from its last checkpoint)")
         if not config.is_file():
             raise InputError(path, None, None, "not a model folder (no config.json), nor a training output "
                                                f"({CROSS_ENCODER_SPEC_FILE} or {ENCODER_SPEC_FILE})")
@@ -131,6 +136,9 @@ def _resolve(cfg: TeacherConfig) -> TeacherSource:
         where = str(path.resolve())
     elif path.exists():
         raise InputError(path, None, None, "a teacher is a folder (training output or model) or fusion:RUN1,RUN2")
+    elif not hub_shaped(str(cfg.teacher)):
+        raise InputError(path, None, None, "no such folder (a path, not a Hub name): a teacher is a training output, "
+                                           "a model folder or a Hub name, or fusion:RUN1,RUN2")
     else:
         architectures = _hub_architectures(cfg.teacher)
         where = cfg.teacher
