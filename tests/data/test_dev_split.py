@@ -66,3 +66,41 @@ def test_a_dev_corpus_too_small_for_the_top_hits_is_warned_about(synthetic_beir:
     _, dev = split_dev(examples, 5, seed=3, corpus_size=20, extra_passages=corpus)
     assert len(dev.corpus) > 20                                       # the top hits are all there nonetheless
     assert "fill the dev corpus" in caplog.text and "--dev-corpus 20" in caplog.text
+
+
+def _one_per_pair(n_queries: int) -> list:
+    """A triples-style list: each query's 2 positives x 3 negatives, one example per pair, queries interleaved."""
+    from peft_ir.data.training import TrainingExample
+    rows = [(q, p, n) for p in range(2) for n in range(3) for q in range(n_queries)]
+    return [TrainingExample(f"query {q}", [f"pos {q}.{p}"], [f"neg {q}.{n}"]) for q, p, n in rows]
+
+
+def test_a_query_with_several_examples_is_held_out_whole() -> None:
+    # a dev query still trained on through its other lines would select the checkpoint on training data
+    examples = _one_per_pair(12)
+    train, dev = split_dev(examples, 4, seed=3, corpus_size=100)
+    assert len(dev.queries) == 4 and len(set(dev.queries.values())) == 4
+    assert not set(dev.queries.values()) & {ex.query for ex in train}
+    assert len(train) == 8 * 6  # the 8 other queries, every line of each
+    for qid, query in dev.queries.items():  # each dev query is judged on all its positives, none left unjudged
+        q = query.split()[1]
+        assert set(dev.qrels[qid]) == {text_id(f"pos {q}.{p}") for p in range(2)}
+    rtrain, rdev = split_examples(examples, 4, seed=3, dev_candidates=10)
+    assert set(rdev.queries.values()) == set(dev.queries.values())  # the same queries for both trainers
+    assert not set(rdev.queries.values()) & {ex.query for ex in rtrain} and len(rtrain) == 48
+    for qid, query in rdev.queries.items():
+        q = query.split()[1]
+        assert sorted(rdev.candidates[qid]) == sorted([f"pos {q}.{p}" for p in range(2)] +
+                                                      [f"neg {q}.{n}" for n in range(3)])
+        assert {rdev.candidates[qid][int(j)] for j in rdev.qrels[qid]} == {f"pos {q}.{p}" for p in range(2)}
+
+
+def test_with_one_example_per_query_the_split_is_a_shuffle_of_positions(synthetic_beir: Path) -> None:
+    # the committed results' dev splits: a seeded shuffle of the examples' positions, the first k held out
+    import random
+    examples, _ = load_examples(synthetic_beir, "train", None)
+    order = list(range(len(examples)))
+    random.Random(7).shuffle(order)
+    train, dev = split_examples(examples, 5, seed=7, dev_candidates=4)
+    assert list(dev.queries) == [examples[i].query_id for i in sorted(order[:5])]
+    assert [ex.query_id for ex in train] == [examples[i].query_id for i in order[5:]]

@@ -28,17 +28,44 @@ log = logging.getLogger(__name__)
 
 def hold_out(examples: Sequence[TrainingExample], dev_queries: int, seed: int, *, shuffled: bool = False
              ) -> tuple[list[TrainingExample], list[tuple[int, TrainingExample]]]:
-    """Hold out `dev_queries` examples by a seeded shuffle of their positions.
+    """Hold out `dev_queries` *queries* by a seeded shuffle: all of a held-out query's examples leave training.
 
-    Returns the training rest, in input order or, with `shuffled`, in the shuffle's order (a prefix of it is then a
-    seeded sample of the training queries), and the held-out examples with their input positions, in input order.
+    A file may give one query several examples (a triples line per positive-negative pair, a line per positive):
+    holding out examples would train on the very queries that select the checkpoint. Examples are grouped by query
+    (its id, else its text), in order of first appearance; with one example per query the split is the same as a
+    shuffle of the examples' positions. Returns the training rest, in input order or, with `shuffled`, in the
+    shuffle's order (a prefix of it is then a seeded sample of the training queries), and one example per held-out
+    query (its examples merged: every positive, and every negative that is not one of them) with the input position
+    of its first example, in input order.
     """
-    if dev_queries >= len(examples):
-        raise PeftIRError(f"--dev-queries {dev_queries} leaves no training queries (only {len(examples)} examples)")
-    order = list(range(len(examples)))
+    groups: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        groups.setdefault(ex.query_id or ex.query, []).append(i)
+    members = list(groups.values())
+    if dev_queries >= len(members):
+        raise PeftIRError(f"--dev-queries {dev_queries} leaves no training queries (only {len(members)} queries in "
+                          f"{len(examples)} examples)")
+    order = list(range(len(members)))
     random.Random(seed).shuffle(order)
     rest = order[dev_queries:] if shuffled else sorted(order[dev_queries:])
-    return [examples[i] for i in rest], [(i, examples[i]) for i in sorted(order[:dev_queries])]
+    held = sorted(order[:dev_queries])
+    if len(members) < len(examples):
+        log.info("dev split: %d queries held out of %d (%d of %d examples: queries with several are held out whole)",
+                 dev_queries, len(members), sum(len(members[g]) for g in held), len(examples))
+    return ([examples[i] for g in rest for i in members[g]],
+            [(members[g][0], _merged([examples[i] for i in members[g]])) for g in held])
+
+
+def _merged(group: list[TrainingExample]) -> TrainingExample:
+    """One query's examples as one: its positives, then its negatives that are none of them (another line's
+    positive is relevant, not a negative), its first-stage hits."""
+    if len(group) == 1:
+        return group[0]
+    positives = list(dict.fromkeys(p for ex in group for p in ex.positives))
+    negatives = [n for n in dict.fromkeys(n for ex in group for n in ex.negatives) if n not in set(positives)]
+    first = group[0]
+    return TrainingExample(first.query, positives, negatives, first.query_id,
+                           first_stage=next((ex.first_stage for ex in group if ex.first_stage), None))
 
 
 def subset(examples: Sequence[TrainingExample], n: int, seed: int) -> list[TrainingExample]:
