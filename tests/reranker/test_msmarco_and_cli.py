@@ -46,6 +46,24 @@ def test_msmarco_training_set_has_bm25_negatives_from_the_pool(tmp_path: Path) -
         build_training_set(bad, tmp_path / "index2", tmp_path / "o.jsonl")
 
 
+def test_a_query_with_several_positives_has_none_of_them_as_negatives(tmp_path: Path) -> None:
+    # MS MARCO's train qrels judge some queries twice: the second passage is relevant, never a BM25 negative
+    pytest.importorskip("pyserini")
+    rows = [*ROWS, ("q1", "what is the boiling point of water", "p1b",
+                    "The boiling point of water is 100 degrees Celsius.")]
+    path = tmp_path / "pos.jsonl"
+    path.write_text("".join(json.dumps({"query_id": q, "query": t, "positive_id": p, "positive": x}) + "\n"
+                            for q, t, p, x in rows))
+    out = tmp_path / "train.jsonl"
+    stats = build_training_set(path, tmp_path / "index", out, depth=4, num_negatives=4)
+    assert stats["queries"] == 5 and stats["positives"] == 6 and stats["pool"] == 5
+    examples = [e for e in read_training(out) if e.query_id == "q1"]
+    assert len(examples) == 1  # one line per query: a dev split holds it out whole
+    both = {ROWS[0][3], rows[-1][3]}
+    assert set(examples[0].positives) == both and not both & set(examples[0].negatives)
+    assert examples[0].negatives == [ROWS[3][3]]  # BM25's only other hit: the other boiling-water passage
+
+
 def test_cli_train_and_rerank(synthetic_beir: Path, synthetic_runs: dict, tiny_ce_dir: Path, tmp_path: Path,
                               capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "ce"

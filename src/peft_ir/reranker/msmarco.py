@@ -2,9 +2,10 @@
 
 The only MS MARCO passages at hand are the judged positives, so the negatives come from BM25 over the *pool of
 all those positives* (never over test passages): each query searches the pool and its negatives are its top hits
-other than its own positive. (Another query's positive can be relevant to this one too; with 6,590 passages on
-distinct topics such false negatives are rare.) Written as a FlagEmbedding-style training file
-{query_id, query, pos: [text], neg: [texts]} that `peft-ir train reranker --train FILE` reads.
+other than its own positives (a query with several judged passages has a row for each: all of them are its
+positives, none a negative). (Another query's positive can be relevant to this one too; with 6,590 passages on
+distinct topics such false negatives are rare.) Written as a FlagEmbedding-style training file, one line per query,
+{query_id, query, pos: [texts], neg: [texts]}, that `peft-ir train reranker --train FILE` reads.
 """
 
 from __future__ import annotations
@@ -39,13 +40,18 @@ def build_training_set(positives: str | Path, index_dir: str | Path, output: str
     from peft_ir.indexing.bm25 import BM25Searcher, build_index  # noqa: PLC0415
 
     rows = list(read_positives(positives))
-    if max_queries is not None:
-        rows = rows[:max_queries]
+    if max_queries is not None:  # the first max_queries queries, with every row of each
+        kept = set(list(dict.fromkeys(r["query_id"] for r in rows))[:max_queries])
+        rows = [r for r in rows if r["query_id"] in kept]
     if not rows:
         raise InputError(positives, None, None, "no query-positive pair")
     pool: dict[str, str] = {}
+    queries: dict[str, str] = {}        # query id -> text, in order of first appearance
+    judged: dict[str, list[str]] = {}   # query id -> its positive ids
     for r in rows:
         pool.setdefault(r["positive_id"], r["positive"])
+        queries.setdefault(r["query_id"], r["query"])
+        judged.setdefault(r["query_id"], []).append(r["positive_id"])
     index_dir = Path(index_dir)
     if not index_dir.is_dir():
         build_index((Document(d, "", t) for d, t in pool.items()), index_dir, threads=threads,
@@ -55,16 +61,19 @@ def build_training_set(positives: str | Path, index_dir: str | Path, output: str
         if searcher.num_docs != len(pool):
             raise PeftIRError(f"{index_dir} holds {searcher.num_docs} documents, the positive pool {len(pool)}; "
                               "delete it to rebuild")
-        run = searcher.search({r["query_id"]: r["query"] for r in rows}, hits=depth + 1, threads=threads)
+        most = max(len(set(ids)) for ids in judged.values())  # enough hits for `depth` past the positives
+        run = searcher.search(queries, hits=depth + most, threads=threads)
     finally:
         searcher.close()
     examples, empty = [], 0
-    for r in rows:
-        negs = [d for d, _ in ranked(run.get(r["query_id"], {})) if d != r["positive_id"]][:num_negatives]
+    for qid, query in queries.items():
+        own = list(dict.fromkeys(judged[qid]))
+        negs = [d for d, _ in ranked(run.get(qid, {})) if d not in own][:num_negatives]
         empty += not negs
-        examples.append(TrainingExample(r["query"], [r["positive"]], [pool[d] for d in negs], r["query_id"]))
+        examples.append(TrainingExample(query, [pool[d] for d in own], [pool[d] for d in negs], qid))
     write_training(examples, output, "flag")
-    stats = {"queries": len(examples), "pool": len(pool), "without_negatives": empty,
-             "negatives": sum(len(e.negatives) for e in examples), "index": str(index_dir), "output": str(output)}
+    stats = {"queries": len(examples), "positives": sum(len(e.positives) for e in examples), "pool": len(pool),
+             "without_negatives": empty, "negatives": sum(len(e.negatives) for e in examples),
+             "index": str(index_dir), "output": str(output)}
     log.info("MS MARCO training set: %s", stats)
     return stats
