@@ -90,6 +90,20 @@ def test_argument_errors():
         fuse([A, B], "combsum")  # type: ignore[arg-type]
 
 
+def test_a_run_weighted_zero_takes_no_part():
+    # A ranks a > b > c (c judged relevant, say); B retrieved only z. With weight 0 B must not put z among A's hits:
+    # with min-max z tied A's lowest hit c (and outranked it on docid), with z-score it sat at A's mean, above c
+    a_run = {"q": {"a": 3.0, "b": 2.0, "c": 1.0}}
+    b_run = {"q": {"z": 1.0}, "q-only-in-b": {"y": 1.0}}
+    for norm in ("minmax", "zscore"):
+        fused = interpolate([a_run, b_run], weights=[1.0, 0.0], norm=norm, hits=3)
+        assert list(fused) == ["q"] and [d for d, _ in ranked(fused["q"])] == ["a", "b", "c"]
+    assert [d for d, _ in ranked(rrf([a_run, b_run], weights=[1.0, 0.0])["q"])] == ["a", "b", "c"]
+    assert set(rrf([a_run, b_run], weights=[0.0, 2.0])) == {"q", "q-only-in-b"}
+    with pytest.raises(PeftIRError, match="every weight is 0"):
+        interpolate([a_run, b_run], weights=[0.0, 0.0])
+
+
 scores = st.dictionaries(st.sampled_from([f"d{i}" for i in range(8)]),
                          st.floats(-100, 100, allow_nan=False), min_size=1, max_size=8)
 

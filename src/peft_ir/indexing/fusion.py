@@ -10,6 +10,9 @@ Conventions (stated once, used everywhere):
   it *after* normalisation (with min-max: the same as that run's lowest-scored hit; with z-score: the same as a
   hit scoring that run's mean). Default weights: 1/n each. Min-max over hits that all score the same gives 1.0
   (they are all that run's best); z-score with zero spread gives 0.0.
+- A run weighted 0 is left out whole: its documents are not candidates (with min-max they would tie with the other
+  runs' lowest hits, with z-score sit at their mean, and `hits` could cut a real hit for them), so weights (1, 0)
+  give back the first run's ranking and documents.
 - Queries: the union over all runs, in order of first appearance (first run first).
 """
 
@@ -37,7 +40,14 @@ def _check(runs: Sequence[Run], weights: Sequence[float] | None) -> list[float] 
         raise PeftIRError(f"got {len(weights)} weight(s) for {len(runs)} runs: give one weight per run")
     if any(not math.isfinite(w) for w in weights):
         raise PeftIRError(f"weights must be finite numbers, got {list(weights)}")
+    if all(w == 0 for w in weights):
+        raise PeftIRError(f"every weight is 0 ({list(weights)}): a run weighted 0 takes no part, so nothing would be fused")
     return [float(w) for w in weights]
+
+
+def _weighted(runs: Sequence[Run], weights: Sequence[float]) -> list[tuple[Run, float]]:
+    """The runs that take part, with their weights: a run weighted 0 adds no score and no candidate."""
+    return [(run, w) for run, w in zip(runs, weights) if w != 0.0]
 
 
 def _query_order(runs: Sequence[Run]) -> list[str]:
@@ -58,9 +68,10 @@ def rrf(runs: Sequence[Run], k: float = 60.0, weights: Sequence[float] | None = 
     if k < 0:
         raise PeftIRError(f"RRF k must be >= 0, got {k}")
     fused: Run = {}
-    for qid in _query_order(runs):
+    parts = _weighted(runs, w)
+    for qid in _query_order([run for run, _ in parts]):
         scores: dict[str, float] = {}
-        for run, wi in zip(runs, w):
+        for run, wi in parts:
             for rank, (docid, _) in enumerate(ranked(run.get(qid, {})), start=1):
                 scores[docid] = scores.get(docid, 0.0) + wi / (k + rank)
         fused[qid] = _cut(scores, hits)
@@ -91,9 +102,10 @@ def interpolate(runs: Sequence[Run], weights: Sequence[float] | None = None, nor
     """Weighted sum of per-query normalised scores; missing documents contribute 0 after normalisation."""
     w = _check(runs, weights) or [1.0 / len(runs)] * len(runs)
     fused: Run = {}
-    for qid in _query_order(runs):
+    parts = _weighted(runs, w)
+    for qid in _query_order([run for run, _ in parts]):
         scores: dict[str, float] = {}
-        for run, wi in zip(runs, w):
+        for run, wi in parts:
             for docid, s in normalise(run.get(qid, {}), norm).items():
                 scores[docid] = scores.get(docid, 0.0) + wi * s
         # documents missing from a run were given nothing by it, i.e. 0 after normalisation, as documented
