@@ -62,6 +62,20 @@ def test_a_reranker_no_better_than_its_first_stage_gets_weight_0() -> None:
     assert {v for _, v in c.grid} == {1.0} and c.weight == 0.0
 
 
+def test_a_query_s_own_document_does_not_choose_the_weight_when_the_test_ignores_it() -> None:
+    # ArguAna-style: q is also a document. The first stage puts it first and the relevant b second; the re-ranker
+    # ranks b first. Judged with the self hit, RR@10 says 0.5 for the first stage and the fusion weight hangs on the
+    # self hit's place; without it (as the test is judged) b leads from the re-ranker's side
+    first = {"q": {"q": 3.0, "b": 2.0, "c": 1.0}}
+    reranked = {"q": {"q": 0.0, "b": 1.0, "c": 0.5}}
+    qrels = {"q": {"b": 1, "q": 0}}
+    kept = choose_fuse_weight(first, reranked, qrels, "RR@10", hits=3)
+    dropped = choose_fuse_weight(first, reranked, qrels, "RR@10", hits=3, ignore_self=True)
+    assert kept.first_stage == 0.5 and dropped.first_stage == 1.0  # the self hit no longer stands in front of b
+    assert {v for _, v in dropped.grid} == {1.0} and dropped.weight == 0.0
+    assert kept.weight > 0.0
+
+
 def test_a_grid_without_both_ends_is_refused() -> None:
     with pytest.raises(PeftIRError, match="hold 0"):
         choose_fuse_weight(FIRST, RERANKED, QRELS, hits=3, grid=[0.5, 1.0])

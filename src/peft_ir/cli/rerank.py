@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="their qrels (TREC, BEIR tsv, BEIR folder with --dev-split, irds:ID)")
     p.add_argument("--dev-split", default="dev", help="split of a BEIR folder given as --dev-topics / --dev-qrels")
     p.add_argument("--dev-measure", default=None, help="the measure the weight is chosen by (default nDCG@10)")
+    p.add_argument("--dev-ignore-self", action="store_true", default=None,
+                   help="judge the dev queries without hits whose docid equals the qid (ArguAna, Quora), as "
+                        "`peft-ir eval --ignore-self` judges the test")
     p.add_argument("--dev-output", default=None, help="the re-ranked dev run (default: <output stem>.dev<suffix>; its "
                                                       "score cache beside it makes a rerun resume)")
     p.add_argument("--cache", default=None, help="score cache (default: .<output>.scores-<model hash>.jsonl beside it)")
@@ -64,7 +67,7 @@ def _weight(value: str) -> float | str:
         raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 or auto, got {value!r}") from None
 
 
-DEV_FLAGS = ("dev_run", "dev_topics", "dev_qrels", "dev_measure", "dev_output")
+DEV_FLAGS = ("dev_run", "dev_topics", "dev_qrels", "dev_measure", "dev_ignore_self", "dev_output")
 
 
 def check_fusion(args: argparse.Namespace) -> None:
@@ -166,7 +169,7 @@ def choose_on_dev(args: argparse.Namespace, encoder: CrossEncoder) -> float:
           f"cache) into {args.dev_output}")
     choice = choose_fuse_weight(read_run(args.dev_run), read_run(args.dev_output),
                                 load_qrels(args.dev_qrels, args.dev_split), args.dev_measure or DEFAULT_MEASURE,
-                                hits=args.hits, keep_rest=args.keep_rest)
+                                hits=args.hits, keep_rest=args.keep_rest, ignore_self=bool(args.dev_ignore_self))
     out = Path(args.fused_output)
     with atomic_open(out.with_name(f"{out.name}.fuse-weight.json")) as fh:
         json.dump(choice.to_json(), fh, indent=1)

@@ -67,16 +67,20 @@ class WeightChoice:
 
 
 def choose_fuse_weight(first_stage: Run, reranked: Run, qrels: Qrels, measure: str = DEFAULT_MEASURE, *, hits: int,
-                       keep_rest: bool = True, grid: Sequence[float] = GRID) -> WeightChoice:
+                       keep_rest: bool = True, grid: Sequence[float] = GRID, ignore_self: bool = False
+                       ) -> WeightChoice:
     """Evaluate `fuse_reranked` at every weight of `grid` on the dev queries of `qrels`; the best mean of `measure`
-    wins, ties going to the smaller weight. The grid must hold 0 (the first stage, the test's baseline) and 1."""
+    wins, ties going to the smaller weight. The grid must hold 0 (the first stage, the test's baseline) and 1.
+    `ignore_self` judges as the test is judged where a query is also a document (ArguAna, Quora): its own hit,
+    which would otherwise decide the weight, is dropped."""
     points = sorted(set(float(w) for w in grid))
     if not points or points[0] != 0.0 or points[-1] != 1.0:
         raise PeftIRError(f"the weight grid must lie in [0, 1] and hold 0 (the first stage alone) and 1 (the "
                           f"re-ranker alone), got {list(grid)}")
     (m,) = parse_measures([measure])
     name = str(m)
-    values = {w: per_query(qrels, fuse_reranked(first_stage, reranked, w, hits, keep_rest=keep_rest), [m])[name]
+    values = {w: per_query(qrels, fuse_reranked(first_stage, reranked, w, hits, keep_rest=keep_rest), [m],
+                           ignore_self=ignore_self)[name]
               for w in points}
     means = {w: sum(v.values()) / len(v) for w, v in values.items()}
     best = max(means.values())

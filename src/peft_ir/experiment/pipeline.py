@@ -510,7 +510,8 @@ class Pipeline:
         assert s is not None
         dev = self._dev_set()
         choice = choose_fuse_weight(read_run(self._rerank_input(dev)), read_run(self.dir.run_file(DEV_SET, RERANKED)),
-                                    load_qrels(dev.qrels), fuse_measure(self.cfg), hits=s.hits, keep_rest=s.keep_rest)
+                                    load_qrels(dev.qrels), fuse_measure(self.cfg), hits=s.hits, keep_rest=s.keep_rest,
+                                    ignore_self=self.cfg.eval.ignore_self)  # judged as the test sets are
         with atomic_open(self.dir.fuse_weight) as fh:
             json.dump(choice.to_json(), fh, indent=1)
         for line in choice.table():
