@@ -286,3 +286,13 @@ def test_check_notes_a_hub_name_it_cannot_read_but_refuses_a_missing_path(tiny, 
     assert len(notes) == 1 and notes[0].startswith("retriever.model: 'org/absent' is not at hand here")
     with pytest.raises(ConfigError, match=r"'retriever.model': .*runs/teacher/retriever"):
         load_config(tiny(retriever={"model": "runs/teacher/retriever"}), notes=[])
+
+
+def test_training_on_the_test_split_is_refused(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # data.beir's train split set to its test split: the models, their dev queries and a fusion weight would all see
+    # the test queries
+    with pytest.raises(ConfigError, match=r"'data\.train_split': 'test' is also the split of test set 'test'"):
+        load_config(tiny(data={"train_split": "test"}), check_files=False)
+    zero_shot = {"retriever": {"zero_shot": True, "method": None, "tuning": None}}
+    assert load_config(tiny(data={"train_split": "test"}, **zero_shot, reranker=None),
+                       check_files=False).data.train_split == "test"  # nothing trained, nothing chosen: allowed

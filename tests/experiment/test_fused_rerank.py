@@ -251,3 +251,20 @@ def test_cli_rerank_chooses_the_weight_on_dev_queries(tmp_path: Path, synthetic_
     # a rerun scores nothing again: the dev run's score cache sits beside it
     assert main([*base, "--fuse-weight", "auto", *dev, "--dev-measure", "RR@10"]) == 0
     assert "(200 from the cache)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("retriever", [{"dev_seed": 8}, {"dev_queries": 2}])  # the config's seed is 7
+def test_auto_with_a_trained_retriever_needs_dev_queries_it_did_not_train_on(retriever: dict[str, Any],
+                                                                              tmp_path: Path, synthetic_beir: Path,
+                                                                              tiny_bert_dir: Path) -> None:
+    # the weight is chosen on the re-ranker's dev queries searched by the trained retriever: another dev split (or
+    # a smaller one) would search queries the retriever trained on, flattering the first stage
+    from tiny import tiny_config
+
+    base = tiny_config(synthetic_beir, tiny_bert_dir, tmp_path / "runs", reranker={"fuse_weight": "auto"})
+    ok = load_config(write_yaml(tmp_path / "ok.yaml", base), check_files=False)
+    assert ok.retriever.dev_queries >= ok.reranker.dev_queries and not ok.retriever.zero_shot
+    bad = {**base, "retriever": {**base["retriever"], **retriever}}
+    with pytest.raises(ConfigError, match=r"'reranker\.fuse_weight': auto searches the re-ranker's dev queries with "
+                                          r"the trained retriever"):
+        load_config(write_yaml(tmp_path / "bad.yaml", bad), check_files=False)

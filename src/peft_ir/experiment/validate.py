@@ -233,6 +233,16 @@ def _validate_auto_fusion(cfg: ExperimentConfig, origins: Origins, kinds: list[s
         raise fail("reranker.fuse_weight", origins, f"auto judges the dev queries held out of the training split, "
                    f"which needs a BEIR folder as training data (queries, qrels and the corpus), not "
                    f"{cfg.data.train!r}: set data.beir or data.train to one, or give the weight by hand")
+    r = cfg.retriever
+    if cfg.trains(r) and "dense" in kinds:
+        assert r is not None
+        seeds = [cfg.seed if sec.dev_seed is None else sec.dev_seed for sec in (r, s)]
+        if seeds[0] != seeds[1] or r.dev_queries < s.dev_queries:
+            raise fail("reranker.fuse_weight", origins, f"auto searches the re-ranker's dev queries with the trained "
+                       f"retriever, so they must be queries it did not train on: the retriever holds out "
+                       f"{r.dev_queries} (dev seed {seeds[0]}), the re-ranker {s.dev_queries} (dev seed {seeds[1]}); "
+                       "give both the same dev seed and the retriever at least as many dev queries, or give the "
+                       "weight by hand")
 
 
 def _validate_data(cfg: ExperimentConfig, origins: Origins, kinds: list[str]) -> None:
@@ -259,6 +269,13 @@ def _validate_data(cfg: ExperimentConfig, origins: Origins, kinds: list[str]) ->
     training = cfg.trains(cfg.retriever) or cfg.trains(cfg.reranker)
     if training and d.train is None:
         raise fail("data.train", origins, "a model is trained but no training data is set (data.train or data.beir)")
+    uses_dev = training or (cfg.reranker is not None and cfg.reranker.fuse_weight == AUTO)
+    if uses_dev and d.train is not None and is_beir_training(cfg):
+        for i, t in enumerate(d.test):
+            if t.split == d.train_split and Path(t.qrels).resolve() == Path(d.train).resolve():
+                raise fail("data.train_split", origins, f"{d.train_split!r} is also the split of test set {t.name!r} "
+                           f"(data.test[{i}]) in the same folder: training, its dev queries and a fusion weight "
+                           "chosen on them would see the test queries; train on another split")
     if d.build_train_from is not None:
         if d.train is None or d.train == d.beir or is_named_source(d.train):
             raise fail("data.build_train_from", origins, "needs data.train: the training file to write")
