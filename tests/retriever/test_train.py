@@ -263,3 +263,21 @@ def test_distillation_on_a_scored_file_lowers_the_loss(loss: str, module: str, s
     assert all(0 <= x < float("inf") for x in losses)
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5  # 5 steps are one pass over the 40 queries
     assert last < 0.8 * first, losses
+
+
+def test_a_negative_that_is_also_a_positive_is_never_drawn() -> None:
+    # a file may list a query's positive among its negatives too: trained against, it would push the positive away
+    from peft_ir.data.training import TrainingExample
+    from peft_ir.retriever.train import _dataset
+
+    clean = TrainingExample("q1", ["p1"], ["n1", "n2", "n3"], "q1", [9.0], [1.0, 2.0, 3.0])
+    mixed = TrainingExample("q2", ["p2", "p2b"], ["p2b", "m1", "p2", "m2"], "q2", [9.0, 8.0], [8.0, 1.0, 9.0, 2.0])
+    rows = _dataset([clean, mixed], num_negatives=2, seed=0, teacher=True)
+    for row in rows:
+        negs = [row["negative_1"], row["negative_2"]]
+        assert not {"p2", "p2b"} & set(negs)
+        if row["query"] == "q2":
+            assert sorted(negs) == ["m1", "m2"]
+            assert row["label"][1:] == [{"m1": 1.0, "m2": 2.0}[n] for n in negs]  # scores follow their passages
+    # with two eligible negatives q2 cannot give three: it is skipped, not padded with its own positives
+    assert [r["query"] for r in _dataset([clean, mixed], num_negatives=3, seed=0)] == ["q1"]

@@ -57,18 +57,25 @@ def _dataset(examples: list, num_negatives: int, seed: int, teacher: bool = Fals
     for c in neg_cols:
         rows[c] = []
     labels: list[list[float]] = []
-    usable = [ex for ex in examples if len(ex.negatives) >= num_negatives] if num_negatives else examples
+    # a negative that is one of the query's own positives (a file can list it in both) would be trained against:
+    # only the other negatives are drawn from (positions, so that teacher scores stay aligned)
+    eligible = {id(ex): [i for i, n in enumerate(ex.negatives) if n not in set(ex.positives)] for ex in examples}
+    contradicted = sum(len(ex.negatives) - len(eligible[id(ex)]) for ex in examples)
+    if contradicted:
+        log.warning("%d negatives are also positives of their query and are not used as negatives", contradicted)
+    usable = [ex for ex in examples if len(eligible[id(ex)]) >= num_negatives] if num_negatives else examples
     if num_negatives and len(usable) < len(examples):
         log.warning("%d of %d training queries have fewer than %d hard negatives and are skipped",
                     len(examples) - len(usable), len(examples), num_negatives)
     for ex in usable:
         if teacher and not ex.scored:
             raise PeftIRError(f"training query {ex.query_id or ex.query!r} has no teacher scores")
+        pool = eligible[id(ex)]
         for j, pos in enumerate(ex.positives):
             rows["query"].append(ex.query)
             rows["positive"].append(pos)
             # sampling positions draws exactly what sampling the texts would (rng.sample reads only len())
-            picked = rng.sample(range(len(ex.negatives)), num_negatives) if num_negatives else []
+            picked = [pool[k] for k in rng.sample(range(len(pool)), num_negatives)] if num_negatives else []
             for c, i in zip(neg_cols, picked):
                 rows[c].append(ex.negatives[i])
             if teacher:
