@@ -408,6 +408,25 @@ def test_bad_inputs_are_refused_before_the_teacher_loads(hand_made: dict[str, Pa
     assert not (tmp_path / "out.jsonl").exists()
 
 
+def test_a_docid_naming_two_passages_is_refused_before_the_teacher_loads(tmp_path: Path, tiny_bert_dir: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # a scored file whose passages are numbered per query (q1-p0, q1-n0, as write_training numbers id-less
+    # passages) with a query id repeated across lines: a teacher scores each docid once, so the second line's
+    # passages would get the first line's scores
+    monkeypatch.setattr(annotate_module, "load_teacher", _never_loaded)
+    lines = [{"query_id": "q1", "query": "query", "passages": [
+        {"docid": "q1-p0", "title": "", "text": text, "label": 1, "score": 1.0},
+        {"docid": "q1-n0", "title": "", "text": f"not {text}", "label": 0, "score": 0.0}]} for text in ("one", "two")]
+    train = tmp_path / "numbered.jsonl"
+    train.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "scored.jsonl"
+    with pytest.raises(InputError, match=r"numbered\.jsonl: field 'docid': 'q1-p0' names two different passages "
+                                         r"\(query q1, example 2"):
+        annotate(AnnotateConfig(train=str(train), output=str(out), progress=False,
+                                scorer=TeacherConfig(teacher=str(tiny_bert_dir))))
+    assert not out.exists()
+
+
 def test_an_unfinished_training_is_named_as_such(hand_made: dict[str, Path], tmp_path: Path) -> None:
     # a teacher run that was killed (another config's, say): say to finish it, not that the folder is no model
     folder = tmp_path / "teacher-run" / "retriever"

@@ -151,6 +151,7 @@ def _line_of(path: str | Path, qid: str, docid: str) -> int | None:
 def _file_plan(path: str) -> Plan:
     """A training file's own passages; those without ids (FlagEmbedding, triples, Tevatron as read) get text ids."""
     items = []
+    texts_of: dict[str, str] = {}  # docid -> its text over the whole file: a teacher scores each docid once
     for i, ex in enumerate(read_training(path)):
         qid = ex.query_id if ex.query_id is not None else str(i)
         passages: list[Passage] = []
@@ -158,6 +159,10 @@ def _file_plan(path: str) -> Plan:
         for texts, ids, label in ((ex.positives, ex.positive_ids, 1), (ex.negatives, ex.negative_ids, 0)):
             for j, text in enumerate(texts):
                 docid = ids[j] if ids else text_id(text)
+                if texts_of.setdefault(docid, text) != text:
+                    raise InputError(path, None, "docid", f"{docid!r} names two different passages (query {qid}, "
+                                     f"example {i + 1}, and an earlier one): ids that number passages per query "
+                                     "(q-p0, q-n0) must not repeat a query id across lines")
                 if docid not in seen:
                     seen.add(docid)
                     passages.append(Passage(docid, "", text, label))
