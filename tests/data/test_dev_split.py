@@ -104,3 +104,14 @@ def test_with_one_example_per_query_the_split_is_a_shuffle_of_positions(syntheti
     train, dev = split_examples(examples, 5, seed=7, dev_candidates=4)
     assert list(dev.queries) == [examples[i].query_id for i in sorted(order[:5])]
     assert [ex.query_id for ex in train] == [examples[i].query_id for i in order[5:]]
+
+
+def test_max_queries_counts_queries_with_every_example_of_each() -> None:
+    from peft_ir.data.dev_split import first_queries, subset
+    examples = _one_per_pair(12)  # 6 examples per query
+    sample = subset(examples, 3, seed=1)
+    assert len({ex.query for ex in sample}) == 3 and len(sample) == 18
+    train, _ = split_examples(examples, 4, seed=3, dev_candidates=10)  # the re-ranker: a prefix of the shuffle
+    first = first_queries(train, 3)
+    assert len({ex.query for ex in first}) == 3 and len(first) == 18
+    assert [ex.query for ex in first] == [ex.query for ex in train[:18]]  # each query's lines are contiguous

@@ -38,10 +38,7 @@ def hold_out(examples: Sequence[TrainingExample], dev_queries: int, seed: int, *
     query (its examples merged: every positive, and every negative that is not one of them) with the input position
     of its first example, in input order.
     """
-    groups: dict[str, list[int]] = {}
-    for i, ex in enumerate(examples):
-        groups.setdefault(ex.query_id or ex.query, []).append(i)
-    members = list(groups.values())
+    members = _by_query(examples)
     if dev_queries >= len(members):
         raise PeftIRError(f"--dev-queries {dev_queries} leaves no training queries (only {len(members)} queries in "
                           f"{len(examples)} examples)")
@@ -69,10 +66,26 @@ def _merged(group: list[TrainingExample]) -> TrainingExample:
 
 
 def subset(examples: Sequence[TrainingExample], n: int, seed: int) -> list[TrainingExample]:
-    """A seeded sample of `n` examples in their input order (all of them when there are no more than `n`)."""
-    if n >= len(examples):
+    """A seeded sample of `n` queries, every example of each, in input order (all of them when there are no more
+    than `n` queries); with one example per query, a sample of `n` examples."""
+    members = _by_query(examples)
+    if n >= len(members):
         return list(examples)
-    return [examples[i] for i in sorted(random.Random(seed).sample(range(len(examples)), n))]
+    return [examples[i] for g in sorted(random.Random(seed).sample(range(len(members)), n)) for i in members[g]]
+
+
+def first_queries(examples: Sequence[TrainingExample], n: int) -> list[TrainingExample]:
+    """Every example of the first `n` queries (a prefix of a seeded shuffle is a seeded sample of queries)."""
+    keep = {i for g in _by_query(examples)[:n] for i in g}
+    return [ex for i, ex in enumerate(examples) if i in keep]
+
+
+def _by_query(examples: Sequence[TrainingExample]) -> list[list[int]]:
+    """The examples' positions grouped by query (its id, else its text), in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        groups.setdefault(ex.query_id or ex.query, []).append(i)
+    return list(groups.values())
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from peft_ir.data import TrainingExample
-from peft_ir.data.dev_split import RerankDevSet, split_examples
+from peft_ir.data.dev_split import RerankDevSet, first_queries, split_examples
 from peft_ir.data.examples import load_examples
 from peft_ir.errors import PeftIRError
 from peft_ir.reranker.config import CROSS_ENCODER_SPEC_FILE, RerankerTrainConfig
@@ -229,7 +229,7 @@ class RerankerTask(TrainingTask):
         examples = load_training_examples(cfg)
         self.train_ex, self.dev = split_examples(examples, cfg.dev_queries, cfg.dev_split_seed(), cfg.dev_candidates)
         if cfg.max_queries is not None:
-            self.train_ex = self.train_ex[:cfg.max_queries]  # already in seeded-shuffle order
+            self.train_ex = first_queries(self.train_ex, cfg.max_queries)  # already in seeded-shuffle order
         self.rows = build_groups(self.train_ex, cfg.group_size, cfg.seed, teacher=self.group_loss.needs_teacher)
         return self.rows
 
