@@ -139,6 +139,15 @@ def test_ignore_self_drops_self_hits() -> None:
     assert evaluate(qrels, run, measures, ignore_self=True)["RR@10"] == 1.0
 
 
+def test_a_query_left_without_hits_by_ignore_self_is_counted_as_missing(caplog: pytest.LogCaptureFixture) -> None:
+    qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}, "q3": {"d3": 1}}
+    run = {"q1": {"d1": 1.0}, "q2": {"q2": 5.0}}  # q2's only hit is itself; q3 has none
+    with caplog.at_level("WARNING"):
+        values = evaluate(qrels, run, parse_measures(["RR@10"]), ignore_self=True)
+    assert values["RR@10"] == pytest.approx(1 / 3)
+    assert "2 of 3 judged queries have no hits in the run" in caplog.text
+
+
 def test_holm_adjustment() -> None:
     # classic example: p = (0.01, 0.04, 0.03) -> (0.03, 0.06, 0.06)
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])

@@ -47,7 +47,7 @@ def per_query(qrels: Qrels, run: Run, measures: Sequence[Measure], *, ignore_sel
     values: PerQuery = {str(m): {qid: 0.0 for qid in qrels} for m in measures}
     for metric in ir_measures.iter_calc(list(measures), qrels, run):
         values[str(metric.measure)][metric.query_id] = float(metric.value)
-    missing = judged - set(run)
+    missing = judged - {qid for qid, hits in run.items() if hits}  # ignore_self can empty a query
     if missing:
         log.warning("%d of %d judged queries have no hits in the run; they count as 0", len(missing), len(judged))
     return values
