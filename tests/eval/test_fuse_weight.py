@@ -76,6 +76,24 @@ def test_a_query_s_own_document_does_not_choose_the_weight_when_the_test_ignores
     assert kept.weight > 0.0
 
 
+def test_equal_per_query_values_in_another_order_are_a_tie(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the first stage's per-query values summed as 0.3 + 0.2 + 0.1, the re-ranker's as 0.1 + 0.2 + 0.3: the same
+    # values, but the second sum is larger in its last bit. A tie all the same, so the smaller weight, 0, wins
+    import peft_ir.eval.fuse_weight as fw
+    first = {f"q{i}": {"a": 1.0, "b": 0.0} for i in range(3)}
+    reranked = {f"q{i}": {"a": 0.0, "b": 1.0} for i in range(3)}
+    ends = {0.0: [0.3, 0.2, 0.1], 1.0: [0.1, 0.2, 0.3]}
+    assert sum(ends[1.0]) > sum(ends[0.0])
+
+    def per_query(qrels, run, measures, ignore_self=False):  # type: ignore[no-untyped-def]
+        end = 0.0 if run == first else 1.0 if run == reranked else None
+        return {str(measures[0]): {f"q{i}": v for i, v in enumerate(ends.get(end, [0.0] * 3))}}
+
+    monkeypatch.setattr(fw, "per_query", per_query)
+    c = choose_fuse_weight(first, reranked, {q: {"b": 1} for q in first}, "P@1", hits=2)
+    assert c.weight == 0.0 and c.fused == c.first_stage
+
+
 def test_a_grid_without_both_ends_is_refused() -> None:
     with pytest.raises(PeftIRError, match="hold 0"):
         choose_fuse_weight(FIRST, RERANKED, QRELS, hits=3, grid=[0.5, 1.0])

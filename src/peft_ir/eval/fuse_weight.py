@@ -10,6 +10,7 @@ optimistic: the test set is the honest judge.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -84,7 +85,8 @@ def choose_fuse_weight(first_stage: Run, reranked: Run, qrels: Qrels, measure: s
               for w in points}
     means = {w: sum(v.values()) / len(v) for w, v in values.items()}
     best = max(means.values())
-    weight = min(w for w in points if means[w] == best)  # ties: the smaller re-ranker weight
+    # ties, the same per-query values summed in another order included: the smaller re-ranker weight
+    weight = min(w for w in points if math.isclose(means[w], best, rel_tol=1e-12, abs_tol=1e-12))
     p = 1.0 if weight == 0.0 else compare({"first": {name: values[0.0]}, "fused": {name: values[weight]}}
                                           ).p_values["fused"][name]
     return WeightChoice(measure=name, queries=len(values[0.0]), grid=[(w, means[w]) for w in points], weight=weight,
