@@ -60,6 +60,28 @@ def test_interrupted_encoding_resumes_without_redoing_chunks(encoder: BiEncoder,
     assert ids == full_ids and np.array_equal(vecs, full_vecs)
 
 
+def test_a_resume_that_would_mix_chunkings_passage_cuts_or_corpora_is_refused(encoder: BiEncoder,
+                                                                             tiny_bert_dir: Path,
+                                                                             tmp_path: Path) -> None:
+    # chunks are skipped by number: another --chunk-size would duplicate or drop documents, another passage limit
+    # would mix two cuts in one index, a changed corpus would keep the old documents' vectors
+    out = tmp_path / "emb"
+    encode_corpus(encoder, DOCS, out, chunk_size=8, progress=False)
+    for name in ("manifest.json", "chunks/chunk-000003.npz", "chunks/chunk-000004.npz"):
+        (out / name).unlink()  # as if killed after chunk 2
+    with pytest.raises(MismatchError, match=r"chunk_size 8, not 6: resume with the same --chunk-size"):
+        encode_corpus(encoder, DOCS, out, chunk_size=6, progress=False)
+    shorter = BiEncoder(EncoderSpec(model=str(tiny_bert_dir), normalize=True, passage_max_length=8), device="cpu")
+    with pytest.raises(MismatchError, match=r"passage_limit \d+, not 8: resume with the same --passage-max-length"):
+        encode_corpus(shorter, DOCS, out, chunk_size=8, progress=False)
+    with pytest.raises(MismatchError, match=r"chunk-000001\.npz holds other documents than this corpus's chunk 000001 "
+                                            r"\(document 1 of it: 'd8', the corpus has 'd9'\)"):
+        encode_corpus(encoder, DOCS[:8] + DOCS[9:], out, chunk_size=8, progress=False)  # d8 gone: chunk 1 shifts
+    encode_corpus(encoder, DOCS, out, chunk_size=8, progress=False)  # the same settings resume
+    vecs, ids = _all(out)
+    assert ids == [d.id for d in DOCS] and len(vecs) == len(DOCS)
+
+
 def test_shards_cover_the_corpus_and_merge_exactly(encoder: BiEncoder, tmp_path: Path) -> None:
     for shard in range(3):
         encode_corpus(encoder, DOCS, tmp_path / "emb", chunk_size=8, shard_id=shard, num_shards=3, progress=False)

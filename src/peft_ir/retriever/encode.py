@@ -39,8 +39,14 @@ def _chunks(docs: Iterable[Document], size: int) -> Iterator[list[Document]]:
         yield batch
 
 
+# What a folder's chunks must share besides the encoder's fingerprint and dtype: the chunking (a chunk is skipped
+# by its number, so another size would duplicate or drop documents) and the passage length limit (lengths are
+# left out of the fingerprint, since queries may vary theirs, but one index must not mix two passage cuts).
+RESUME_KEYS = ("chunk_size", "passage_limit")
+
+
 def _check_encoder(out_dir: Path, manifest: dict) -> None:
-    """Refuse to mix chunks from two encoders in one folder."""
+    """Refuse to mix chunks from two encoders, two chunkings or two passage cuts in one folder."""
     path = out_dir / ENCODER_SPEC_FILE
     if path.is_file():
         old = json.loads(path.read_text())
@@ -51,9 +57,28 @@ def _check_encoder(out_dir: Path, manifest: dict) -> None:
             raise MismatchError(f"{out_dir} holds embeddings from encoder {old.get('model')} "
                                 f"(fingerprint {old.get('fingerprint')}), not from {manifest['model']} "
                                 f"(fingerprint {manifest['fingerprint']}); use another --output")
+        for key in RESUME_KEYS:  # folders written before a key was recorded are not checked on it
+            if key in old and old[key] != manifest[key]:
+                flag = "--chunk-size" if key == "chunk_size" else "--passage-max-length"
+                raise MismatchError(f"{out_dir} holds chunks encoded with {key} {old[key]}, not {manifest[key]}: "
+                                    f"resume with the same {flag}, or use another --output")
     else:
         with atomic_open(path) as fh:
             json.dump(manifest, fh, indent=2)
+
+
+def _check_chunk(path: Path, chunk: list[Document]) -> None:
+    """A finished chunk is skipped only if it holds this chunk's documents: the corpus may have changed since."""
+    with np.load(path, allow_pickle=False) as z:
+        ids = [str(x) for x in z["ids"]]
+    expected = [d.id for d in chunk]
+    if ids != expected:
+        i = next((i for i, (a, b) in enumerate(zip(ids, expected)) if a != b), min(len(ids), len(expected)))
+        got = ids[i] if i < len(ids) else "(end)"
+        want = expected[i] if i < len(expected) else "(end)"
+        raise MismatchError(f"{path} holds other documents than this corpus's chunk {path.stem.split('-')[-1]} "
+                            f"(document {i + 1} of it: {got!r}, the corpus has {want!r}): the corpus changed since "
+                            "it was written; use another --output")
 
 
 def encode_corpus(encoder: BiEncoder, docs: Iterable[Document], out_dir: str | Path, *, shard_id: int = 0,
@@ -70,6 +95,7 @@ def encode_corpus(encoder: BiEncoder, docs: Iterable[Document], out_dir: str | P
     manifest = encoder.manifest()
     manifest["fingerprint"] = manifest_fingerprint(manifest)
     manifest["compute_dtype"] = encoder.compute_dtype  # provenance, outside the fingerprint: queries may differ
+    manifest.update(chunk_size=chunk_size, passage_limit=encoder.max_length("passage"))
     _check_encoder(out_dir, manifest)
     log_device("encoding", encoder.model.device)
 
@@ -85,6 +111,7 @@ def encode_corpus(encoder: BiEncoder, docs: Iterable[Document], out_dir: str | P
             continue
         path = chunk_path(out_dir, k)
         if path.is_file():
+            _check_chunk(path, chunk)
             skipped += 1
             bar.update(len(chunk))
             continue
@@ -107,7 +134,7 @@ def encode_corpus(encoder: BiEncoder, docs: Iterable[Document], out_dir: str | P
     log.info("shard %d/%d: encoded %d chunk(s), %d already done", shard_id, num_shards, done, skipped)
     if encoded:
         encoder.log_truncated(truncated, encoded, "passage")
-    manifest.update({"num_docs": n_docs, "num_chunks": n_chunks, "chunk_size": chunk_size, "dtype": "float32"})
+    manifest.update({"num_docs": n_docs, "num_chunks": n_chunks, "dtype": "float32"})
     with atomic_open(out_dir / MANIFEST) as fh:
         json.dump(manifest, fh, indent=2)
     return manifest
@@ -128,6 +155,12 @@ def iter_embeddings(emb_dir: str | Path) -> Iterator[tuple[np.ndarray, list[str]
     if missing:
         raise PeftIRError(f"{emb_dir}: {len(missing)} of {manifest['num_chunks']} chunks missing (e.g. {missing[0]}); "
                           "run the remaining `peft-ir encode --shard-id` processes first")
+    rows = 0
     for k in range(manifest["num_chunks"]):
         with np.load(chunk_path(emb_dir, k), allow_pickle=False) as z:
-            yield z["embeddings"], [str(x) for x in z["ids"]]
+            vectors, ids = z["embeddings"], [str(x) for x in z["ids"]]
+        rows += len(ids)
+        yield vectors, ids
+    if rows != manifest["num_docs"]:  # chunks of two chunkings (folders from before chunk_size was checked)
+        raise PeftIRError(f"{emb_dir}: the chunks hold {rows} documents, the manifest says {manifest['num_docs']}; "
+                          "encode again into a new folder")
