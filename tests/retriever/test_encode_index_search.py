@@ -103,6 +103,17 @@ def test_shards_cover_the_corpus_and_merge_exactly(encoder: BiEncoder, tmp_path:
     merged_scores, merged_hits = search_shards(shards, queries, 10)
     assert merged_hits == hits
     np.testing.assert_allclose(merged_scores, scores, rtol=1e-5)
+    with pytest.raises(MismatchError, match=r"index shards overlap: document 'd0' is in .*idx-a and in .*idx-a"):
+        load_shards([half / "idx-a", half / "idx-b", half / "idx-a"])  # a shard given twice
+
+    # approximate shards can return fewer than k hits (IVF with one probed list): merged, not a crash
+    for name in ("a", "b"):
+        build_index(half / f"emb-{name}", half / f"ivf-{name}", "IVF2,Flat", progress=False)
+    ivf = load_shards([half / "ivf-a", half / "ivf-b"], nprobe=1)
+    few_scores, few_hits = search_shards(ivf, queries, 30)
+    for row_scores, row_hits in zip(few_scores, few_hits):
+        assert 0 < len(row_hits) <= 30 and len(set(row_hits)) == len(row_hits)
+        assert np.all(np.isfinite(row_scores[:len(row_hits)])) and np.all(np.isneginf(row_scores[len(row_hits):]))
 
 
 def test_search_refuses_a_mismatched_encoder(encoder: BiEncoder, tmp_path: Path, minilm_path: str) -> None:

@@ -443,4 +443,9 @@ def search_shards(shards: Sequence[DenseIndex], queries: np.ndarray, k: int) -> 
         merged = merged[:k]
         all_scores.append([s for s, _ in merged])
         all_ids.append([d for _, d in merged])
-    return np.array(all_scores, dtype=np.float32), all_ids
+    # an approximate shard (IVF, HNSW) can return fewer than k: rows are padded with -inf past their ids
+    width = max((len(row) for row in all_scores), default=0)
+    padded = np.full((len(all_scores), width), -np.inf, dtype=np.float32)
+    for qi, row in enumerate(all_scores):
+        padded[qi, :len(row)] = row
+    return padded, all_ids

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from peft_ir.data.trec import Run
 from peft_ir.devices import device_for_process
+from peft_ir.errors import MismatchError
 from peft_ir.indexing.dense import DenseIndex, search_shards
 from peft_ir.precision import ComputeDtype, torch_dtype
 from peft_ir.retriever.encoder import BiEncoder, spec_from_manifest
@@ -25,10 +26,14 @@ def load_shards(paths: Sequence[str | Path], device: str = "auto", nprobe: int |
     first = shards[0]
     for other in shards[1:]:
         if other.manifest.get("fingerprint") != first.manifest.get("fingerprint"):
-            from peft_ir.errors import MismatchError  # noqa: PLC0415
-
             raise MismatchError(f"index shards built by different encoders: {first.path} "
                                 f"({first.manifest.get('fingerprint')}) vs {other.path} ({other.manifest.get('fingerprint')})")
+    for j, other in enumerate(shards[1:], start=1):  # a document in two shards would fill two of its query's hits
+        for prev in shards[:j]:
+            dup = next((d for d in other.docids if d in prev), None)
+            if dup is not None:
+                raise MismatchError(f"index shards overlap: document {dup!r} is in {prev.path} and in {other.path} "
+                                    "(the same shard given twice?); give each part of the corpus once")
     return shards
 
 
