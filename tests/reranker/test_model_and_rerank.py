@@ -98,7 +98,7 @@ def test_rerank_is_deterministic_and_resumes_from_cache(synthetic_beir: Path, sy
     # a simulated interruption: a cache holding only the first 3 batches (and a torn last line)
     run_in, topics, passages = load_inputs(synthetic_runs["test"], synthetic_beir, synthetic_beir, hits=10)
     cache_path = tmp_path / "partial.jsonl"
-    partial = ScoreCache(cache_path)
+    partial = ScoreCache(cache_path, model=ce.fingerprint())
 
     class Stop(Exception):
         pass
@@ -119,7 +119,7 @@ def test_rerank_is_deterministic_and_resumes_from_cache(synthetic_beir: Path, sy
     ce.logits = original  # type: ignore[method-assign]
     with open(cache_path, "a") as fh:
         fh.write('{"q": "q4')  # torn write
-    resumed = ScoreCache(cache_path)
+    resumed = ScoreCache(cache_path, model=ce.fingerprint())
     assert len(resumed) == 21
     stats = RerankStats()
     rerank(run_in, topics, passages, ce, hits=10, batch_size=7, cache=resumed, stats=stats)
@@ -188,6 +188,25 @@ def test_old_format_cache_lines_are_scored_anew(synthetic_beir: Path, synthetic_
     assert all(s != 123.0 for hits in read_run(out).values() for s in hits.values())
     old = [r for r in caplog.records if "old-format" in r.getMessage()]
     assert len(old) == 1 and "200" in old[0].getMessage()  # one line for the file, with the count
+
+
+def test_a_cache_named_by_hand_never_serves_another_model_s_scores(synthetic_beir: Path, synthetic_runs: dict,
+                                                                     tiny_bert_dir: Path, tmp_path: Path) -> None:
+    # `--cache scores.jsonl` given to two models: the second must score its own pairs, not read the first's
+    first = CrossEncoder(_spec(tiny_bert_dir))
+    second = CrossEncoder(_spec(tiny_bert_dir, seed=7))  # another (random) head: another model
+    assert first.fingerprint() != second.fingerprint()
+    cache = tmp_path / "scores.jsonl"
+    a = rerank_files(synthetic_runs["test"], synthetic_beir, synthetic_beir, first, tmp_path / "a.trec", hits=5,
+                     cache_path=cache)
+    b = rerank_files(synthetic_runs["test"], synthetic_beir, synthetic_beir, second, tmp_path / "b.trec", hits=5,
+                     cache_path=cache)
+    fresh = rerank_files(synthetic_runs["test"], synthetic_beir, synthetic_beir, second, tmp_path / "c.trec", hits=5)
+    assert a.scored == b.scored == fresh.scored == 50  # nothing of the first model's served to the second
+    assert read_run(tmp_path / "b.trec") == read_run(tmp_path / "c.trec") != read_run(tmp_path / "a.trec")
+    again = rerank_files(synthetic_runs["test"], synthetic_beir, synthetic_beir, first, tmp_path / "a2.trec", hits=5,
+                         cache_path=cache)
+    assert again.scored == 0  # each model's own lines are still found
 
 
 def _write(path: Path, text: str) -> Path:

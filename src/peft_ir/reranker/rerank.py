@@ -1,9 +1,10 @@
 """Re-rank the top hits of a first-stage run with a cross-encoder; scores are cached so an interrupted run resumes.
 
-The cache is a jsonl file of {"q": qid, "d": docid, "h": text hash, "s": score} lines, one file per model state:
-its name holds a hash of every parameter of the (tuned) model and the token limits, so a different model or
-adapter never reuses another's scores; "h" hashes the query and passage text, so a rewritten query or a changed
-corpus under the same ids is scored anew. Lines are appended and flushed to the OS after every batch, so a killed
+The cache is a jsonl file of {"q": qid, "d": docid, "h": text hash, "m": model, "s": score} lines, by default one
+file per model state: its name holds a hash of every parameter of the (tuned) model and the token limits, and "m"
+the same hash, so a different model or adapter never reuses another's scores, not even in a cache file named by
+hand (`--cache`); "h" hashes the query and passage text, so a rewritten query or a changed corpus under the same
+ids is scored anew. Lines are appended and flushed to the OS after every batch, so a killed
 process loses nothing scored; they are synced to disk (against power loss) every FSYNC_SECONDS and on close, not
 after every batch. A torn last line (killed mid-write) is ignored when the cache is read back, and so is a line
 without "h" (an older cache).
@@ -37,16 +38,20 @@ Key = tuple[str, str, str]  # (qid, docid, pair_hash of their texts)
 
 
 class ScoreCache:
-    """(qid, docid, text hash) -> score, persisted as append-only jsonl."""
+    """(qid, docid, text hash) -> score of one model (`model`: its fingerprint), persisted as append-only jsonl.
+    Lines of another model are ignored; lines without a model (caches from before "m") only in a file whose name
+    holds the model's fingerprint (the default name)."""
 
-    def __init__(self, path: str | Path | None, fsync_seconds: float = FSYNC_SECONDS):
+    def __init__(self, path: str | Path | None, fsync_seconds: float = FSYNC_SECONDS, model: str | None = None):
         self.path = Path(path) if path else None
+        self.model = model[:16] if model else None
         self.fsync_seconds = fsync_seconds
         self._synced = time.monotonic()
         self._unsynced = False
         self.scores: dict[Key, float] = {}
-        old = 0
+        old = other = 0
         if self.path is not None and self.path.is_file():
+            unmarked_ok = self.model is None or self.model in self.path.name
             with open(self.path, encoding="utf-8") as fh:
                 for line in fh:
                     if not line.strip():
@@ -56,12 +61,19 @@ class ScoreCache:
                         if "h" not in row and {"q", "d", "s"} <= row.keys():
                             old += 1
                             continue
+                        mark = row.get("m")
+                        if self.model is not None and (mark != self.model if mark is not None else not unmarked_ok):
+                            other += 1
+                            continue
                         self.scores[(row["q"], row["d"], row["h"])] = float(row["s"])
                     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
                         log.warning("%s: skipping a torn cache line (interrupted write)", self.path)
         if old:
             log.info("%s: ignoring %d old-format cache line(s) without a text hash; their pairs are scored anew",
                      self.path, old)
+        if other:
+            log.warning("%s: ignoring %d cached score(s) of another model (or of an unknown one); their pairs are "
+                        "scored anew by this one", self.path, other)
         self._fh: IO[str] | None = None
 
     def __contains__(self, key: Key) -> bool:
@@ -84,7 +96,8 @@ class ScoreCache:
             self._fh = open(self.path, "a", encoding="utf-8")
             if self._fh.tell() > 0:
                 self._fh.write("\n")  # a torn last line from an earlier run stays on its own line
-        self._fh.write("".join(json.dumps({"q": q, "d": d, "h": h, "s": s}) + "\n" for q, d, h, s in rows))
+        mark = {"m": self.model} if self.model else {}
+        self._fh.write("".join(json.dumps({"q": q, "d": d, "h": h, **mark, "s": s}) + "\n" for q, d, h, s in rows))
         self._fh.flush()  # in the OS's hands: survives a SIGKILL of this process
         self._unsynced = True
         if time.monotonic() - self._synced >= self.fsync_seconds:
@@ -183,7 +196,7 @@ def rerank_files(run_path: str | Path, topics_spec: str | Path, corpus_spec: str
     from peft_ir.data import write_run  # noqa: PLC0415
 
     run, topics, passages = load_inputs(run_path, topics_spec, corpus_spec, hits, split)
-    cache = ScoreCache(cache_path or default_cache_path(output, encoder))
+    cache = ScoreCache(cache_path or default_cache_path(output, encoder), model=encoder.fingerprint())
     stats = RerankStats()
     try:
         reranked = rerank(run, topics, passages, encoder, hits=hits, batch_size=batch_size, cache=cache, stats=stats)
