@@ -47,7 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "`peft-ir eval --ignore-self` judges the test")
     p.add_argument("--dev-output", default=None, help="the re-ranked dev run (default: <output stem>.dev<suffix>; its "
                                                       "score cache beside it makes a rerun resume)")
-    p.add_argument("--cache", default=None, help="score cache (default: .<output>.scores-<model hash>.jsonl beside it)")
+    p.add_argument("--cache", default=None,
+                   help="score cache (default: .<output>.scores-<model hash>.jsonl beside it; each line names its "
+                        "model, so another model's scores are never reused)")
     p.add_argument("--tag", default="peft-ir-rerank")
     p.add_argument("--device", type=parse_device, default="auto",
                    help=f"{DEVICE_CHOICES}; auto: a GPU if torch sees one, else the CPU")
