@@ -62,6 +62,21 @@ def test_fusion_teacher_scores_equal_the_hand_computed_interpolation(hand_made: 
     assert ex1.positives == ["title 5 text 5"] and ex1.negative_scores == [0.25, 0.875, 0.0]
 
 
+def test_an_edit_of_a_scored_passage_makes_the_output_stale_whatever_its_length(hand_made: dict[str, Path],
+                                                                                tmp_path: Path) -> None:
+    # the record used to key the corpus by its byte count: an edit of the same length reused the old scores
+    out = tmp_path / "fused.jsonl"
+    cfg = _cfg(out, f"fusion:{hand_made['a']},{hand_made['b']}", hand_made["beir"], hand_made["a"], depth=3)
+    annotate(cfg)
+    assert annotate(cfg).reused  # nothing changed: reused
+    corpus = hand_made["beir"] / "corpus.jsonl"
+    size = corpus.stat().st_size
+    corpus.write_text(corpus.read_text().replace("text 5", "TEXT 5"))  # the positive of q1, same length
+    assert corpus.stat().st_size == size
+    again = annotate(cfg)
+    assert not again.reused and _lines(out)[0]["passages"][0]["text"] == "TEXT 5"
+
+
 def _classifier_folder(tiny_bert_dir: Path, out: Path) -> Path:
     """The tiny BERT saved with a one-logit classification head: a plain cross-encoder folder."""
     import torch

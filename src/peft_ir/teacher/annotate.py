@@ -15,18 +15,19 @@ the settings is reused.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from peft_ir.atomic import atomic_open
-from peft_ir.data import BeirDataset, iter_corpus, ranked, read_run, read_training
+from peft_ir.data import BeirDataset, Document, iter_corpus, ranked, read_run, read_training
 from peft_ir.data.textfile import iter_tsv
 from peft_ir.errors import InputError, PeftIRError
 from peft_ir.fingerprint import file_hash, text_id
@@ -136,9 +137,18 @@ def _beir_plan(dataset: str, split: str, run_path: str, depth: int) -> Plan:
         log.warning("%s: %d of %d quer(ies) have no hits in the run: only their positives are scored", run_path,
                     without, len(items))
     inputs = {"dataset": str(Path(dataset).resolve()), "split": split, "qrels_hash": file_hash(ds.qrels_path),
-              "queries_hash": file_hash(ds.queries_path), "corpus_bytes": ds.corpus_path.stat().st_size,
+              "queries_hash": file_hash(ds.queries_path), "passages_hash": _passages_hash(docs.values()),
               "run": str(Path(run_path).resolve()), "run_hash": file_hash(Path(run_path)), "depth": depth}
     return Plan(items, inputs)
+
+
+def _passages_hash(docs: Iterable[Document]) -> str:
+    """A hash of the passages the plan scores (id, title, text), in id order: an edit of the corpus that touches them
+    makes an earlier output stale, one of the same byte length included; the rest of the corpus does not."""
+    digest = hashlib.sha256()
+    for d in sorted(docs, key=lambda d: d.id):
+        digest.update(json.dumps([d.id, d.title, d.text], ensure_ascii=False).encode())
+    return digest.hexdigest()[:16]
 
 
 def _line_of(path: str | Path, qid: str, docid: str) -> int | None:
