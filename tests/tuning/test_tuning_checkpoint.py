@@ -141,3 +141,15 @@ def test_load_trainable_restores_weights_into_a_tuned_model(tiny, tmp_path: Path
     other = apply_tuning(tiny.model("bert", "cross"), TuningConfig(method="lora", lora_r=3))
     with pytest.raises(MismatchError, match="lora_r"):
         load_trainable(other, tmp_path / "ckpt")
+    # the same method on other base weights: resuming would continue another model's training
+    base = tiny.model("bert", "cross")
+    with torch.no_grad():
+        next(p for n, p in base.named_parameters() if "embeddings" in n).add_(0.5)
+    moved = apply_tuning(base, TuningConfig(method="lora", lora_r=2))
+    with pytest.raises(MismatchError, match=r"was trained from base .* this training starts from"):
+        load_trainable(moved, tmp_path / "ckpt")
+    # full fine-tuning changes the base itself as it trains: its checkpoint still resumes on the base it started from
+    full = apply_tuning(tiny.model("bert", "cross"), TuningConfig(method="full"))
+    tiny.perturb(full)
+    save_tuned(full, tmp_path / "full")
+    load_trainable(apply_tuning(tiny.model("bert", "cross"), TuningConfig(method="full")), tmp_path / "full")

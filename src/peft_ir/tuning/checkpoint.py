@@ -210,5 +210,10 @@ def load_trainable(model: nn.Module, path: str | Path) -> nn.Module:
     if state is None or state.config.to_dict() != config.to_dict():
         raise MismatchError(f"tuning checkpoint {path} was saved with {config.to_dict()}, "
                             f"the model is tuned with {state.config.to_dict() if state else 'nothing'}")
+    saved = meta["base"].get("sha256_sampled")
+    if saved and state.base_hash and saved != state.base_hash:  # the start's weights: full fine-tuning included
+        raise MismatchError(f"tuning checkpoint {path} was trained from base '{meta['base'].get('name_or_path')}' "
+                            f"(weights sha256 {saved}), this training starts from '{_base_name(model)}' (weights "
+                            f"sha256 {state.base_hash}): resume with the same base model, or train into a new output")
     _copy_trainable(model, _read_weights(path, config), path)
     return model
