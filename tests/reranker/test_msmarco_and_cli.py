@@ -64,6 +64,29 @@ def test_a_query_with_several_positives_has_none_of_them_as_negatives(tmp_path: 
     assert examples[0].negatives == [ROWS[3][3]]  # BM25's only other hit: the other boiling-water passage
 
 
+def test_a_shared_training_set_is_reused_only_with_the_settings_that_built_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # the file is shared by every run that names it: another config's BM25 settings must not be served its negatives
+    pytest.importorskip("pyserini")
+    from peft_ir.errors import PeftIRError
+    positives, out, index = _positives(tmp_path / "pos.jsonl"), tmp_path / "train.jsonl", tmp_path / "pool"
+    first = build_training_set(positives, index, out, depth=3, num_negatives=2)
+    built = out.read_bytes()
+    assert build_training_set(positives, index, out, depth=3, num_negatives=2) == first and out.read_bytes() == built
+    with pytest.raises(PeftIRError, match=r"was built with other settings \(k1 0\.9 -> 3\.0, b 0\.4 -> 1\.0"):
+        build_training_set(positives, index, out, depth=3, num_negatives=2, k1=3.0, b=1.0)
+    # other positives: the pool's index is rebuilt, not reused because it holds as many documents
+    other = tmp_path / "other.jsonl"
+    other.write_text(positives.read_text().replace("Paris is the capital", "Lyon is not the capital"))
+    with caplog.at_level("INFO", logger="peft_ir.reranker.msmarco"):
+        again = build_training_set(other, index, tmp_path / "other-train.jsonl", depth=3, num_negatives=2)
+    assert again["pool"] == first["pool"] and "built from other positives (or unrecorded): rebuilt" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="peft_ir.reranker.msmarco"):
+        build_training_set(other, index, tmp_path / "third.jsonl", depth=3, num_negatives=2)
+    assert "rebuilt" not in caplog.text  # the same positives: the pool's index is reused
+
+
 def test_cli_train_and_rerank(synthetic_beir: Path, synthetic_runs: dict, tiny_ce_dir: Path, tmp_path: Path,
                               capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "ce"
@@ -97,3 +120,38 @@ def test_keep_rest_appends_the_deeper_first_stage_hits_in_order() -> None:
     out = append_rest({"b": 0.9, "a": 0.1}, ranked(first))
     assert [d for d, _ in ranked(out)] == ["b", "a", "c", "d", "e"]
     assert max(out[d] for d in "cde") < min(out["a"], out["b"])
+
+
+def test_the_pipeline_rebuilds_or_refuses_a_shared_file_another_config_built(tmp_path: Path, synthetic_beir: Path,
+                                                                             tiny_bert_dir: Path) -> None:
+    # two experiments naming the same data.train with other BM25 settings: the second is not told "already done"
+    pytest.importorskip("pyserini")
+    import sys
+
+    from peft_ir.errors import PeftIRError
+    from peft_ir.experiment import load_config
+    from peft_ir.experiment.pipeline import Pipeline
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiment"))
+    from tiny import tiny_config, write_yaml
+
+    train = tmp_path / "shared" / "train.jsonl"
+    data = {"beir": str(synthetic_beir), "train": str(train), "build_train_from": str(_positives(tmp_path / "p.jsonl"))}
+
+    def first_stage(name: str, **bm25: float):  # type: ignore[no-untyped-def]
+        cfg = tiny_config(synthetic_beir, tiny_bert_dir, tmp_path / "runs", name=name, data=data,
+                          retriever={"negatives": None}, reranker={"negatives": None}, bm25=bm25 or None)
+        if not bm25:
+            del cfg["bm25"]
+        stage = Pipeline(load_config(write_yaml(tmp_path / f"{name}.yaml", cfg)), progress=False,
+                         echo=lambda _: None).stages()[0]
+        assert stage.title.startswith("training data with BM25 negatives")
+        return stage
+
+    a = first_stage("a")
+    assert not a.done()
+    a.action()
+    assert first_stage("a").done()
+    b = first_stage("b", k1=3.0, b=1.0)
+    assert not b.done()
+    with pytest.raises(PeftIRError, match="was built with other settings"):
+        b.action()

@@ -40,9 +40,10 @@ class Stage:
     title: str
     outputs: list[Path]                 # the stage is complete when every one exists
     action: Callable[[], None]
+    current: Callable[[], bool] | None = None  # and, for an output shared beyond the run folder, still this config's
 
     def done(self) -> bool:
-        return all(p.exists() for p in self.outputs)
+        return all(p.exists() for p in self.outputs) and (self.current is None or self.current())
 
 
 class Pipeline:
@@ -66,7 +67,8 @@ class Pipeline:
         out: list[Stage] = []
         if cfg.data.build_train_from and (cfg.trains(cfg.retriever) or cfg.trains(cfg.reranker)):
             out.append(Stage(f"training data with BM25 negatives from {cfg.data.build_train_from}",
-                             [Path(cfg.data.train)], self._build_training_data))  # type: ignore[arg-type]
+                             [Path(cfg.data.train)], self._build_training_data,  # type: ignore[arg-type]
+                             current=self._training_data_current))
         if "bm25" in kinds or "bm25" in self._train_run_kinds():
             out.append(Stage("BM25 index of the corpus", [d.bm25_index], self._bm25_index))
         if "bm25" in self._train_run_kinds():
@@ -214,6 +216,19 @@ class Pipeline:
         return self._first_stage_file(t, rerank_input_kind(bool(self.cfg.fuse), self.cfg.first_stage))
 
     # -- stages ---------------------------------------------------------------------------------------------------
+    def _training_data_settings(self) -> dict[str, Any]:
+        from peft_ir.reranker.msmarco import build_settings  # noqa: PLC0415
+
+        return build_settings(self.cfg.data.build_train_from, k1=self.cfg.bm25.k1,  # type: ignore[arg-type]
+                              b=self.cfg.bm25.b)
+
+    def _training_data_current(self) -> bool:
+        """The shared training file was built from these positives with this config's BM25 settings (else the stage
+        runs, and refuses to overwrite a file another config built)."""
+        from peft_ir.reranker.msmarco import training_set_is_current  # noqa: PLC0415
+
+        return training_set_is_current(self.cfg.data.train, self._training_data_settings())  # type: ignore[arg-type]
+
     def _build_training_data(self) -> None:
         from peft_ir.indexing.bm25 import default_threads  # noqa: PLC0415
         from peft_ir.reranker.msmarco import build_training_set  # noqa: PLC0415
