@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from peft_ir.data import read_run
+from peft_ir.errors import PeftIRError
 from peft_ir.experiment import load_config
 from peft_ir.experiment.pipeline import Pipeline
 from peft_ir.indexing.fusion import fuse
@@ -80,3 +81,28 @@ def test_ivf_index_is_built_and_searched_with_the_configured_nprobe(synthetic_be
     assert f"{root / 'index'}: searching IVF4,Flat with nprobe 3" in caplog.text
     assert f"{root / 'index'}: searching on faiss-cpu (device cpu asked for)" in caplog.text  # search.device
     assert set(metrics["sets"]["test"]["runs"]) == {"dense"}
+
+
+def test_an_input_edited_in_place_after_stages_used_it_is_refused_on_resume(synthetic_beir: Path,
+                                                                            tiny_bert_dir: Path,
+                                                                            tmp_path: Path) -> None:
+    # finished stages are judged by their outputs: a corrected qrels file would leave the old evaluation "done"
+    import os
+    import shutil
+
+    beir = tmp_path / "beir"
+    shutil.copytree(synthetic_beir, beir)
+    cfg = tiny_config(beir, tiny_bert_dir, tmp_path / "runs", name="zs", reranker=None,
+                      retriever={"zero_shot": True, "method": None, "tuning": {}})
+    path = write_yaml(tmp_path / "zs.yaml", cfg)
+    Pipeline(load_config(path), progress=False, echo=lambda _: None).run()
+    record = json.loads((tmp_path / "runs" / "zs" / "inputs.json").read_text())
+    qrels = beir / "qrels" / "test.tsv"
+    assert str(qrels.resolve()) in record and str((beir / "corpus.jsonl").resolve()) in record
+    stamp = qrels.stat().st_mtime_ns
+    os.utime(qrels, ns=(stamp + 10**9, stamp + 10**9))  # touched, the same bytes: resumes
+    Pipeline(load_config(path), progress=False, echo=lambda _: None).run()
+    lines = qrels.read_text().splitlines()
+    qrels.write_text("\n".join(lines[:-1]) + "\n")  # a judgment removed in place
+    with pytest.raises(PeftIRError, match=r"test\.tsv changed since .*zs began"):
+        Pipeline(load_config(path), progress=False, echo=lambda _: None).run()

@@ -134,7 +134,20 @@ class Pipeline:
             refuse_data_parallel()
         resumed = self.dir.claim(self.cfg)
         with self.dir.held():
+            self.dir.check_inputs(self._input_files())
             return self._run_stages(resumed, check)
+
+    def _input_files(self) -> list[Path]:
+        """The data files the config names (BEIR folders, corpus, topics, qrels, given runs, training data), those
+        that are local paths: what stages read and outputs are derived from. A training file the first stage builds
+        (data.build_train_from) is an output; its positives are the input."""
+        from peft_ir.experiment.validate import is_named_source  # noqa: PLC0415
+
+        d = self.cfg.data
+        named = [d.beir, d.corpus, d.build_train_from, None if d.build_train_from else d.train]
+        named += [p for t in d.test for p in (t.topics, t.qrels, t.run)]
+        paths = {Path(p).resolve() for p in named if p and not is_named_source(p) and not str(p).startswith("irds:")}
+        return sorted(p for p in paths if p.exists())
 
     def _run_stages(self, resumed: bool, check: bool) -> dict[str, Any]:
         """Every incomplete stage in order, logged to log.txt and timed (the folder claimed and held)."""

@@ -2,11 +2,15 @@
 
 A folder belongs to exactly one resolved config: re-running the same config resumes it; a different config is
 refused with the keys that differ, so results in one folder never mix two experiments; and one `peft-ir run` at a
-time holds it, so a second launch of the same config cannot write the same files beside the first.
+time holds it, so a second launch of the same config cannot write the same files beside the first. The config
+names its data files by path: inputs.json records their contents (size, modification time and sha256), so that a
+file edited in place after stages have used it (a corrected qrels file, a re-exported corpus) is refused on resume
+rather than leaving outputs of the old content marked done.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -22,6 +26,7 @@ from peft_ir.experiment.config import ExperimentConfig
 from peft_ir.experiment.loading import to_yaml
 
 CONFIG = "config.resolved.yaml"
+INPUTS = "inputs.json"
 LOCK = ".lock"  # held (an OS lock, released when the process ends, however it ends) while a run works in the folder
 # Keys that judge or watch a run but never shape its outputs: changing them resumes the run.
 NOT_SHAPING = ("expect", "expect_tolerance", "retriever.report_to", "reranker.report_to")
@@ -83,6 +88,29 @@ class RunDir:
         with atomic_open(self.config) as fh:
             fh.write(text)
         return False
+
+    def check_inputs(self, paths: list[Path]) -> None:
+        """Record the content of each input file (a folder: each file in it), or, on resume, refuse one whose
+        content changed since. Size and modification time decide without reading; a file whose time moved but whose
+        sha256 is the same (copied, touched) is recorded anew."""
+        record_path = self.root / INPUTS
+        old: dict[str, dict[str, Any]] = self.read_json(record_path) or {}
+        new: dict[str, dict[str, Any]] = {}
+        for path in paths:
+            for f in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+                key, st = str(f.resolve()), f.stat()
+                seen = old.get(key)
+                if seen and (seen["size"], seen["mtime_ns"]) == (st.st_size, st.st_mtime_ns):
+                    new[key] = seen
+                    continue
+                new[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _sha256(f)}
+                if seen and seen["sha256"] != new[key]["sha256"]:
+                    raise PeftIRError(f"{f} changed since {self.root} began (its finished stages used the old "
+                                      f"content, {INPUTS}): run into a new folder (--set name=...), or delete "
+                                      f"{self.root} to start again")
+        if new != old:
+            with atomic_open(record_path) as fh:
+                json.dump({**old, **new}, fh, indent=1)
 
     @contextmanager
     def held(self) -> Iterator[None]:
@@ -180,3 +208,11 @@ def _default(key: str) -> Any:
 
 
 _NO_DEFAULT = object()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
