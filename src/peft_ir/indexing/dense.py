@@ -398,10 +398,45 @@ class DenseIndex:
         return docid in self._row
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
+        """The top min(k, ntotal) of each query, best first. Of the documents tied at the k-th score (duplicate
+        passages have equal vectors) those trec_eval ranks first are kept, docid descending (`peft_ir.data.ranked`):
+        the backends keep the lowest rows instead, so the cut would depend on corpus order and on sharding. One hit
+        more than k shows a tie at the cut; such queries are searched deeper until the tied group is whole."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise MismatchError(f"queries of shape {queries.shape} against index {self.path} of dimension {self.dim}")
-        k = min(k, len(self.docids))
+        n = len(self.docids)
+        k = min(k, n)
+        probe = min(k + 1, n)
+        if probe > GPU_MAX_K >= k and self._torch is None and self.index is not self.cpu_index:
+            probe = k  # one more would leave faiss-gpu for the CPU: at k = GPU_MAX_K a tie at the cut stays as found
+        scores, rows = self._search_rows(queries, probe)
+        if k < 1 or scores.shape[1] <= k:
+            return scores, [[self.docids[r] for r in row if r >= 0] for row in rows]
+        at_cut = (rows[:, k] >= 0) & (scores[:, k] == scores[:, k - 1])
+        within = np.any(scores[:, 1:k] == scores[:, :k - 1], axis=1)  # ties above the cut: order them too
+        scores, rows = scores[:, :k].copy(), rows[:, :k]
+        ids = [[self.docids[r] for r in row if r >= 0] for row in rows]
+        for i in np.flatnonzero(at_cut | within):  # rare: duplicate passages
+            s, r = (self._whole_tie(queries[i:i + 1], float(scores[i, k - 1]), k + 1) if at_cut[i]
+                    else (scores[i], rows[i]))
+            hits = sorted(((float(x), self.docids[j]) for x, j in zip(s, r) if j >= 0), reverse=True)[:k]
+            scores[i, :len(hits)] = [x for x, _ in hits]
+            ids[i] = [d for _, d in hits]
+        return scores, ids
+
+    def _whole_tie(self, query: np.ndarray, cut: float, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        """One query's hits, searched deeper until its last hit scores below `cut` (or the index is exhausted)."""
+        n = len(self.docids)
+        while True:
+            depth = min(2 * depth, n)
+            scores, rows = self._search_rows(query, depth)
+            valid = rows[0] >= 0
+            if depth == n or not valid.all() or scores[0][valid][-1] < cut:
+                return scores[0], rows[0]
+
+    def _search_rows(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The backend's top k: scores and rows (-1 past an approximate index's last hit)."""
         if self._torch is not None:
             scores, rows = self._torch.search(queries, k)
         elif k > GPU_MAX_K and self.index is not self.cpu_index:
@@ -412,7 +447,7 @@ class DenseIndex:
             scores, rows = self.cpu_index.search(queries, k)
         else:
             scores, rows = self.index.search(queries, k)
-        return scores, [[self.docids[r] for r in row if r >= 0] for row in rows]
+        return scores, rows
 
     def vectors(self, docids: Sequence[str]) -> np.ndarray:
         """The stored vectors of `docids`, reconstructed from the CPU index: those rows only, whatever the backend."""
