@@ -256,6 +256,14 @@ def test_query2doc_expansion_over_http(server, key, tmp_path):
 def test_prompt_and_cleaning_helpers():
     assert clean_rewrite('\n  Rewritten query: "Aspirin dosage for adults"\nbecause ...') == "Aspirin dosage for adults"
     assert clean_rewrite("   \n") == ""
+    # a chat model's preamble, or markdown around the prefix, is not the rewrite
+    assert clean_rewrite("Here is the rewritten query:\n\nDoes vitamin D raise cancer risk?") == \
+        "Does vitamin D raise cancer risk?"
+    assert clean_rewrite("**Rewritten query:** aspirin dosage") == "aspirin dosage"
+    assert clean_rewrite("Keywords:") == "Keywords:"  # nothing follows: the line is all there is
+    # a "{query}" in the passage's own text is not filled in with the query
+    assert car_prompt("q-TEXT", "Templates use {query} placeholders.", template="P: {passage} | Q: {query}") == \
+        "P: Templates use {query} placeholders. | Q: q-TEXT"
     prompt = car_prompt("q?", "word " * 1000, max_passage_chars=50)
     assert "Query: q?" in prompt and len(field(prompt, "Passage")) <= 55
     assert expand_query("hyde", "q", "  a  hypothetical\npassage ") == "a hypothetical passage"
@@ -279,6 +287,26 @@ def test_cache_survives_a_torn_last_line(tmp_path):
     path.write_text('not json\n{"key": "a", "model": "m", "output": "x"}\n')
     with pytest.raises(PeftIRError, match="c.jsonl:1"):
         RewriteCache(path)
+
+
+def test_an_empty_generation_is_asked_again_not_cached(tmp_path: Path) -> None:
+    # a refusal or a reasoning model's null content cached as "" would keep the original query for good
+    class Backend:
+        model_id = "m"
+
+        def __init__(self, answers: list[str]) -> None:
+            self.answers, self.calls = answers, 0
+
+        def generate(self, prompt: str) -> str:
+            self.calls += 1
+            return self.answers.pop(0)
+
+    cache = RewriteCache(tmp_path / "c.jsonl")
+    first = Backend(["", "a passage"])
+    assert generate_all(first, ["p1", "p2"], cache, progress=False) == ["", "a passage"]
+    second = Backend(["now an answer"])
+    assert generate_all(second, ["p1", "p2"], cache, progress=False) == ["now an answer", "a passage"]
+    assert second.calls == 1  # p2 from the cache, p1 asked again
 
 
 @pytest.fixture(scope="module")

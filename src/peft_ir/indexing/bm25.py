@@ -133,6 +133,9 @@ def _pyserini_version() -> str | None:
         return None
 
 
+MAX_CLAUSES = 1 << 20  # query terms Lucene accepts (its default, 1,024, is below a long query's distinct terms)
+
+
 class BM25Searcher:
     """Batch BM25 (optionally + RM3) search over an index written by `build_index` (or any Pyserini Lucene index)."""
 
@@ -149,6 +152,11 @@ class BM25Searcher:
         except Exception as exc:  # noqa: BLE001
             raise PeftIRError(f"could not open Lucene index {self.path}: {exc}") from exc
         self.searcher.set_bm25(float(k1), float(b))
+        # Lucene refuses a query of more than 1,024 clauses (distinct terms: a long argument, a query2doc expansion)
+        # with an exception that fails the whole batch; Anserini's own search raises the limit too
+        from peft_ir.indexing.java import autoclass  # noqa: PLC0415
+
+        autoclass("org.apache.lucene.search.IndexSearcher").setMaxClauseCount(MAX_CLAUSES)
         self.k1, self.b, self.rm3 = k1, b, rm3
         if rm3 is not None:
             if not self.searcher.object.reader.getTermVectors(0):

@@ -11,6 +11,7 @@ original and the rewritten example). It is written only when every rewrite succe
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,18 +37,22 @@ def car_prompt(query: str, passage: str, template: str = CAR_PROMPT, max_passage
     passage = " ".join(passage.split())
     if len(passage) > max_passage_chars:
         passage = passage[:max_passage_chars].rsplit(" ", 1)[0] + " ..."
-    return template.replace("{passage}", passage).replace("{query}", " ".join(query.split()))
+    fill = {"passage": passage, "query": " ".join(query.split())}
+    # one pass: a "{query}" inside the passage's own text stays as it is
+    return re.sub(r"\{(passage|query)\}", lambda m: fill[m.group(1)], template)
 
 
 def clean_rewrite(text: str) -> str:
-    """First non-empty line of a generation, without a 'Rewritten query:' style prefix or wrapping quotes."""
-    for line in text.strip().splitlines():
-        line = line.strip()
-        if not line:
-            continue
+    """First non-empty line of a generation, without a 'Rewritten query:' style prefix, markdown bold or wrapping
+    quotes; a line that only introduces what follows ("Here is the rewritten query:") is skipped when more follows."""
+    lines = [re.sub(r"\*\*(.*?)\*\*", r"\1", line).strip() for line in text.strip().splitlines()]  # **bold**
+    lines = [line for line in lines if line]
+    for i, line in enumerate(lines):
         for prefix in ("rewritten query:", "query:", "rewrite:"):
             if line.lower().startswith(prefix):
                 line = line[len(prefix):].strip()
+        if line.endswith(":") and i + 1 < len(lines):
+            continue  # a preamble, the rewrite is on the next line
         line = line.strip().strip('"').strip("'").strip("\u201c\u201d").strip()
         if line:
             return " ".join(line.split())

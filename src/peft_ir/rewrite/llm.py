@@ -207,7 +207,8 @@ def generate_missing(backend: LLMBackend, prompts: Mapping[str, str], cache: Rew
     """Generate every {cache key: prompt} not yet in the cache; returns how many were generated.
 
     Each new generation is appended to the cache as soon as it arrives; the first failure is raised after the
-    other running requests finish, so a re-run resumes where this one stopped.
+    other running requests finish, so a re-run resumes where this one stopped. An empty generation (a refusal, a
+    reasoning model's `content: null`) is not cached: its prompt is asked again on a re-run, not served "" for good.
     """
     from tqdm.auto import tqdm  # noqa: PLC0415
 
@@ -215,8 +216,14 @@ def generate_missing(backend: LLMBackend, prompts: Mapping[str, str], cache: Rew
     log.info("%d distinct prompt(s): %d cached, %d to generate with %s", len(prompts), len(prompts) - len(todo),
              len(todo), backend)
 
+    empty: list[str] = []
+
     def one(key: str) -> None:
-        cache.put(key, backend.model_id, backend.generate(todo[key]))
+        output = backend.generate(todo[key])
+        if output.strip():
+            cache.put(key, backend.model_id, output)
+        else:
+            empty.append(key)
 
     with tqdm(total=len(todo), desc="generate", unit="prompt", disable=not progress or not todo) as bar:
         if workers <= 1:
@@ -238,6 +245,9 @@ def generate_missing(backend: LLMBackend, prompts: Mapping[str, str], cache: Rew
                     bar.update(1)
                 if error is not None:
                     raise error
+    if empty:
+        log.warning("%d of %d generation(s) came back empty: not cached, asked again on a re-run (their topics keep "
+                    "the original query meanwhile)", len(empty), len(todo))
     return len(todo)
 
 

@@ -28,6 +28,7 @@ def feedback_terms(index: str | Path, query: str, *, k1: float = 0.9, b: float =
     """The weighted terms of RM3's expanded query for one query (to inspect what feedback adds)."""
     searcher = BM25Searcher(index, k1=k1, b=b, rm3=Rm3(fb_terms, fb_docs, original_query_weight))
     try:
-        return {str(t): float(w) for t, w in searcher.searcher.get_feedback_terms(query).items()}
+        terms = searcher.searcher.get_feedback_terms(query) or {}  # None when feedback finds no term
+        return {str(t): float(w) for t, w in terms.items()}
     finally:
         searcher.close()
