@@ -100,6 +100,21 @@ def test_flat_contents_title_is_searchable_and_threads_agree(tmp_path: Path):
     assert run["q4"] == {}
 
 
+def test_a_query_of_more_than_1024_distinct_terms_is_searched_with_the_others(tmp_path: Path):
+    # Lucene's default clause limit (1,024) failed the whole batch with an exception that named neither
+    from peft_ir.indexing.bm25 import BM25Searcher, build_index
+
+    words = [f"w{i}x" for i in range(1500)]
+    docs = [Document("d1", "", " ".join(words[:700])), Document("d2", "", " ".join(words[700:]) + " aspirin")]
+    build_index(iter(docs), tmp_path / "idx")
+    searcher = BM25Searcher(tmp_path / "idx")
+    try:
+        run = searcher.search({"short": "aspirin", "long": " ".join(words)}, hits=5, threads=2)
+    finally:
+        searcher.close()
+    assert list(run["short"]) == ["d2"] and set(run["long"]) == {"d1", "d2"}
+
+
 def test_msmarco_tsv_corpus_and_rebuild_replaces_index(tmp_path: Path):
     collection = tmp_path / "collection.tsv"
     write_collection([Document("7", "", "the quick brown fox"), Document("8", "", "lazy dogs sleep")], collection)
