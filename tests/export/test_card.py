@@ -90,6 +90,25 @@ def test_a_model_without_a_run_folder_says_it_has_no_evaluation(variant: Variant
     assert "load_adapter" in text and "PeftModel.from_pretrained" in text
 
 
+def test_a_reranker_s_prefixes_are_in_its_card(variant: Variant, tmp_path: Path) -> None:
+    # the exported tokenizer does not add them, and a re-ranker trained with them scores otherwise without
+    from dataclasses import replace
+
+    from peft_ir.export.source import read_trained
+    from peft_ir.reranker.config import CrossEncoderSpec
+
+    template = read_trained(variant("reranker", "lora", lora_r=4)).spec
+    spec = replace(template, query_prefix="query: ", passage_prefix="document: ")
+    assert isinstance(spec, CrossEncoderSpec)
+    out = tmp_path / "export"
+    export_model(variant("reranker", "lora", spec=spec, lora_r=4), ExportConfig(format="hf", output=str(out)))
+    _, text = _card(out)
+    assert "**Prefixes.**" in text and "`'query: '`" in text and "`'document: '`" in text
+    plain = tmp_path / "plain"
+    export_model(variant("reranker", "lora", lora_r=4), ExportConfig(format="hf", output=str(plain)))
+    assert "**Prefixes.**" not in _card(plain)[1]
+
+
 @pytest.mark.parametrize("fmt", ["sentence-transformers", "hf"])
 def test_the_folder_is_what_upload_folder_pushes(fmt: str, variant: Variant, tmp_path: Path) -> None:
     """Plain files only (no links, no temporaries, nothing upload_folder ignores or refuses), README metadata that

@@ -302,3 +302,38 @@ def test_bitfit_added_biases_without_a_switch_export_as_a_peft_ir_module(variant
         assert not any(k.endswith(("o_proj.bias", "down_proj.bias")) for k in saved.keys())  # noqa: SIM118
     tuned, got = _tuned_and_exported("retriever", train_dir, load_model(out, device="cpu")[0].auto_model)
     assert np.abs(got - tuned).max() <= TOL
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3"])
+def test_a_decoder_reranker_exports_with_the_eos_its_head_reads(family: str, variant: Variant, tiny_decoder_dir,
+                                                                 tmp_path: Path) -> None:
+    """peft-ir ends every pair with EOS for a decoder re-ranker (the head reads that token's state): the exported
+    tokenizer must too, or every score moves."""
+    from peft_ir.reranker.config import CrossEncoderSpec
+
+    spec = CrossEncoderSpec(model=str(tiny_decoder_dir(family)), query_max_length=8, passage_max_length=24)
+    train_dir = variant("reranker", "lora", spec=spec, lora_r=4)
+    expected = peft_ir_scores(train_dir)
+    for merge in (False, True):
+        out = tmp_path / f"export-{merge}"
+        _export(train_dir, out, "cross-encoder", merge)
+        model = load_model(out, device="cpu")
+        ids = model.tokenizer(*PAIRS[0])["input_ids"]
+        assert ids[-1] == model.tokenizer.eos_token_id
+        assert np.abs(model.predict(PAIRS) - expected).max() <= TOL
+
+
+@pytest.mark.parametrize("kind", ["retriever", "reranker"])
+def test_bitfit_with_aside_modules_exports_the_untouched_base(kind: str, variant: Variant, tmp_path: Path) -> None:
+    """BitFit trains the base's biases in place: the exported base must hold them as they were before training, or
+    the tuning's recorded base fingerprint no longer matches and the folder does not load."""
+    train_dir = variant(kind, "bitfit", aside="layer", ar=4)
+    out = tmp_path / "export"
+    fmt = "sentence-transformers" if kind == "retriever" else "cross-encoder"
+    assert _export(train_dir, out, fmt)["merged"] is False
+    model = load_model(out, device="cpu")
+    if kind == "retriever":
+        got = np.concatenate([model.encode_query(QUERIES), model.encode_document(PASSAGES)])
+        assert np.abs(got - peft_ir_vectors(train_dir)).max() <= TOL
+    else:
+        assert np.abs(model.predict(PAIRS) - peft_ir_scores(train_dir)).max() <= TOL

@@ -249,6 +249,10 @@ def model_card(model: TrainedModel, fmt: str, merged: bool, command: str | None 
         lines += [f"Equal to peft-ir's scores (within 1e-5) for pairs that fit the token limits; peft-ir cuts query "
                   f"and passage separately (query {spec.query_max_length}, passage {spec.passage_max_length}), "
                   "transformers and sentence-transformers cut a longer pair as a whole (longest first).", ""]
+    if model.kind == "reranker" and (spec.query_prefix or spec.passage_prefix):
+        lines += [f"**Prefixes.** This re-ranker was trained and scores with every query prefixed by "
+                  f"`{spec.query_prefix!r}` and every passage by `{spec.passage_prefix!r}`: prepend them to each "
+                  "pair yourself (the folder's tokenizer does not); without them its scores differ.", ""]
     if command:
         lines += ["## Made by", "", "```bash", command, "```", ""]
     return "\n".join(lines)

@@ -20,10 +20,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from peft_ir.decoders import append_eos, ends_with_eos
 from peft_ir.export.module import PeftIRTransformer
 from peft_ir.export.source import TrainedModel
 from peft_ir.models import hub_id
 from peft_ir.tuning import merge_tuned
+from peft_ir.tuning.arch import is_causal
 from peft_ir.tuning.checkpoint import PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE
 
 DEVICE = "cpu"  # an export is a file conversion: the same result on every machine, no GPU needed
@@ -50,8 +52,10 @@ def write_cross_encoder(model: TrainedModel, out: Path, merged: bool) -> None:
     _save_reranker(model, base, merged)
     ce = CrossEncoder(str(base), device=DEVICE, activation_fn=torch.nn.Identity())
     # peft-ir's two limits plus the pair template's special tokens: the longest pair peft-ir ever scores
-    ce.max_length = (model.spec.query_max_length + model.spec.passage_max_length
-                     + ce.tokenizer.num_special_tokens_to_add(pair=True))
+    tok = ce.tokenizer
+    template = (len(tok("a", "b")["input_ids"]) - len(tok("a", add_special_tokens=False)["input_ids"])
+                - len(tok("b", add_special_tokens=False)["input_ids"]))  # the pair template's tokens, an EOS included
+    ce.max_length = model.spec.query_max_length + model.spec.passage_max_length + template
     if not merged:
         PeftIRTransformer.tune(ce[0], model.adapter)
     ce.save(str(out), create_model_card=False)
@@ -80,6 +84,8 @@ def _save_reranker(model: TrainedModel, out: Path, merged: bool) -> None:
         hf, tokenizer = merge_tuned(reranker.model), reranker.tokenizer
     else:
         hf, tokenizer = load_base(model.spec, device=DEVICE)
+    if is_causal(hf.config) and not ends_with_eos(tokenizer):
+        append_eos(tokenizer)  # peft-ir ends every pair with EOS, whose state a decoder re-ranker's head reads
     hf.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
 

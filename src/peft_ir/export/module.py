@@ -35,6 +35,7 @@ class PeftIRTransformer(Transformer):
 
     base_name: str = ""
     base_head: dict[str, torch.Tensor]  # a task head's weights as the base had them (tuning trains the head)
+    base_small: dict[str, torch.Tensor]  # every 1-D base tensor as the base had it (BitFit trains biases in place)
 
     @classmethod
     def tune(cls, module: Transformer, tuning: str | Path) -> PeftIRTransformer:
@@ -42,12 +43,13 @@ class PeftIRTransformer(Transformer):
         this class. The subclass adds no state of its own, so re-typing the module keeps all it holds."""
         head = detect(module.model, train_pooler=True).head  # the modules a tuning may train besides its own
         base_head = {f"{name}.{k}": v.detach().clone() for name, m in head for k, v in m.state_dict().items()}
+        base_small = {k: v.detach().clone() for k, v in module.model.state_dict().items() if v.dim() <= 1}
         training = module.model.training
         module.model = load_tuned(module.model, tuning)
         module.model.train(training)
         module.__class__ = cls
         assert isinstance(module, cls)
-        module.base_head = base_head
+        module.base_head, module.base_small = base_head, base_small
         module.base_name = str(read_checkpoint_meta(tuning)["base"].get("name_or_path") or "")
         return module
 
@@ -69,8 +71,9 @@ class PeftIRTransformer(Transformer):
     def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
         """The base weights (the base's own, under its names), tokenizer and config as Transformer saves them, and
         the tuned weights in `peft_ir_tuning/`."""
-        self.model.save_pretrained(output_path, state_dict=base_state_dict(self.model) | self.base_head,
-                                   safe_serialization=safe_serialization)
+        base = base_state_dict(self.model)
+        base |= {k: v for k, v in self.base_small.items() if k in base} | self.base_head  # the base's, not as trained
+        self.model.save_pretrained(output_path, state_dict=base, safe_serialization=safe_serialization)
         self.processor.save_pretrained(output_path)
         self.save_config(output_path)
         save_tuned(self.model, Path(output_path) / TUNING_DIR, self.base_name or None)
