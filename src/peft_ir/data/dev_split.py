@@ -59,7 +59,8 @@ def _merged(group: list[TrainingExample]) -> TrainingExample:
     if len(group) == 1:
         return group[0]
     positives = list(dict.fromkeys(p for ex in group for p in ex.positives))
-    negatives = [n for n in dict.fromkeys(n for ex in group for n in ex.negatives) if n not in set(positives)]
+    judged = set(positives)
+    negatives = [n for n in dict.fromkeys(n for ex in group for n in ex.negatives) if n not in judged]
     first = group[0]
     return TrainingExample(first.query, positives, negatives, first.query_id,
                            first_stage=next((ex.first_stage for ex in group if ex.first_stage), None))

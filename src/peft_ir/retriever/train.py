@@ -44,6 +44,12 @@ def _trainer_class():  # type: ignore[no-untyped-def]
     return TunedTrainer
 
 
+def _not_positive(ex: Any) -> list[int]:
+    """Positions of the example's negatives that are none of its positives."""
+    judged = set(ex.positives)
+    return [i for i, n in enumerate(ex.negatives) if n not in judged]
+
+
 def _dataset(examples: list, num_negatives: int, seed: int, teacher: bool = False):  # type: ignore[no-untyped-def]
     """Rows of (query, positive, negative_1..n); queries without enough negatives are skipped. With `teacher`, a
     `label` column holds the teacher's scores [t(q, positive), t(q, negative_1), ...] of each row."""
@@ -59,7 +65,7 @@ def _dataset(examples: list, num_negatives: int, seed: int, teacher: bool = Fals
     labels: list[list[float]] = []
     # a negative that is one of the query's own positives (a file can list it in both) would be trained against:
     # only the other negatives are drawn from (positions, so that teacher scores stay aligned)
-    eligible = {id(ex): [i for i, n in enumerate(ex.negatives) if n not in set(ex.positives)] for ex in examples}
+    eligible = {id(ex): _not_positive(ex) for ex in examples}
     contradicted = sum(len(ex.negatives) - len(eligible[id(ex)]) for ex in examples)
     if contradicted:
         log.warning("%d negatives are also positives of their query and are not used as negatives", contradicted)
