@@ -86,6 +86,10 @@ def test_hnsw_ef_search_is_recorded_and_survives_loading(tmp_path: Path) -> None
     m = build_index(tmp_path / "emb", tmp_path / "hnsw", "HNSW8", hnsw_ef_search=77, progress=False)
     assert m["ef_search"] == 77
     assert DenseIndex(tmp_path / "hnsw", device="cpu").index.hnsw.efSearch == 77  # FAISS serialises efSearch
+    # behind a pre-transform (OPQ, PCA) the HNSW index is the inner one: it gets efSearch too
+    m = build_index(tmp_path / "emb", tmp_path / "opq-hnsw", "OPQ4,HNSW8", hnsw_ef_search=77, progress=False)
+    inner = faiss.downcast_index(DenseIndex(tmp_path / "opq-hnsw", device="cpu").index.index)
+    assert m["ef_search"] == 77 and inner.hnsw.efSearch == 77
 
 
 def test_nprobe_is_set_on_the_gpu_clone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

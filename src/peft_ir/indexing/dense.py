@@ -123,8 +123,9 @@ def build_index(emb_dir: str | Path, index_dir: str | Path, factory: str = "Flat
     if nprobe is not None:
         _set_nprobe(faiss.ParameterSpace(), index, nprobe, str(index_dir))
         extra["nprobe"] = nprobe
-    if hasattr(index, "hnsw"):
-        index.hnsw.efSearch = hnsw_ef_search  # FAISS writes efSearch into the index file
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexPreTransform) else index
+    if hasattr(inner, "hnsw"):  # behind a pre-transform (OPQ..,HNSW..) too
+        inner.hnsw.efSearch = hnsw_ef_search  # FAISS writes efSearch into the index file
         extra["ef_search"] = hnsw_ef_search
     ids: list[str] = []
     bar = tqdm(total=manifest["num_docs"], unit="vec", desc=f"index {factory}", disable=not progress)
