@@ -88,7 +88,8 @@ def test_hnsw_ef_search_is_recorded_and_survives_loading(tmp_path: Path) -> None
     assert DenseIndex(tmp_path / "hnsw", device="cpu").index.hnsw.efSearch == 77  # FAISS serialises efSearch
     # behind a pre-transform (OPQ, PCA) the HNSW index is the inner one: it gets efSearch too
     m = build_index(tmp_path / "emb", tmp_path / "opq-hnsw", "OPQ4,HNSW8", hnsw_ef_search=77, progress=False)
-    inner = faiss.downcast_index(DenseIndex(tmp_path / "opq-hnsw", device="cpu").index.index)
+    loaded = DenseIndex(tmp_path / "opq-hnsw", device="cpu").index  # held: the inner index is the outer one's
+    inner = faiss.downcast_index(loaded.index)
     assert m["ef_search"] == 77 and inner.hnsw.efSearch == 77
 
 
