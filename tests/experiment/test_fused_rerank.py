@@ -239,6 +239,11 @@ def test_cli_rerank_chooses_the_weight_on_dev_queries(tmp_path: Path, synthetic_
     assert "serve --fuse-weight auto only" in capsys.readouterr().err
     assert main([*base, "--fuse-weight", "auto", *dev[:1], str(tmp_path / "none.trec"), *dev[2:]]) == 2
     assert "--dev-run" in capsys.readouterr().err and not (tmp_path / "r.trec").exists()
+    # dev queries that are the test queries: the weight would be chosen on what it is judged on
+    on_test = ["--dev-run", str(synthetic_runs["test"]), "--dev-topics", str(synthetic_beir), "--dev-qrels",
+               str(synthetic_beir), "--dev-split", "test"]
+    assert main([*base, "--fuse-weight", "auto", *on_test]) == 2
+    assert "--dev-topics shares 10 of its 10 queries with --topics" in capsys.readouterr().err
 
     assert main([*base, "--fuse-weight", "auto", *dev, "--dev-measure", "RR@10"]) == 0
     printed = capsys.readouterr().out

@@ -106,6 +106,15 @@ def check_fusion(args: argparse.Namespace) -> None:
         args.dev_output = str(out.with_name(f"{out.stem}.dev{out.suffix}"))
     if Path(args.dev_output).resolve() in {Path(p).resolve() for p in (args.output, args.fused_output, args.run)}:
         raise PeftIRError(f"--dev-output {args.dev_output} is also another input or output: name another file")
+    from peft_ir.data import load_topics
+
+    dev = load_topics(args.dev_topics, args.dev_split)
+    test = load_topics(args.topics, args.split)
+    shared = [q for q, text in dev.items() if test.get(q) == text]
+    if shared:
+        raise PeftIRError(f"--dev-topics shares {len(shared)} of its {len(dev)} queries with --topics (same id and text, "
+                          f"e.g. {shared[0]!r}): the weight would be chosen on the queries it is judged on; hold out "
+                          "dev queries from the training split")
 
 
 def run_rerank(args: argparse.Namespace) -> int:
