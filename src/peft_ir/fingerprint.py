@@ -73,7 +73,9 @@ def file_hash(path: Path) -> str:
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for p in files:
         h.update(p.name.encode())
-        h.update(p.read_bytes())
+        with open(p, "rb") as fh:  # in blocks: a corpus can be larger than memory
+            while block := fh.read(1 << 20):
+                h.update(block)
     return h.hexdigest()[:16]
 
 

@@ -52,6 +52,8 @@ def hub_shaped(name: str) -> bool:
     """Whether `name` can name a Hub repository ("name" or "owner/name"): `runs/x/retriever`, with two slashes,
     can only be a local path, so a missing one is a missing folder, never something to fetch."""
     return re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) is not None
+
+
 def check_attention(name: str | None) -> None:
     """Refuse a flash attention implementation whose package is not installed, before any model is loaded."""
     package = FLASH_PACKAGES.get(name or "")

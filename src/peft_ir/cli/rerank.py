@@ -112,9 +112,9 @@ def check_fusion(args: argparse.Namespace) -> None:
     test = load_topics(args.topics, args.split)
     shared = [q for q, text in dev.items() if test.get(q) == text]
     if shared:
-        raise PeftIRError(f"--dev-topics shares {len(shared)} of its {len(dev)} queries with --topics (same id and text, "
-                          f"e.g. {shared[0]!r}): the weight would be chosen on the queries it is judged on; hold out "
-                          "dev queries from the training split")
+        raise PeftIRError(f"--dev-topics shares {len(shared)} of its {len(dev)} queries with --topics (same id and "
+                          f"text, e.g. {shared[0]!r}): the weight would be chosen on the queries it is judged on; "
+                          "hold out dev queries from the training split")
 
 
 def run_rerank(args: argparse.Namespace) -> int:

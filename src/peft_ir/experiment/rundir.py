@@ -3,14 +3,13 @@
 A folder belongs to exactly one resolved config: re-running the same config resumes it; a different config is
 refused with the keys that differ, so results in one folder never mix two experiments; and one `peft-ir run` at a
 time holds it, so a second launch of the same config cannot write the same files beside the first. The config
-names its data files by path: inputs.json records their contents (size, modification time and sha256), so that a
+names its data files by path: inputs.json records their contents (size, modification time and a hash), so that a
 file edited in place after stages have used it (a corrected qrels file, a re-exported corpus) is refused on resume
 rather than leaving outputs of the old content marked done.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ import yaml
 
 from peft_ir.atomic import atomic_open
 from peft_ir.errors import PeftIRError
+from peft_ir.fingerprint import file_hash
 from peft_ir.experiment.config import ExperimentConfig
 from peft_ir.experiment.loading import to_yaml
 
@@ -92,7 +92,7 @@ class RunDir:
     def check_inputs(self, paths: list[Path]) -> None:
         """Record the content of each input file (a folder: each file in it), or, on resume, refuse one whose
         content changed since. Size and modification time decide without reading; a file whose time moved but whose
-        sha256 is the same (copied, touched) is recorded anew."""
+        hash is the same (copied, touched) is recorded anew."""
         record_path = self.root / INPUTS
         old: dict[str, dict[str, Any]] = self.read_json(record_path) or {}
         new: dict[str, dict[str, Any]] = {}
@@ -103,8 +103,8 @@ class RunDir:
                 if seen and (seen["size"], seen["mtime_ns"]) == (st.st_size, st.st_mtime_ns):
                     new[key] = seen
                     continue
-                new[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _sha256(f)}
-                if seen and seen["sha256"] != new[key]["sha256"]:
+                new[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": file_hash(f)}
+                if seen and seen["hash"] != new[key]["hash"]:
                     raise PeftIRError(f"{f} changed since {self.root} began (its finished stages used the old "
                                       f"content, {INPUTS}): run into a new folder (--set name=...), or delete "
                                       f"{self.root} to start again")
@@ -208,11 +208,3 @@ def _default(key: str) -> Any:
 
 
 _NO_DEFAULT = object()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()

@@ -41,7 +41,8 @@ def _check(runs: Sequence[Run], weights: Sequence[float] | None) -> list[float] 
     if any(not math.isfinite(w) for w in weights):
         raise PeftIRError(f"weights must be finite numbers, got {list(weights)}")
     if all(w == 0 for w in weights):
-        raise PeftIRError(f"every weight is 0 ({list(weights)}): a run weighted 0 takes no part, so nothing would be fused")
+        raise PeftIRError(f"every weight is 0 ({list(weights)}): a run weighted 0 takes no part, so nothing would "
+                          "be fused")
     return [float(w) for w in weights]
 
 

@@ -53,12 +53,18 @@ def build_settings(positives: str | Path, *, depth: int = 30, num_negatives: int
             "b": b, "max_queries": max_queries}
 
 
-def training_set_is_current(output: str | Path, settings: dict[str, Any]) -> bool:
-    """Whether `output` exists and was built with `settings`."""
+def _recorded(output: str | Path) -> dict[str, Any] | None:
+    """The build record of `output` (its settings and "stats"), or None when the file or its record is missing."""
     record = build_record(output)
     if not (Path(output).is_file() and record.is_file()):
-        return False
-    return {k: v for k, v in json.loads(record.read_text(encoding="utf-8")).items() if k != "stats"} == settings
+        return None
+    return json.loads(record.read_text(encoding="utf-8"))
+
+
+def training_set_is_current(output: str | Path, settings: dict[str, Any]) -> bool:
+    """Whether `output` exists and was built with `settings`."""
+    old = _recorded(output)
+    return old is not None and {k: v for k, v in old.items() if k != "stats"} == settings
 
 
 def build_training_set(positives: str | Path, index_dir: str | Path, output: str | Path, *, depth: int = 30,
@@ -70,12 +76,12 @@ def build_training_set(positives: str | Path, index_dir: str | Path, output: str
 
     settings = build_settings(positives, depth=depth, num_negatives=num_negatives, k1=k1, b=b, max_queries=max_queries)
     record = build_record(output)
-    if training_set_is_current(output, settings):
-        log.info("%s: built with these settings already (%s), reused", output, record)
-        return json.loads(record.read_text(encoding="utf-8"))["stats"]
-    if Path(output).is_file() and record.is_file():
-        old = json.loads(record.read_text(encoding="utf-8"))
+    old = _recorded(output)
+    if old is not None:
         diff = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v)
+        if not diff:
+            log.info("%s: built with these settings already (%s), reused", output, record)
+            return old["stats"]
         raise PeftIRError(f"{output} was built with other settings ({diff}; {record}); other runs may train on it: "
                           "write this one to another file (data.train), or delete it to rebuild")
     if Path(output).is_file():
