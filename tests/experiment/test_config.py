@@ -84,6 +84,10 @@ def test_wrong_types_name_key_expected_and_got(tiny, section, message) -> None: 
     ({"index": {"factory": "IVF16,Flat", "nprobe": 0}}, r"'index.nprobe': must be at least 1, got 0"),
     ({"index": {"nprobe": 8}}, r"'index.nprobe': applies to IVF indexes only, not factory 'Flat'"),
     ({"search": {"device": "cpu", "fp16_index": True}}, r"'search.fp16_index': applies to GPU search only"),
+    ({"reranker": {"cross_attention": "gated"}}, r"'reranker.cross_attention': cross_attention: gated needs head: "
+                                                 "cosine"),
+    ({"reranker": {"cross_attention": "gated", "head": "cosine", "method": "prefix", "tuning": {"prefix_len": 2}}},
+     r"'reranker.cross_attention': .*prefix's prefixes cannot enter"),
 ])
 def test_inconsistent_sections_are_refused(tiny, section, message) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError, match=message):
@@ -296,3 +300,20 @@ def test_training_on_the_test_split_is_refused(tiny, tmp_path: Path) -> None:  #
     zero_shot = {"retriever": {"zero_shot": True, "method": None, "tuning": None}}
     assert load_config(tiny(data={"train_split": "test"}, **zero_shot, reranker=None),
                        check_files=False).data.train_split == "test"  # nothing trained, nothing chosen: allowed
+
+
+def test_gated_cross_attention_on_a_family_it_cannot_drive_is_refused_before_any_work(  # type: ignore[no-untyped-def]
+        tiny, tmp_path: Path, minilm_path: str) -> None:
+    from transformers import AutoModel, AutoTokenizer
+
+    from tests.tiny_models import tiny_config as tiny_model_config
+
+    folder = tmp_path / "distilbert"
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    AutoModel.from_config(tiny_model_config("distilbert", vocab_size=tok.vocab_size)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    gated = {"cross_attention": "gated", "head": "cosine"}
+    assert load_config(tiny(reranker=gated)).reranker.cross_attention == "gated"
+    with pytest.raises(ConfigError, match=r"'reranker.model': cross_attention: gated supports model types bert, "
+                                          r".*; this model is 'distilbert'"):
+        load_config(tiny(reranker={**gated, "model": str(folder)}))

@@ -322,6 +322,8 @@ def _validate_tuned(cfg: ExperimentConfig, key: str, s: ModelSection, origins: O
     lo, hi = s.negatives_window
     if not 1 <= lo <= hi:
         raise fail(f"{key}.negatives_window", origins, f"needs 1 <= from <= to, got [{lo}, {hi}]")
+    if key == "reranker":
+        _validate_cross_attention(s, origins)
     from_teacher = cfg.teacher is not None and cfg.distils(s)  # trains on the teacher's scored file
     beir_training = is_beir_training(cfg) and not from_teacher
     _validate_loss(cfg, key, s, origins, beir_training)
@@ -342,6 +344,19 @@ def _validate_tuned(cfg: ExperimentConfig, key: str, s: ModelSection, origins: O
                        "use bm25 or a run file")
         if cfg.first_stage not in ("dense", "bm25"):
             raise fail(f"{key}.negatives", origins, "first_stage negatives need first_stage dense or bm25")
+
+
+def _validate_cross_attention(s: ModelSection, origins: Origins) -> None:
+    """The layout's rules (reranker/config.py) on the section's own keys; the model's family is checked with the
+    input files (check_inputs)."""
+    from peft_ir.reranker.config import CrossEncoderSpec  # noqa: PLC0415
+
+    spec = CrossEncoderSpec(head=getattr(s, "head"), cross_attention=getattr(s, "cross_attention"),
+                            attn_implementation=getattr(s, "attn_implementation"))
+    try:
+        spec.check(s.method)
+    except PeftIRError as exc:
+        raise fail("reranker.cross_attention", origins, str(exc)) from None
 
 
 def is_named_source(train: str) -> bool:
@@ -540,7 +555,11 @@ def check_inputs(cfg: ExperimentConfig, origins: Origins, notes: list[str] | Non
                 except PeftIRError as exc:
                     raise fail(f"{key}.loss", origins, str(exc)) from None
         try:
-            model_structure(section.model, has_task_head(section))
+            structure = model_structure(section.model, has_task_head(section))
+            if getattr(section, "cross_attention", None) == "gated":
+                from peft_ir.reranker.gated import check_supported  # noqa: PLC0415
+
+                check_supported(structure.config)
         except PeftIRError as exc:
             if notes is None or _is_local(section.model):
                 raise fail(f"{key}.model", origins, str(exc)) from None

@@ -93,7 +93,8 @@ def read_trained(path: str | Path) -> TrainedModel:
         raise PeftIRError(f"{root} is a re-ranker scored by its {spec.head} head (the cosine of its query and passage "
                           "token states), which no Hugging Face model class computes: export writes sequence-"
                           "classification models only; load it with peft-ir (`peft-ir rerank --adapter "
-                          f"{root / ADAPTER_DIR} --head {spec.head}`)")
+                          f"{root / ADAPTER_DIR} --head {spec.head}"
+                          f"{' --cross-attention gated' if spec.gated else ''}`)")
     summary = read_json_object(root / SUMMARY_FILE)
     meta = read_checkpoint_meta(root / ADAPTER_DIR)
     try:

@@ -26,6 +26,10 @@ CROSS_ENCODER_SPEC_FILE = "cross_encoder.json"
 # weights, so that a cross-encoder built on a bi-encoder checkpoint starts from what the bi-encoder learnt.
 Head = Literal["classifier", "cosine"]
 COSINE_SCALE = 20.0  # sentence-transformers' MultipleNegativesRankingLoss scale: cosines become logits near +-20
+# How query and passage read each other. full: the tokenizer's pair template, one attention over the pair. gated: each
+# text in its own template, attention within each text plus the pair's joint attention mixed in by per-head gates that
+# start at 0, so that the model starts as exactly the bi-encoder it is built on (reranker/gated.py).
+CrossAttention = Literal["full", "gated"]
 
 
 @dataclass
@@ -49,6 +53,31 @@ class CrossEncoderSpec:
                                             f"({COSINE_SCALE:g} x cosine of the mean query-token and mean "
                                             "passage-token states: no new weights, starts from what a bi-encoder "
                                             "checkpoint knows)")
+    cross_attention: CrossAttention = setting("full", help="full (the tokenizer's pair template, joint attention) or "
+                                                           "gated (each text in its own template, joint attention "
+                                                           "mixed in by per-head gates starting at 0: with the cosine "
+                                                           "head the model starts as exactly the bi-encoder)")
+
+    def check(self, method: str | None = None) -> None:
+        """Refuse a layout the head, the attention setting or the tuning `method` cannot take, before any model
+        loads."""
+        if self.cross_attention == "gated":
+            from peft_ir.tuning.config import get_method  # noqa: PLC0415
+
+            if method is not None and "prefix_len" in get_method(method).size_fields:
+                raise PeftIRError(f"cross_attention: gated runs its own attention, which {method}'s prefixes cannot "
+                                  "enter; choose another method")
+            if self.head != "cosine":
+                raise PeftIRError("cross_attention: gated needs head: cosine (the gates start the model as the "
+                                  f"bi-encoder, whose score is the cosine of the two texts), not {self.head}")
+            if self.attn_implementation is not None:
+                raise PeftIRError("cross_attention: gated runs its own attention (scaled dot product over each "
+                                  f"text and over the pair); drop attn_implementation={self.attn_implementation}")
+
+    @property
+    def gated(self) -> bool:
+        """Whether each text reads the other only through gates that start closed (reranker/gated.py)."""
+        return self.cross_attention == "gated"
 
     @property
     def classifies(self) -> bool:
@@ -77,16 +106,18 @@ class RerankerTrainConfig(ScheduleConfig):
     batch_size: int = setting(8, help="queries per device per step")
     dev_candidates: int = setting(30, help="candidates re-ranked per dev query")
     eval_batch_size: int = setting(64, help="pairs scored per batch in dev evaluation")
-    head_lr: float | None = setting(None, help=f"learning rate of the new head (and a pooler that trains with it); "
-                                               f"default: the run's rate for PEFT methods, {PEFT_LR:g} for full")
+    head_lr: float | None = setting(None, help=f"learning rate of the new head (and a pooler that trains with it; "
+                                               f"or of gated cross attention's gates); default: the run's rate for "
+                                               f"PEFT methods, {PEFT_LR:g} for full")
 
     def check(self) -> None:
         """Refuse a loss that does not fit a cross-encoder or the training data, or an attention implementation
         that is not installed, before anything loads."""
         check_attention(self.cross_encoder.attn_implementation, self.tuning)
-        if self.head_lr is not None and not self.cross_encoder.classifies:
-            raise PeftIRError(f"head_lr sets the rate of a classifier head; the {self.cross_encoder.head} head has "
-                              "no weights of its own (drop head_lr)")
+        self.cross_encoder.check(self.tuning.method)
+        if self.head_lr is not None and not self.cross_encoder.classifies and not self.cross_encoder.gated:
+            raise PeftIRError(f"head_lr sets the rate of a classifier head (or of gated cross attention's gates); "
+                              f"the {self.cross_encoder.head} head has no weights of its own (drop head_lr)")
         super().check()
         check_loss(self.loss, CROSS_ENCODER, self.train, self.distill_temperature)
 

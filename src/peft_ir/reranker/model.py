@@ -10,7 +10,9 @@ encoder weights are loaded and the head is new, initialised from `seed`.
 With `head: cosine` (CrossEncoderSpec) the model is the bare encoder (AutoModel) and a pair's score is
 COSINE_SCALE x the cosine of its mean query-token and mean passage-token states (the template's special tokens
 are in neither segment): no new weights, so that a cross-encoder built on a bi-encoder
-checkpoint starts from what the bi-encoder learnt instead of from a random head (results/rerank-head.md).
+checkpoint starts from what the bi-encoder learnt instead of from a random head (results/rerank-head.md). With
+`cross_attention: gated` each text is laid out in its own template, its special tokens counted in its segment (as
+the bi-encoder's mean pooling counts them), and the model starts as exactly the bi-encoder (reranker/gated.py).
 
 A decoder (Llama, Qwen, Mistral) is scored as RankLLaMA scores it: the pair ends with the tokenizer's EOS token
 and transformers' head reads the last token that is not padding, on either padding side; the pad token is made to
@@ -34,6 +36,7 @@ from peft_ir.errors import MismatchError, PeftIRError
 from peft_ir.fingerprint import model_fingerprint
 from peft_ir.models import attention_kwargs, loading_quietly, resolve_model
 from peft_ir.precision import autocast, check_dtype
+from peft_ir.reranker import gated
 from peft_ir.reranker.config import COSINE_SCALE, CrossEncoderSpec, recorded_spec
 from peft_ir.tuning.arch import is_causal
 
@@ -45,10 +48,15 @@ def load_base(spec: CrossEncoderSpec, device: str | None = None):  # type: ignor
     AutoModel for the cosine head."""
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415
 
+    spec.check()
     path = resolve_model(spec.model)
-    load_kwargs = attention_kwargs(spec.attn_implementation)
+    load_kwargs = gated.load_kwargs() if spec.gated else attention_kwargs(spec.attn_implementation)
     if not Path(path).exists() and "/" not in path:
         raise PeftIRError(f"model {spec.model!r} is neither a folder nor a hub name")
+    if spec.gated:
+        from transformers import AutoConfig  # noqa: PLC0415
+
+        gated.check_supported(AutoConfig.from_pretrained(path))
     try:  # "some weights were newly initialised" is expected: the head is new
         with loading_quietly(errors_only=True), torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed)
@@ -62,6 +70,8 @@ def load_base(spec: CrossEncoderSpec, device: str | None = None):  # type: ignor
         raise PeftIRError(f"cannot load cross-encoder base {path}: {exc}") from exc
     if spec.classifies:
         model.config.problem_type = "regression"
+    if spec.gated:
+        gated.add_gates(model)
     if is_causal(model.config):
         if tokenizer.eos_token_id is None:
             raise PeftIRError(f"the tokenizer of {path} has no EOS token, which a decoder re-ranker ends pairs with")
@@ -78,10 +88,15 @@ def _head_hint(adapter: Path, spec: CrossEncoderSpec) -> str:
         found = recorded_spec(adapter)
     except PeftIRError:
         return ""
-    if found is None or found[1].head == spec.head:
+    if found is None:
         return ""
     path, recorded = found
-    return f"; {path} says it was trained with the {recorded.head} head: give --head {recorded.head}"
+    if recorded.head != spec.head:
+        return f"; {path} says it was trained with the {recorded.head} head: give --head {recorded.head}"
+    if recorded.cross_attention != spec.cross_attention:
+        return (f"; {path} says it was trained with {recorded.cross_attention} cross attention: give "
+                f"--cross-attention {recorded.cross_attention}")
+    return ""
 
 
 def _pooler_pretrained(model: torch.nn.Module, path: str, missing_keys: Sequence[str]) -> bool:
@@ -130,6 +145,8 @@ class CrossEncoder:
             extra += f"/{self.spec.query_prefix!r}/{self.spec.passage_prefix!r}"
         if not self.spec.classifies:
             extra += f"/{self.spec.head}"
+        if self.spec.gated:
+            extra += "/gated"
         if self.dtype is not None:  # scores computed in another precision are other scores (the score cache's key)
             extra += f"/{self.dtype}"
         return model_fingerprint(self.model, extra)
@@ -138,7 +155,8 @@ class CrossEncoder:
     def pair_ids(self, queries: Sequence[str], passages: Sequence[str]) -> list[tuple[list[int], list[int], list[int]]]:
         """Token ids (input_ids, token_type_ids, segments) of each pair: query and passage (each after its prefix) cut
         at their own limits, then joined by the tokenizer's pair template (with the EOS after it for a decoder);
-        segments marks each token 1 (query), 2 (passage) or 0 (a special token of the template)."""
+        segments marks each token 1 (query), 2 (passage) or 0 (a special token of the template). Gated: each text
+        in the single-text template, one after the other, its special tokens in its own segment."""
         spec, tok = self.spec, self._pairs
         q_enc = tok.encode_batch([spec.query_prefix + q for q in queries], add_special_tokens=False)
         p_enc = tok.encode_batch([spec.passage_prefix + p for p in passages], add_special_tokens=False)
@@ -146,6 +164,11 @@ class CrossEncoder:
         for q, p in zip(q_enc, p_enc):
             q.truncate(spec.query_max_length)
             p.truncate(spec.passage_max_length)
+            if spec.gated:  # each text in its own template, as the bi-encoder reads it (reranker/gated.py)
+                q_ids = tok.post_process(q, add_special_tokens=True).ids
+                p_ids = tok.post_process(p, add_special_tokens=True).ids
+                out.append((q_ids + p_ids, [0] * (len(q_ids) + len(p_ids)), [1] * len(q_ids) + [2] * len(p_ids)))
+                continue
             pair = tok.post_process(q, p, add_special_tokens=True)
             out.append((pair.ids, pair.type_ids, _segments(pair.special_tokens_mask, len(q.ids))))
         return out
@@ -183,6 +206,8 @@ class CrossEncoder:
             segments = torch.zeros(mask.shape, dtype=torch.long)
             segments[mask] = torch.tensor([i for _, _, g in items for i in g], dtype=torch.long)
             batch["segments"] = segments
+            if self.spec.gated:
+                batch["position_ids"] = gated.restarted_positions(segments, gated.first_position(self.model.config))
         return batch
 
     # --- scoring --------------------------------------------------------------------------------------------
@@ -192,12 +217,20 @@ class CrossEncoder:
             batch = {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
         else:
             batch = {k: v.to(device) for k, v in batch.items()}
-        segments = batch.pop("segments", None)
-        return self.read_scores(self.model(**batch), segments)
+        return self.forward_scores(self.model, batch)
+
+    def forward_scores(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Scores of a collated batch through `model` (this encoder's model, or the trainer's wrapping of it):
+        gated cross attention reads the segments in every layer, the cosine head after the last."""
+        inputs = dict(batch)
+        segments = inputs.pop("segments", None)
+        if self.spec.gated:
+            inputs["segments"] = segments
+        return self.read_scores(model(**inputs), segments)
 
     def read_scores(self, outputs: Any, segments: torch.Tensor | None) -> torch.Tensor:
         """One score per pair from the model's outputs: the head's logit, or the cosine of the pair's segments (the
-        batch's `segments`, which the model itself does not take)."""
+        batch's `segments`, which only a gated model's attention also reads)."""
         if self.spec.classifies:
             return outputs.logits[:, 0]
         assert segments is not None, "the cosine head reads the batch's segments (collate builds them)"

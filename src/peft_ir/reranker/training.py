@@ -138,21 +138,21 @@ def _trainer_class():  # type: ignore[no-untyped-def]
         """Group losses over (query, positive, negatives) rows, the head at its own learning rate, dev nDCG@10."""
 
         def __init__(self, *args: Any, loss: Loss, evaluator: DevNDCG | None,
-                     read_scores: Callable[..., torch.Tensor], head_params: list[torch.nn.Parameter], head_lr: float,
-                     **kwargs: Any):
+                     forward_scores: Callable[..., torch.Tensor], head_params: list[torch.nn.Parameter],
+                     head_lr: float, **kwargs: Any):
             super().__init__(*args, **kwargs)
             self.group_loss = loss
-            self.read_scores = read_scores
+            self.forward_scores = forward_scores
             self.dev_evaluator = evaluator
             self.head_params = head_params
             self.head_lr = head_lr
             self.head_grouped = False
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[no-untyped-def]
-            labels, teacher, segments = inputs.pop("labels"), inputs.pop("teacher", None), inputs.pop("segments", None)
-            out = model(**inputs)  # through the (possibly DDP-wrapped) model: the cosine head reads its token states
-            loss = self.group_loss(self.read_scores(out, segments), labels, teacher)
-            return (loss, out) if return_outputs else loss
+            labels, teacher = inputs.pop("labels"), inputs.pop("teacher", None)
+            scores = self.forward_scores(model, inputs)  # through the (possibly DDP-wrapped) model
+            loss = self.group_loss(scores, labels, teacher)
+            return (loss, scores) if return_outputs else loss
 
         def create_optimizer(self, model=None):  # type: ignore[no-untyped-def]
             optimizer = super().create_optimizer(model)
@@ -274,7 +274,7 @@ class RerankerTask(TrainingTask):
     def trainer_kwargs(self, loss: Any, evaluator: Any) -> dict[str, Any]:
         return {"model": self.tuned, "eval_dataset": [0] if self.cfg.has_dev() else None,
                 "data_collator": GroupCollator(self.encoder), "loss": loss, "evaluator": evaluator,
-                "read_scores": self.encoder.read_scores,
+                "forward_scores": self.encoder.forward_scores,
                 "head_params": [p for _, m in head_modules(self.tuned) for p in m.parameters()],
                 "head_lr": self.cfg.head_learning_rate()}
 

@@ -24,13 +24,14 @@ from peft_ir.fingerprint import base_fingerprint
 from peft_ir.tuning.arch import Arch, detect
 from peft_ir.tuning.aside import aside_parts, inject_aside
 from peft_ir.tuning.config import Part, TuningConfig, get_method
-from peft_ir.tuning.modules import TuningModule
+from peft_ir.tuning.modules import TrainsWhole, TuningModule
 from peft_ir.tuning.precision import keep_float32_masters, release_masters
 
 STATE_ATTR = "peft_ir_tuning"
 HEAD_PART = "task head (always trains)"
 POOLER_PART = "pooler (trains with the head)"
-HEAD_PARTS = (HEAD_PART, POOLER_PART)
+GATES_PART = "cross-attention gates (always train)"
+HEAD_PARTS = (HEAD_PART, POOLER_PART, GATES_PART)
 
 
 @dataclass
@@ -65,7 +66,12 @@ def config_parts(arch: Arch, config: TuningConfig) -> list[Part]:
     pooler = arch.pooler if arch.pooler in arch.head else None
     if pooler is not None:
         parts.append(Part(POOLER_PART, pooler[0], sum(p.numel() for p in pooler[1].parameters()), 1))
-    head = [(name, m) for name, m in arch.head if (name, m) != pooler]
+    gates = [(name, m) for name, m in arch.head if isinstance(m, TrainsWhole)]
+    if gates:
+        each = sum(p.numel() for p in gates[0][1].parameters())
+        where = gates[0][0] if len(gates) == 1 else f"{arch.pattern('self_attention')}.{gates[0][0].rpartition('.')[2]}"
+        parts.append(Part(GATES_PART, where, each, len(gates)))
+    head = [(name, m) for name, m in arch.head if (name, m) != pooler and not isinstance(m, TrainsWhole)]
     if head:
         names = ", ".join(name for name, _ in head)
         total = sum(p.numel() for _, m in head for p in m.parameters())
@@ -151,7 +157,7 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
 
 def head_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """A tuned cross-encoder's task head: the modules that train whole under every method (the pooler when the
-    config trains it); empty for a bare encoder."""
+    config trains it, gated cross attention's gates); empty for a bare encoder without gates."""
     state = tuning_state(model)
     if state is None:
         raise PeftIRError("head_modules needs a model returned by apply_tuning or load_tuned")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from peft_ir.errors import PeftIRError
+from peft_ir.tuning.modules import TrainsWhole
 
 POST_NORM, PRE_NORM = "post", "pre"
 
@@ -173,10 +174,6 @@ class Arch:
     def pre_norm(self) -> bool:
         return self.norm == PRE_NORM
 
-    @property
-    def is_cross_encoder(self) -> bool:
-        return bool(self.head)
-
     def encoder_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """The encoder's parameters less those of the task head (which holds the pooler when the pooler trains)."""
         in_head = {id(p) for _, m in self.head for p in m.parameters()}
@@ -276,6 +273,7 @@ def detect(model: nn.Module, train_pooler: bool = False) -> Arch:
             pooler_slot = (f"{encoder_name}.pooler", pooler)
             if train_pooler:
                 head.insert(0, pooler_slot)
+    head += [(n, m) for n, m in model.named_modules() if isinstance(m, TrainsWhole)]
     owner, slots = _slots(encoder, spec, model_type or family)
     hidden = _size(config, "hidden_size", "dim")
     heads = _size(config, "num_attention_heads", "n_heads")

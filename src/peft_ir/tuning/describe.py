@@ -24,7 +24,10 @@ def describe(model: nn.Module, config: TuningConfig | None = None, budget_note: 
     parts = config_parts(arch, config)
     trainable = sum(p.total for p in parts)
     measured, total = trainable_parameters(model)
-    kind = "cross-encoder (sequence classification)" if arch.is_cross_encoder else "encoder"
+    if arch.encoder is not arch.model:
+        kind = "cross-encoder (sequence classification)"
+    else:
+        kind = "cross-encoder (gated cross attention)" if arch.head else "encoder"
     summary = method.summary
     if config.aside is not None and method.fixed_aside is None:
         summary += f" + aside modules ({config.aside})"

@@ -24,6 +24,12 @@ class TuningModule(nn.Module):
     """Marker base class of every module added by peft-ir tuning."""
 
 
+class TrainsWhole(nn.Module):
+    """Marker base class of a module a model is built with besides its pretrained weights (a re-ranker's
+    cross-attention gates, reranker/gated.py) that trains whole under every method, as a task head does: `detect`
+    lists it in the head."""
+
+
 def bottleneck_params(d: int, r: int) -> int:
     """Closed form of one bottleneck d -> r -> d with biases: W_down (r*d) + b_down (r) + W_up (d*r) + b_up (d)."""
     return 2 * d * r + r + d
