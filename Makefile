@@ -56,6 +56,7 @@ bench: install
 	$(BIN)/python bench/rerank_throughput.py --pairs 384 --rounds 5 --passage-max-length 192 \
 		--output runs/bench/rerank_throughput.md
 	$(BIN)/python bench/cpu_bf16.py --docs 256 --batch-size 32 --rounds 5 --output runs/bench/cpu_bf16.md
+	$(BIN)/python bench/cpu_roofline.py --docs 256 --batch-size 32 --rounds 5 --output runs/bench/cpu_roofline.md
 	$(BIN)/python bench/bm25_scifact.py --dense --work runs/bench/bm25-scifact --output runs/bench/bm25_scifact.md
 	$(BIN)/python bench/train_step.py --rounds 3 --steps 5 --output runs/bench/train_step.md
 	$(BIN)/python bench/faiss_search.py --embeddings runs/bench/bm25-scifact/minilm-emb --synthetic 200000 \
