@@ -33,8 +33,8 @@ from peft_ir.tuning.modules import TrainsWhole
 
 ATTENTION = "peft_ir_gated_cross"
 GATE = "cross_gate"  # the child of each self-attention module that holds its heads' gates
-# model_type -> the position id of a text's first token (RoBERTa's positions start after its padding index)
-SUPPORTED: dict[str, str] = {"bert": "0", "electra": "0", "roberta": "pad+1", "xlm-roberta": "pad+1"}
+SUPPORTED = ("bert", "electra", "roberta", "xlm-roberta")
+AFTER_PADDING = ("roberta", "xlm-roberta")  # their positions count from the padding index + 1, not from 0
 
 
 class CrossGate(TrainsWhole):
@@ -60,10 +60,9 @@ def gated_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, v
     real = segments > 0
     within = ((segments[:, :, None] == segments[:, None, :]) & real[:, None, :])[:, None]
     joint = real[:, None, None, :]
-    sdpa = nn.functional.scaled_dot_product_attention
-    p = dropout if module.training else 0.0
-    own = sdpa(query, key, value, attn_mask=within, dropout_p=p, scale=scaling)
-    both = sdpa(query, key, value, attn_mask=joint, dropout_p=p, scale=scaling)
+    sdpa = nn.functional.scaled_dot_product_attention  # `dropout` is 0 outside training, as the module passes it
+    own = sdpa(query, key, value, attn_mask=within, dropout_p=dropout, scale=scaling)
+    both = sdpa(query, key, value, attn_mask=joint, dropout_p=dropout, scale=scaling)
     g = gate.to(own.dtype).view(1, -1, 1, 1)
     return (own + g * (both - own)).transpose(1, 2).contiguous(), None
 
@@ -101,9 +100,9 @@ def add_gates(model: nn.Module) -> None:
 
 
 def first_position(config: Any) -> int:
-    """The position id of a text's first token for this family (RoBERTa counts from its padding index + 1)."""
-    check_supported(config)
-    return int(config.pad_token_id) + 1 if SUPPORTED[config.model_type] == "pad+1" else 0
+    """The position id of a text's first token for this (supported) family: RoBERTa counts from its padding index +
+    1."""
+    return int(config.pad_token_id) + 1 if config.model_type in AFTER_PADDING else 0
 
 
 def restarted_positions(segments: torch.Tensor, start: int) -> torch.Tensor:
